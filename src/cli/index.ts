@@ -1,0 +1,118 @@
+import { createRequire } from 'node:module';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.js';
+import { ConfigError } from '../config/load.js';
+import { createGateway } from '../gateway.js';
+
+const HELP = `wsgate — a WebSocket gateway
+
+Usage:
+  wsgate start [-c FILE]      run the gateway (default config: ./wsgate.yaml)
+  wsgate check -c FILE        validate a config file; exit 1 listing every problem
+  wsgate bench URL [options]  load-test a WebSocket endpoint (wsgate bench --help)
+  wsgate echo --port P        run a small echo backend
+  wsgate --version | --help
+
+Signals: SIGTERM/SIGINT drain and stop.
+Docs: docs/configuration.md`;
+
+export function version(): string {
+  const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
+  return pkg.version;
+}
+
+/** Runs the command line; resolves to the exit code (start resolves when the gateway stops). */
+export async function run(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      console.log(HELP);
+      return command === undefined ? 1 : 0;
+    case '-v':
+    case '--version':
+    case 'version':
+      console.log(version());
+      return 0;
+    case 'start':
+      return start(rest);
+    case 'check':
+      return check(rest);
+    case 'bench':
+      return (await import('./bench.js')).runBench(rest);
+    case 'echo':
+      return (await import('./echo.js')).runEcho(rest);
+    default:
+      console.error(`wsgate: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+function configPath(args: readonly string[]): string {
+  const { values } = parseArgs({ args: [...args], options: { config: { type: 'string', short: 'c' } }, strict: true });
+  return values.config ?? 'wsgate.yaml';
+}
+
+async function check(args: readonly string[]): Promise<number> {
+  const file = configPath(args);
+  try {
+    const config = await loadConfig(file);
+    console.log(
+      `${file}: ok (${config.listeners.length} listener(s), ${config.routes.length} route(s), ${Object.keys(config.upstreams).length} upstream(s))`,
+    );
+    for (const key of config.inert) console.log(`${key}: not implemented yet; this setting has no effect`);
+    return 0;
+  } catch (err) {
+    return reportConfigError(file, err);
+  }
+}
+
+function reportConfigError(file: string, err: unknown): number {
+  if (err instanceof ConfigError) {
+    console.error(`${file}: invalid configuration`);
+    for (const p of err.problems) console.error(`  ${p}`);
+    return 1;
+  }
+  console.error(`${file}: ${(err as Error).message}`);
+  return 1;
+}
+
+async function start(args: readonly string[]): Promise<number> {
+  const file = configPath(args);
+  let config;
+  try {
+    config = await loadConfig(file);
+  } catch (err) {
+    return reportConfigError(file, err);
+  }
+  const gateway = createGateway(config);
+  try {
+    await gateway.start();
+  } catch (err) {
+    gateway.log.error({ err }, 'cannot start');
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const shutdown = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        gateway.log.warn({ signal }, 'second signal: exiting now');
+        resolve(1);
+        return;
+      }
+      stopping = true;
+      gateway.log.info({ signal }, 'shutdown requested');
+      gateway.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          gateway.log.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', shutdown);
+    process.on('SIGINT', shutdown);
+  });
+}

@@ -1,0 +1,81 @@
+// How configuration problems are named and reported: one `path: what is
+// wrong` line each, all of them at once, in one error with a stable code.
+
+export type PathSegment = string | number;
+
+export interface Problem {
+  readonly path: readonly PathSegment[];
+  readonly message: string;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+  override name = 'ConfigError';
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[]) {
+    super(problems.join('\n'));
+    this.problems = Object.freeze([...problems]);
+  }
+}
+
+const PLAIN_KEY_RE = /^[A-Za-z0-9_-]+$/;
+
+/** `upstreams.chat.targets[0].url`; keys that would be ambiguous are quoted (`upstreams["a.b"]`). */
+export function formatPath(path: readonly PathSegment[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (PLAIN_KEY_RE.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out === '' ? 'config' : out;
+}
+
+export function formatProblem(problem: Problem): string {
+  return `${formatPath(problem.path)}: ${problem.message}`;
+}
+
+/** Optimal string alignment distance: Levenshtein plus adjacent transpositions ("tsl" → "tls" is 1). */
+export function editDistance(a: string, b: string): number {
+  const rows = a.length + 1;
+  const cols = b.length + 1;
+  const d: number[] = new Array<number>(rows * cols).fill(0);
+  for (let i = 0; i < rows; i++) d[i * cols] = i;
+  for (let j = 0; j < cols; j++) d[j] = j;
+  for (let i = 1; i < rows; i++) {
+    for (let j = 1; j < cols; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min((d[(i - 1) * cols + j] ?? 0) + 1, (d[i * cols + j - 1] ?? 0) + 1, (d[(i - 1) * cols + j - 1] ?? 0) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, (d[(i - 2) * cols + j - 2] ?? 0) + 1);
+      }
+      d[i * cols + j] = best;
+    }
+  }
+  return d[rows * cols - 1] ?? 0;
+}
+
+/**
+ * The known key closest to `key`, if close enough to be a typo: at most 2
+ * edits, fewer for short keys so "url" does not suggest "tls".
+ */
+export function closestKey(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  const limit = Math.min(2, Math.max(1, Math.floor(key.length / 3)));
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const distance = editDistance(lower, candidate.toLowerCase());
+    if (distance <= limit && distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+export function unknownKeyMessage(key: string, known: readonly string[]): string {
+  const suggestion = closestKey(key, known);
+  return suggestion === undefined ? 'unknown key' : `unknown key (did you mean ${suggestion}?)`;
+}

@@ -1,0 +1,167 @@
+// The validated, normalised configuration. Units are resolved here once:
+// every duration is in milliseconds, every size in bytes, every rate in
+// events per second. Objects are deeply frozen by load.ts.
+
+export type Milliseconds = number;
+export type Bytes = number;
+
+export interface Rate {
+  /** Events per second (600/m becomes 10). 0 means unlimited. */
+  readonly perSecond: number;
+}
+
+export interface TlsFiles {
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface ListenerTlsConfig extends TlsFiles {
+  readonly sni: readonly { readonly hosts: readonly string[]; readonly cert: string; readonly key: string }[];
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+export interface ListenerConfig {
+  /** As written, e.g. "0.0.0.0:8080" or "[::]:8080". */
+  readonly address: string;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: ListenerTlsConfig | undefined;
+  readonly proxyProtocol: boolean;
+}
+
+export interface AdminConfig {
+  readonly address: string;
+  readonly host: string;
+  readonly port: number;
+  readonly token: string;
+}
+
+export interface PerIpLimits {
+  readonly maxConnections: number;
+  readonly handshakeRate: Rate;
+  readonly handshakeBurst: number;
+}
+
+export interface Limits {
+  readonly maxConnections: number;
+  readonly perIp: PerIpLimits;
+  readonly handshakeTimeout: Milliseconds;
+  readonly maxHeaderBytes: Bytes;
+  readonly idleTimeout: Milliseconds;
+  /** 0 = unlimited. */
+  readonly maxLifetime: Milliseconds;
+  readonly maxMessageBytes: Bytes;
+  readonly messageRate: Rate;
+  readonly maxBufferedBytes: Bytes;
+}
+
+export interface JwtAuthConfig {
+  readonly secret: string | undefined;
+  readonly publicKey: string | undefined;
+  readonly jwksUrl: string | undefined;
+  readonly issuer: string | undefined;
+  readonly audience: string | undefined;
+  readonly from: readonly string[];
+  readonly forwardClaims: Readonly<Record<string, string>>;
+}
+
+export interface AuthConfig {
+  readonly jwt: JwtAuthConfig | undefined;
+  readonly apiKeys: { readonly header: string; readonly keys: readonly string[] } | undefined;
+  readonly forward:
+    | {
+        readonly url: string;
+        readonly headers: readonly string[];
+        readonly responseHeaders: readonly string[];
+        readonly timeout: Milliseconds;
+      }
+    | undefined;
+}
+
+export interface RouteMatch {
+  /** Lower-cased; exact ("chat.example.com") or wildcard ("*.example.com"). */
+  readonly host: string | undefined;
+  /** Path prefix on a segment boundary; "/" matches everything. */
+  readonly path: string | undefined;
+  /** Header names lower-cased; values compared exactly. */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface RouteConfig {
+  /** From the config, or "route-<index>" when not given. */
+  readonly name: string;
+  readonly match: RouteMatch;
+  readonly upstream: string;
+  readonly stripPrefix: boolean;
+  readonly allowedOrigins: readonly string[] | undefined;
+  readonly auth: AuthConfig | undefined;
+  /** The top-level limits with this route's overrides applied. */
+  readonly limits: Limits;
+}
+
+export type BalanceAlgorithm = 'round-robin' | 'least-connections' | 'power-of-two' | 'hash';
+
+/** Where a hash balancer takes its key from. */
+export type HashKeySpec =
+  | { readonly source: 'ip' }
+  | { readonly source: 'header' | 'cookie' | 'query' | 'claim'; readonly name: string };
+
+export interface TargetConfig {
+  readonly url: string;
+  /** true for wss:// and https:// */
+  readonly secure: boolean;
+  readonly host: string;
+  readonly port: number;
+  /** Path prefix from the target URL ("" when none), prepended to the request path. */
+  readonly basePath: string;
+  readonly weight: number;
+}
+
+export type HealthCheckConfig = {
+  readonly type: 'http' | 'tcp' | 'websocket';
+  readonly path: string;
+  readonly interval: Milliseconds;
+  readonly timeout: Milliseconds;
+  readonly healthyThreshold: number;
+  readonly unhealthyThreshold: number;
+};
+
+export interface UpstreamConfig {
+  readonly name: string;
+  readonly balance: BalanceAlgorithm;
+  readonly hash: HashKeySpec | undefined;
+  readonly targets: readonly TargetConfig[];
+  readonly tls: { readonly ca: string | undefined; readonly servername: string | undefined; readonly verify: boolean } | undefined;
+  readonly connectTimeout: Milliseconds;
+  readonly retries: number;
+  readonly healthCheck: HealthCheckConfig | undefined;
+}
+
+export type RelayMode = 'inspect' | 'tunnel';
+
+export interface RelayConfig {
+  readonly mode: RelayMode;
+  readonly pingInterval: Milliseconds;
+  readonly pongTimeout: Milliseconds;
+  readonly validateUtf8: boolean;
+}
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+
+export interface Config {
+  readonly listeners: readonly ListenerConfig[];
+  readonly trustedProxies: readonly string[];
+  readonly admin: AdminConfig | undefined;
+  readonly routes: readonly RouteConfig[];
+  readonly upstreams: Readonly<Record<string, UpstreamConfig>>;
+  readonly limits: Limits;
+  readonly relay: RelayConfig;
+  readonly shutdown: { readonly drainTimeout: Milliseconds };
+  readonly cluster: { readonly workers: number | 'auto'; readonly redis: string };
+  readonly log: { readonly level: LogLevel; readonly format: 'json' | 'pretty'; readonly accessLog: boolean };
+  /**
+   * Dotted paths of keys that were set but whose feature is not implemented
+   * yet ("routes[0].auth"); the gateway logs a warning for each at start.
+   */
+  readonly inert: readonly string[];
+}

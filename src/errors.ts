@@ -1,0 +1,66 @@
+// The error catalogue. Every way a session can fail before or after the 101
+// has one entry here: what to answer the client (an HTTP status before the
+// 101, a close code after it), whether another target may be tried, and which
+// side was at fault. docs/errors.md lists the same table for users.
+
+export type ErrorSource = 'downstream' | 'upstream' | 'internal';
+
+export interface ErrorSpec {
+  readonly source: ErrorSource;
+  /** Another target may be tried (only ever before the 101 is sent). */
+  readonly retryable: boolean;
+  readonly httpStatus: number;
+  readonly closeCode: number;
+  /** Short plain-text body sent with the HTTP status. */
+  readonly text: string;
+}
+
+function spec(source: ErrorSource, httpStatus: number, text: string, retryable = false, closeCode = 1011): ErrorSpec {
+  return Object.freeze({ source, retryable, httpStatus, closeCode, text });
+}
+
+export const ERRORS = Object.freeze({
+  HANDSHAKE_MALFORMED: spec('downstream', 400, 'Bad Request', false, 1002),
+  VERSION_UNSUPPORTED: spec('downstream', 426, 'Upgrade Required', false, 1002),
+  HEADERS_TOO_LARGE: spec('downstream', 431, 'Request Header Fields Too Large', false, 1002),
+  HANDSHAKE_TIMEOUT: spec('downstream', 408, 'Request Timeout', false, 1002),
+  NO_ROUTE: spec('downstream', 404, 'Not Found'),
+  OVER_CAPACITY: spec('internal', 503, 'Service Unavailable: connection limit reached'),
+  SHUTTING_DOWN: spec('internal', 503, 'Service Unavailable: shutting down', false, 1001),
+  NO_TARGET: spec('upstream', 503, 'Service Unavailable: no healthy target'),
+  UPSTREAM_REFUSED: spec('upstream', 502, 'Bad Gateway: upstream refused the connection', true),
+  UPSTREAM_RESET: spec('upstream', 502, 'Bad Gateway: upstream closed the connection', true),
+  UPSTREAM_BAD_RESPONSE: spec('upstream', 502, 'Bad Gateway: invalid upstream response', true),
+  UPSTREAM_TIMEOUT: spec('upstream', 504, 'Gateway Timeout', true),
+} satisfies Record<string, ErrorSpec>);
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** A failure with a stable code; `detail` says what happened, for the log. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly spec: ErrorSpec;
+
+  constructor(code: ErrorCode, detail: string, options?: { cause?: unknown }) {
+    super(detail, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.spec = ERRORS[code];
+  }
+}
+
+/** Maps a socket-level failure while talking to an upstream onto the catalogue. */
+export function upstreamErrorCode(err: NodeJS.ErrnoException): ErrorCode {
+  switch (err.code ?? '') {
+    case 'ECONNREFUSED':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'UPSTREAM_REFUSED';
+    case 'ETIMEDOUT':
+      return 'UPSTREAM_TIMEOUT';
+    default:
+      return 'UPSTREAM_RESET';
+  }
+}

@@ -1,0 +1,87 @@
+import type { IncomingMessage } from 'node:http';
+import { forwardedNode } from './forwarded.js';
+
+// RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. The
+// gateway writes its own Connection/Upgrade pair for the upstream hop.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer']);
+// Rebuilt by the gateway; copied from the client only when it is a trusted proxy.
+const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
+
+export interface ForwardContext {
+  /** Request target for the upstream: path and query. */
+  readonly path: string;
+  /** The socket peer (the client, or the proxy in front of us). */
+  readonly peer: string;
+  /** The peer is in trustedProxies: keep the forwarding headers it sent. */
+  readonly trusted: boolean;
+  /** The client reached us over TLS. */
+  readonly secure: boolean;
+  /** Headers to add (e.g. from auth), names lower-case; they replace client-sent ones. */
+  readonly extra?: ReadonlyMap<string, string> | undefined;
+}
+
+/**
+ * The client's request headers as the upstream should see them, flat
+ * [name, value, name, value…]: hop-by-hop fields removed, forwarding fields
+ * set, everything else (Sec-WebSocket-Key, -Protocol, -Extensions included)
+ * passed through untouched so the upstream's answer is valid for the client.
+ */
+export function forwardHeaders(req: IncomingMessage, ctx: ForwardContext): string[] {
+  const raw = req.rawHeaders;
+  const named = connectionTokens(req.headers.connection);
+  const out: string[] = [];
+  let xff: string | undefined;
+  let forwarded: string | undefined;
+  let proto: string | undefined;
+  let fwdHost: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || (named !== undefined && named.has(lower))) continue;
+    if (ctx.extra !== undefined && ctx.extra.has(lower)) continue;
+    if (FORWARDING.has(lower)) {
+      if (!ctx.trusted) continue;
+      if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
+      else if (lower === 'forwarded') forwarded = forwarded === undefined ? value : `${forwarded}, ${value}`;
+      else if (lower === 'x-forwarded-proto') proto ??= value;
+      else fwdHost ??= value;
+      continue;
+    }
+    out.push(name, value);
+  }
+  const scheme = ctx.secure ? 'https' : 'http';
+  const host = req.headers.host ?? '';
+  const node = `for=${forwardedNode(ctx.peer)};host="${host}";proto=${scheme}`;
+  out.push(
+    'X-Forwarded-For',
+    xff === undefined ? ctx.peer : `${xff}, ${ctx.peer}`,
+    'X-Forwarded-Proto',
+    proto ?? scheme,
+    'X-Forwarded-Host',
+    fwdHost ?? host,
+    'Forwarded',
+    forwarded === undefined ? node : `${forwarded}, ${node}`,
+  );
+  if (ctx.extra !== undefined) for (const [name, value] of ctx.extra) out.push(name, value);
+  return out;
+}
+
+/** The upstream's opening handshake as one string, ready to write to the dialed socket. */
+export function buildUpstreamHandshake(req: IncomingMessage, ctx: ForwardContext): string {
+  const headers = forwardHeaders(req, ctx);
+  let head = `GET ${ctx.path} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return head + 'Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n';
+}
+
+/** Header names listed in Connection (besides "upgrade"/"keep-alive"), which are hop-by-hop too. */
+function connectionTokens(value: string | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  const set = new Set<string>();
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t !== '' && t !== 'upgrade' && t !== 'close' && t !== 'keep-alive') set.add(t);
+  }
+  return set.size === 0 ? undefined : set;
+}

@@ -1,0 +1,46 @@
+import type { Socket } from 'node:net';
+import type { RelayMode } from '../config/types.js';
+import type { Sweepable } from './idle-sweeper.js';
+import { Tunnel, type RelayEnd } from './tunnel.js';
+import { InspectRelay } from './inspect.js';
+
+/** Everything a relay is told about its session; it never reads config itself. */
+export interface RelayLimits {
+  /** Pending writes on one side above which reading from the other side pauses. */
+  readonly maxBufferedBytes: number;
+  /** Quiet sweeps of the IdleSweeper after which the session is closed (0 = never). */
+  readonly idleSweeps: number;
+  /** Inspect mode: largest message, across fragments (0 = unlimited). */
+  readonly maxMessageBytes: number;
+  /** Inspect mode: messages per second per direction (0 = unlimited). */
+  readonly messageRate: number;
+  /** 0 = unlimited. The relay adds its own ±10% jitter. */
+  readonly maxLifetime: number;
+  readonly pingInterval: number;
+  readonly pongTimeout: number;
+  readonly validateUtf8: boolean;
+  /** permessage-deflate was negotiated: RSV1 is legal on data frames. */
+  readonly rsv1Allowed: boolean;
+}
+
+/** A running relay between one client socket and one upstream socket. */
+export interface Relay extends Sweepable {
+  readonly bytesFromClient: number;
+  readonly bytesFromUpstream: number;
+  readonly messagesFromClient: number;
+  readonly messagesFromUpstream: number;
+  /** Starts the flow; the buffers are bytes read ahead during the handshake. */
+  start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void;
+  /**
+   * The gateway ends the session. Tunnel mode cuts both sides at once;
+   * inspect mode sends close frames with `code` (default 1001) both ways and
+   * waits briefly for the close handshake.
+   */
+  close(reason: string, code?: number): void;
+}
+
+export type RelayDone = (relay: Relay, end: RelayEnd) => void;
+
+export function createRelay(mode: RelayMode, down: Socket, up: Socket, limits: RelayLimits, done: RelayDone): Relay {
+  return mode === 'tunnel' ? new Tunnel(down, up, limits, done) : new InspectRelay(down, up, limits, done);
+}

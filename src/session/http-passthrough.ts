@@ -1,0 +1,97 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { Pool, errors as undiciErrors } from 'undici';
+import type { RouteConfig } from '../config/types.js';
+import { GatewayError, type ErrorCode } from '../errors.js';
+import { forwardHeaders } from '../handshake/forward.js';
+import { upstreamPath } from '../routing/route-table.js';
+import { hashKeyOf } from '../balancer/hash-key.js';
+import type { Target, UpstreamPool } from '../upstream/pool.js';
+import type { Snapshot } from '../snapshot.js';
+import type { Logger } from '../observability/logger.js';
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer']);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
+/**
+ * A plain HTTP request on a route: sent to a target over a keep-alive pool,
+ * bodies streamed both ways. Failed connects are retried on other targets
+ * only for requests without a body that are safe to repeat.
+ */
+export async function passThrough(
+  log: Logger,
+  snap: Snapshot,
+  route: RouteConfig,
+  pool: UpstreamPool,
+  req: IncomingMessage,
+  res: ServerResponse,
+  secure: boolean,
+): Promise<void> {
+  const peer = req.socket.remoteAddress ?? '';
+  const client = snap.trusted.clientAddress(peer, req);
+  const key = pool.config.hash === undefined ? undefined : hashKeyOf(pool.config.hash, { headers: req.headers, url: req.url ?? '/' }, client);
+  const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
+  const headers = forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure });
+  const abort = new AbortController();
+  res.once('close', () => abort.abort());
+  let attempts = hasBody || !IDEMPOTENT.has(req.method ?? '') ? 1 : 1 + pool.config.retries;
+  let tried: Set<Target> | undefined;
+  for (;;) {
+    const target = pool.pick(key, tried);
+    if (target === undefined) return fail(log, res, new GatewayError('NO_TARGET', `upstream ${pool.name}: no available target`));
+    target.active++;
+    try {
+      target.http ??= new Pool(`${target.config.secure ? 'https' : 'http'}://${target.config.host}:${target.config.port}`, {
+        connect: { timeout: pool.config.connectTimeout, rejectUnauthorized: pool.config.tls?.verify ?? true, ca: pool.config.tls?.ca },
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      });
+      const answer = await target.http.request({
+        method: req.method as 'GET',
+        path: target.config.basePath + upstreamPath(route, req.url ?? '/'),
+        headers,
+        body: hasBody ? req : null,
+        signal: abort.signal,
+      });
+      const out: string[] = [];
+      for (const [name, value] of Object.entries(answer.headers)) {
+        if (value === undefined || HOP_BY_HOP.has(name)) continue;
+        if (Array.isArray(value)) for (const v of value) out.push(name, v);
+        else out.push(name, value);
+      }
+      res.writeHead(answer.statusCode, out);
+      await pipeline(answer.body, res);
+      return;
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      const gw = new GatewayError(undiciErrorCode(err), `${target.config.url}: ${(err as Error).message}`, { cause: err });
+      log.warn({ target: target.id, code: gw.code, err: gw.message }, 'http passthrough attempt failed');
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (!gw.spec.retryable || --attempts <= 0) return fail(log, res, gw);
+      (tried ??= new Set()).add(target);
+    } finally {
+      target.active--;
+    }
+  }
+}
+
+function undiciErrorCode(err: unknown): ErrorCode {
+  if (err instanceof undiciErrors.ConnectTimeoutError || err instanceof undiciErrors.HeadersTimeoutError) return 'UPSTREAM_TIMEOUT';
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH') return 'UPSTREAM_REFUSED';
+  return 'UPSTREAM_RESET';
+}
+
+/** Answers a non-upgrade request with the catalogue's status and text. */
+export function fail(log: Logger, res: ServerResponse, err: GatewayError): void {
+  log.info({ client: res.req.socket.remoteAddress, method: res.req.method, url: res.req.url, status: err.spec.httpStatus, code: err.code, reason: err.message }, 'request rejected');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(err.spec.httpStatus, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
+  res.end(err.spec.text + '\n');
+}

@@ -1,0 +1,15 @@
+import type { Logger } from '../observability/logger.js';
+import type { IdleSweeper } from '../relay/idle-sweeper.js';
+import type { Relay } from '../relay/relay.js';
+import type { Session } from './upgrade.js';
+
+/** What a session needs from the gateway that runs it. */
+export interface SessionHost {
+  readonly log: Logger;
+  readonly accessLog: boolean;
+  readonly sweeper: IdleSweeper<Relay>;
+  /** Shutdown has begun: no retries, no new sessions. */
+  readonly draining: boolean;
+  nextId(): number;
+  sessionEnded(session: Session): void;
+}

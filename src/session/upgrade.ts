@@ -1,0 +1,256 @@
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { RouteConfig } from '../config/types.js';
+import { GatewayError } from '../errors.js';
+import { reject } from '../handshake/reject.js';
+import { buildUpstreamHandshake } from '../handshake/forward.js';
+import { upstreamPath } from '../routing/route-table.js';
+import { hashKeyOf } from '../balancer/hash-key.js';
+import { UpstreamDial, type DialResult } from '../upstream/connect.js';
+import { clientAnswerHead, clientSwitchingHead } from '../upstream/response-head.js';
+import type { Target, UpstreamPool } from '../upstream/pool.js';
+import type { RelayEnd } from '../relay/tunnel.js';
+import { createRelay, type Relay } from '../relay/relay.js';
+import type { Snapshot } from '../snapshot.js';
+import type { SessionHost } from './session-host.js';
+
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+/**
+ * One WebSocket session from the upgrade request to the close, in phases:
+ * validate → route → admit → pick a target → dial (retrying on other targets
+ * until the 101 is sent) → relay → end. Ends exactly once, in #finish.
+ */
+export class Session {
+  readonly id: number;
+  readonly startedAt = Date.now();
+  readonly client: string;
+  readonly route: RouteConfig;
+  readonly #host: SessionHost;
+  readonly #snap: Snapshot;
+  readonly #pool: UpstreamPool;
+  readonly #req: IncomingMessage;
+  readonly #socket: Socket;
+  readonly #early: Buffer;
+  readonly #secure: boolean;
+  #target: Target | undefined;
+  #dial: UpstreamDial | undefined;
+  #tried: Set<Target> | undefined;
+  #attemptsLeft: number;
+  #lastError: GatewayError | undefined;
+  #tunnel: Relay | undefined;
+  /** This session counts in #target.active. */
+  #holding = false;
+  #done = false;
+
+  constructor(
+    host: SessionHost,
+    snap: Snapshot,
+    route: RouteConfig,
+    pool: UpstreamPool,
+    req: IncomingMessage,
+    socket: Socket,
+    early: Buffer,
+    secure: boolean,
+  ) {
+    this.id = host.nextId();
+    this.#host = host;
+    this.#snap = snap;
+    this.route = route;
+    this.#pool = pool;
+    this.#req = req;
+    this.#socket = socket;
+    this.#early = early;
+    this.#secure = secure;
+    this.client = snap.trusted.clientAddress(socket.remoteAddress ?? '', req);
+    this.#attemptsLeft = 1 + pool.config.retries;
+  }
+
+  get target(): Target | undefined {
+    return this.#target;
+  }
+
+  /** Picks a target and dials it; on a retryable failure, the next target. */
+  connect(): void {
+    const hashSpec = this.#pool.config.hash;
+    const key = hashSpec === undefined ? undefined : hashKeyOf(hashSpec, { headers: this.#req.headers, url: this.#req.url ?? '/' }, this.client);
+    const target = this.#pool.pick(key, this.#tried);
+    if (target === undefined) {
+      // Every target was tried: the client hears why the last attempt failed.
+      this.#fail(this.#lastError ?? new GatewayError('NO_TARGET', `upstream ${this.#pool.name}: no available target`));
+      return;
+    }
+    this.#target = target;
+    this.#holding = true;
+    target.active++;
+    const key64 = this.#req.headers['sec-websocket-key'] as string;
+    const socket = this.#socket;
+    this.#dial = new UpstreamDial(
+      {
+        target: target.config,
+        request: buildUpstreamHandshake(this.#req, {
+          path: target.config.basePath + upstreamPath(this.route, this.#req.url ?? '/'),
+          peer: socket.remoteAddress ?? '',
+          trusted: this.#snap.trusted.trusts(socket.remoteAddress ?? ''),
+          secure: this.#secure,
+        }),
+        early: this.#early.length > 0 ? this.#early : undefined,
+        accept: createHash('sha1').update(key64 + WS_GUID).digest('base64'),
+        timeout: this.#pool.config.connectTimeout,
+        maxHeadBytes: this.#snap.limits.maxHeaderBytes,
+        tls: this.#pool.config.tls,
+      },
+      this.#onDialed,
+    );
+  }
+
+  #onDialed = (err: GatewayError | undefined, result: DialResult | undefined): void => {
+    this.#dial = undefined;
+    if (this.#done) {
+      result?.socket.destroy();
+      return;
+    }
+    if (err !== undefined) {
+      const target = this.#target!;
+      this.#release();
+      this.#host.log.warn({ session: this.id, target: target.id, code: err.code, err: err.message }, 'upstream attempt failed');
+      if (err.spec.retryable && --this.#attemptsLeft > 0 && !this.#host.draining) {
+        (this.#tried ??= new Set()).add(target);
+        this.#lastError = err;
+        this.#target = undefined;
+        this.connect();
+        return;
+      }
+      this.#fail(err);
+      return;
+    }
+    if (result!.kind === 'answered') this.#passAnswer(result!);
+    else this.#upgrade(result!);
+  };
+
+  #upgrade(result: DialResult): void {
+    const down = this.#socket;
+    down.write(clientSwitchingHead(result.head));
+    const limits = this.route.limits;
+    const relayConfig = this.#snap.relay;
+    const tunnel = createRelay(
+      relayConfig.mode,
+      down,
+      result.socket,
+      {
+        maxBufferedBytes: limits.maxBufferedBytes,
+        idleSweeps: this.#host.sweeper.sweepsFor(limits.idleTimeout),
+        maxMessageBytes: limits.maxMessageBytes,
+        messageRate: limits.messageRate.perSecond,
+        maxLifetime: limits.maxLifetime,
+        pingInterval: relayConfig.pingInterval,
+        pongTimeout: relayConfig.pongTimeout,
+        validateUtf8: relayConfig.validateUtf8,
+        rsv1Allowed: /permessage-deflate/i.test(result.head.get('sec-websocket-extensions') ?? ''),
+      },
+      this.#onRelayEnd,
+    );
+    this.#tunnel = tunnel;
+    down.off('close', this.#onEarlyClose);
+    result.socket.off('error', noop);
+    this.#host.sweeper.add(tunnel);
+    tunnel.start(result.rest, undefined);
+  }
+
+  /** The upstream said no (say 403): the client gets the same answer, body included. */
+  #passAnswer(result: DialResult): void {
+    const down = this.#socket;
+    const up = result.socket;
+    down.write(clientAnswerHead(result.head));
+    const length = Number(result.head.get('content-length') ?? NaN);
+    let left = Number.isFinite(length) ? length : Infinity;
+    const chunked = /chunked/i.test(result.head.get('transfer-encoding') ?? '');
+    const finish = (): void => {
+      up.destroy();
+      down.end();
+      this.#finish({ closedBy: 'upstream', reason: `upstream answered ${result.head.status}` }, result.head.status);
+    };
+    const write = (chunk: Buffer): void => {
+      const piece = chunk.length > left ? chunk.subarray(0, left) : chunk;
+      down.write(piece);
+      left -= piece.length;
+      if (left <= 0 || (chunked && endsWithLastChunk(piece))) finish();
+    };
+    up.on('data', write);
+    up.on('end', finish);
+    up.on('close', finish);
+    up.on('error', noop);
+    if (result.rest !== undefined) write(result.rest);
+    else if (left === 0) finish();
+    if (!this.#done) up.resume();
+  }
+
+  #onRelayEnd = (tunnel: Relay, end: RelayEnd): void => {
+    this.#host.sweeper.delete(tunnel);
+    this.#finish(end, 101);
+  };
+
+  /** Before the 101: the client vanished while we were dialing. */
+  #onEarlyClose = (): void => {
+    if (this.#done) return;
+    this.#dial?.abort();
+    this.#finish({ closedBy: 'client', reason: 'closed during handshake' }, 0);
+  };
+
+  /** Watches the client during the handshake; called once by the gateway. */
+  watchClient(): void {
+    this.#socket.on('close', this.#onEarlyClose);
+  }
+
+  #fail(err: GatewayError): void {
+    reject(this.#socket, err.spec.httpStatus, err.spec.text);
+    this.#finish({ closedBy: 'gateway', reason: err.message }, err.spec.httpStatus, err);
+  }
+
+  /** Gateway-initiated end: shutdown or drain. */
+  close(reason: string): void {
+    if (this.#tunnel !== undefined) this.#tunnel.close(reason);
+    else if (!this.#done) this.#fail(new GatewayError('SHUTTING_DOWN', reason));
+  }
+
+  #release(): void {
+    if (this.#holding) this.#target!.active--;
+    this.#holding = false;
+  }
+
+  /** The single exit: accounting, target release and the access log. */
+  #finish(end: RelayEnd, status: number, err?: GatewayError): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#release();
+    this.#socket.off('close', this.#onEarlyClose);
+    this.#host.sessionEnded(this);
+    if (!this.#host.accessLog) return;
+    const t = this.#tunnel;
+    this.#host.log.info(
+      {
+        session: this.id,
+        client: this.client,
+        route: this.route.name,
+        target: this.#target?.config.url,
+        status,
+        durationMs: Date.now() - this.startedAt,
+        bytesIn: t?.bytesFromClient ?? 0,
+        bytesOut: t?.bytesFromUpstream ?? 0,
+        messagesIn: t?.messagesFromClient,
+        messagesOut: t?.messagesFromUpstream,
+        closedBy: end.closedBy,
+        reason: end.reason,
+        code: err?.code,
+      },
+      'session closed',
+    );
+  }
+}
+
+function endsWithLastChunk(chunk: Buffer): boolean {
+  return chunk.length >= 5 && chunk.toString('latin1', chunk.length - 5) === '0\r\n\r\n';
+}
+
+function noop(): void {}

@@ -1,0 +1,173 @@
+// Shared fixtures for the integration tests: real backends, a real gateway,
+// raw sockets. Everything binds 127.0.0.1 on ephemeral ports.
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
+import { parseConfig } from '../src/config/load.js';
+import { createGateway, type Gateway } from '../src/gateway.js';
+
+export interface Backend {
+  readonly port: number;
+  readonly url: string;
+  readonly wss: WebSocketServer;
+  readonly server: Server;
+  /** Every upgrade request the backend accepted, in order. */
+  readonly requests: IncomingMessage[];
+  close(): Promise<void>;
+}
+
+/** A ws echo backend that records the requests it accepts. */
+export async function startBackend(options: Omit<ServerOptions, 'server' | 'port'> = {}): Promise<Backend> {
+  const server = createServer((_req, res) => res.end('http ok\n'));
+  const wss = new WebSocketServer({ server, perMessageDeflate: false, ...options });
+  const requests: IncomingMessage[] = [];
+  wss.on('connection', (ws, req) => {
+    requests.push(req);
+    ws.on('error', () => ws.terminate());
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}`,
+    wss,
+    server,
+    requests,
+    async close() {
+      for (const c of wss.clients) c.terminate();
+      wss.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+export interface RunningGateway {
+  readonly gw: Gateway;
+  readonly port: number;
+  readonly url: string;
+  /** Parsed JSON log lines. */
+  readonly logs: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+/** Starts an embedded gateway from YAML text; `${VAR}`s come from `env`. */
+export async function startGateway(yaml: string, env: Record<string, string> = {}): Promise<RunningGateway> {
+  const config = parseConfig(yaml, { ...env });
+  const logs: Record<string, unknown>[] = [];
+  const gw = createGateway(config, {
+    logDestination: {
+      write(line: string) {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  });
+  await gw.start();
+  const port = gw.addresses[0]!.port;
+  return { gw, port, url: `ws://127.0.0.1:${port}`, logs, close: () => gw.stop() };
+}
+
+/** The smallest config: one listener, one route, the given targets. */
+export function simpleConfig(targets: readonly string[], extra = ''): string {
+  return `
+listeners: [{ address: 127.0.0.1:0 }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams:
+  app:
+    targets: [${targets.map((t) => `{ url: "${t}" }`).join(', ')}]
+shutdown: { drainTimeout: 0 }
+log: { level: debug }
+${extra}`;
+}
+
+/** Opens a ws client and waits for it to be open. */
+export async function openClient(url: string, options: ConstructorParameters<typeof WebSocket>[2] = {}): Promise<WebSocket> {
+  const ws = new WebSocket(url, options);
+  ws.on('error', () => {});
+  await once(ws, 'open');
+  return ws;
+}
+
+/** Sends one message and waits for the next one back. */
+export async function echo(ws: WebSocket, data: string): Promise<string> {
+  ws.send(data);
+  const [msg] = (await once(ws, 'message')) as [Buffer];
+  return msg.toString();
+}
+
+/** Writes raw bytes and collects everything until the server closes (or `until` matches). */
+export async function rawExchange(port: number, data: string | Buffer, until?: RegExp, timeoutMs = 10_000): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  let text = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer within ${timeoutMs}ms; got ${JSON.stringify(text)}`));
+    }, timeoutMs);
+    const done = (): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(text);
+    };
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (until?.test(text)) done();
+    });
+    socket.on('close', done);
+    socket.write(data);
+  });
+}
+
+/** A valid opening handshake, for raw-socket tests. */
+export function upgradeRequest(path = '/', extraHeaders: readonly string[] = [], host = 'localhost'): string {
+  return [
+    `GET ${path} HTTP/1.1`,
+    `Host: ${host}`,
+    'Upgrade: websocket',
+    'Connection: Upgrade',
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+    'Sec-WebSocket-Version: 13',
+    ...extraHeaders,
+    '',
+    '',
+  ].join('\r\n');
+}
+
+/** Status code of a raw HTTP answer. */
+export function statusOf(answer: string): number {
+  return Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0);
+}
+
+/** Polls until `check` is true or the deadline passes. */
+export async function eventually(check: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A raw TCP server for scripted upstream behaviour. */
+export async function rawServer(onSocket: (s: Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
+  const { createServer: createNetServer } = await import('node:net');
+  const sockets = new Set<Socket>();
+  const server = createNetServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+    onSocket(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as AddressInfo).port,
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}

@@ -1,0 +1,166 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import {
+  echo,
+  openClient,
+  rawExchange,
+  rawServer,
+  simpleConfig,
+  startBackend,
+  startGateway,
+  statusOf,
+  upgradeRequest,
+  type Backend,
+} from './helpers.js';
+
+/** A port with nothing listening on it. */
+async function deadPort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+void describe('upstream failures before the 101', () => {
+  let backend: Backend;
+  before(async () => {
+    backend = await startBackend();
+  });
+  after(async () => {
+    await backend.close();
+  });
+
+  async function statusThrough(targets: string[], extra = ''): Promise<{ status: number; answer: string; logs: Record<string, unknown>[] }> {
+    const gw = await startGateway(simpleConfig(targets, extra));
+    try {
+      const answer = await rawExchange(gw.port, upgradeRequest());
+      return { status: statusOf(answer), answer, logs: gw.logs };
+    } finally {
+      await gw.close();
+    }
+  }
+
+  void it('connection refused → 502, logged', async () => {
+    const { status, logs } = await statusThrough([`ws://127.0.0.1:${await deadPort()}`]);
+    assert.equal(status, 502);
+    assert.ok(logs.some((l) => l.code === 'UPSTREAM_REFUSED'));
+  });
+
+  void it('upstream resets the connection → 502', async () => {
+    const srv = await rawServer((s) => s.once('data', () => s.resetAndDestroy()));
+    try {
+      assert.equal((await statusThrough([`ws://127.0.0.1:${srv.port}`])).status, 502);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  void it('invalid upstream answer (garbage, or a 101 with a wrong accept) → 502', async () => {
+    const garbage = await rawServer((s) => s.once('data', () => s.end('SSH-2.0-OpenSSH\r\n\r\n')));
+    const wrongAccept = await rawServer((s) =>
+      s.once('data', () => s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: nope\r\n\r\n')),
+    );
+    try {
+      assert.equal((await statusThrough([`ws://127.0.0.1:${garbage.port}`])).status, 502);
+      assert.equal((await statusThrough([`ws://127.0.0.1:${wrongAccept.port}`])).status, 502);
+    } finally {
+      await garbage.close();
+      await wrongAccept.close();
+    }
+  });
+
+  void it('no answer within connectTimeout → 504', async () => {
+    const silent = await rawServer(() => {});
+    try {
+      const yaml = `
+listeners: [{ address: 127.0.0.1:0 }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { connectTimeout: 300ms, retries: 0, targets: [{ url: "ws://127.0.0.1:${silent.port}" }] } }
+shutdown: { drainTimeout: 0 }`;
+      const gw = await startGateway(yaml);
+      try {
+        assert.equal(statusOf(await rawExchange(gw.port, upgradeRequest())), 504);
+      } finally {
+        await gw.close();
+      }
+    } finally {
+      await silent.close();
+    }
+  });
+
+  void it("an upstream's own non-101 answer reaches the client as is, body included", async () => {
+    const body = 'go away, you are banned\n';
+    const srv = await rawServer((s) =>
+      s.once('data', () =>
+        s.write(`HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Reason: banned\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
+      ),
+    );
+    try {
+      const { status, answer } = await statusThrough([`ws://127.0.0.1:${srv.port}`]);
+      assert.equal(status, 403);
+      assert.match(answer, /\r\nX-Reason: banned\r\n/);
+      assert.ok(answer.endsWith(body), answer);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  void it('a failed connect is retried on another target; the client never notices', async () => {
+    const dead1 = `ws://127.0.0.1:${await deadPort()}`;
+    const dead2 = `ws://127.0.0.1:${await deadPort()}`;
+    const gw = await startGateway(`
+listeners: [{ address: 127.0.0.1:0 }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { balance: round-robin, retries: 2, targets: [{ url: "${dead1}" }, { url: "${dead2}" }, { url: "${backend.url}" }] } }
+shutdown: { drainTimeout: 0 }`);
+    try {
+      for (let i = 0; i < 6; i++) {
+        const ws = await openClient(gw.url);
+        assert.equal(await echo(ws, `m${i}`), `m${i}`);
+        ws.close();
+      }
+    } finally {
+      await gw.close();
+    }
+  });
+
+  void it('retries: 0 means one attempt only', async () => {
+    const dead = `ws://127.0.0.1:${await deadPort()}`;
+    const gw = await startGateway(`
+listeners: [{ address: 127.0.0.1:0 }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { retries: 0, targets: [{ url: "${dead}" }, { url: "${backend.url}" }] } }
+shutdown: { drainTimeout: 0 }`);
+    try {
+      const statuses = [];
+      for (let i = 0; i < 4; i++) statuses.push(statusOf(await rawExchange(gw.port, upgradeRequest(), /\r\n\r\n/)));
+      assert.deepEqual(statuses.sort(), [101, 101, 502, 502]);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  void it('nothing is retried after the 101: an upstream that dies mid-session closes the client', async () => {
+    let accepted = 0;
+    const flaky = await startBackend();
+    flaky.wss.on('connection', (ws) => {
+      accepted++;
+      setTimeout(() => ws.terminate(), 50);
+    });
+    const gw = await startGateway(simpleConfig([flaky.url]));
+    try {
+      const ws = await openClient(gw.url);
+      const [code] = (await once(ws, 'close')) as [number];
+      assert.ok(code === 1006 || code === 1011, `closed with ${code}`);
+      assert.equal(accepted, 1);
+    } finally {
+      await gw.close();
+      await flaky.close();
+    }
+  });
+});
