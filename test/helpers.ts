@@ -79,7 +79,6 @@ upstreams:
   app:
     targets: [${targets.map((t) => `{ url: "${t}" }`).join(', ')}]
 shutdown: { drainTimeout: 0 }
-log: { level: debug }
 ${extra}`;
 }
 

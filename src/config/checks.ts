@@ -47,9 +47,9 @@ function checkUpstreams(upstreams: Raw, problems: Problem[]): void {
     const hasHash = u.hash !== undefined;
     if (balance === 'hash' && !hasHash) {
       problems.push({ path: [...path, 'hash'], message: 'is required when balance is hash (e.g. hash: { key: "header:x-user-id" })' });
-    } else if (balance !== 'hash' && hasHash) {
-      problems.push({ path: [...path, 'hash'], message: `only applies to balance: hash (balance is ${balance})` });
     }
+    // A hash key beside another balance is accepted and unused: CONFIG.md's own
+    // example writes one, and switching algorithms should be a one-line change.
   }
 }
 

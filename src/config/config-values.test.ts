@@ -109,7 +109,7 @@ void describe('hash keys', () => {
     void test(`rejects ${JSON.stringify(bad)}`, () => assert.throws(() => parseHashKey(bad), /must be ip, header:NAME, cookie:NAME, query:NAME or claim:NAME/));
   }
 
-  void test('in a config: hash needs balance hash and the other way round', () => {
+  void test('in a config: balance hash needs a valid hash key', () => {
     const text = cfg('', {
       'upstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }] } }': `upstreams:
   app: { balance: hash, hash: { key: "cookie:sid" }, targets: [{ url: ws://h:1 }] }
@@ -120,7 +120,6 @@ void describe('hash keys', () => {
     });
     assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
       'upstreams.b.hash: is required when balance is hash (e.g. hash: { key: "header:x-user-id" })',
-      'upstreams.c.hash: only applies to balance: hash (balance is round-robin)',
       'upstreams.d.hash.key: must be ip, header:NAME, cookie:NAME, query:NAME or claim:NAME',
       'upstreams.e.hash.key: is required',
     ]);

@@ -36,9 +36,10 @@ export async function passThrough(
   res.once('close', () => abort.abort());
   let attempts = hasBody || !IDEMPOTENT.has(req.method ?? '') ? 1 : 1 + pool.config.retries;
   let tried: Set<Target> | undefined;
+  let lastError: GatewayError | undefined;
   for (;;) {
     const target = pool.pick(key, tried);
-    if (target === undefined) return fail(log, res, new GatewayError('NO_TARGET', `upstream ${pool.name}: no available target`));
+    if (target === undefined) return fail(log, res, lastError ?? new GatewayError('NO_TARGET', `upstream ${pool.name}: no available target`));
     target.active++;
     try {
       target.http ??= new Pool(`${target.config.secure ? 'https' : 'http'}://${target.config.host}:${target.config.port}`, {
@@ -72,6 +73,7 @@ export async function passThrough(
       }
       if (!gw.spec.retryable || --attempts <= 0) return fail(log, res, gw);
       (tried ??= new Set()).add(target);
+      lastError = gw;
     } finally {
       target.active--;
     }

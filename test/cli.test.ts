@@ -1,0 +1,103 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { echo, openClient, startBackend } from './helpers.js';
+
+const MAIN = join(import.meta.dirname, '..', 'src', 'main.ts');
+
+function wsgate(args: string[]): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const child = wsgate(args);
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const [code] = (await once(child, 'exit')) as [number];
+  return { code, out, err };
+}
+
+async function configFile(text: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'wsgate-cli-'));
+  const file = join(dir, 'wsgate.yaml');
+  await writeFile(file, text);
+  return file;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as AddressInfo;
+  s.close();
+  return port;
+}
+
+void describe('wsgate CLI', () => {
+  void it('--version and --help', async () => {
+    const v = await run(['--version']);
+    assert.equal(v.code, 0);
+    assert.match(v.out.trim(), /^\d+\.\d+\.\d+$/);
+    const h = await run(['--help']);
+    assert.equal(h.code, 0);
+    assert.match(h.out, /wsgate start/);
+  });
+
+  void it('check: a valid file exits 0; an invalid one exits 1 listing every problem', async () => {
+    const good = await configFile('listeners: [{ address: 127.0.0.1:8080 }]\nroutes: [{ match: { path: / }, upstream: app }]\nupstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }] } }\n');
+    const ok = await run(['check', '-c', good]);
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /ok/);
+    const bad = await configFile(
+      'listeners: [{ address: nowhere }]\nroutes: [{ match: { path: / }, upstream: ap }]\nupstreams: { app: { targets: [{ url: ftp://x }] } }\nlimits: { maxConection: 3 }\n',
+    );
+    const no = await run(['check', '-c', bad]);
+    assert.equal(no.code, 1);
+    assert.match(no.err, /listeners\[0\]\.address: /);
+    assert.match(no.err, /routes\[0\]\.upstream: /);
+    assert.match(no.err, /upstreams\.app\.targets\[0\]\.url: must be ws:\/\/, wss:\/\/, http:\/\/ or https:\/\//);
+    assert.match(no.err, /limits\.maxConection: unknown key \(did you mean maxConnections\?\)/);
+  });
+
+  void it('start: SIGTERM stops accepting, lets sessions drain, then exits 0', { timeout: 30_000 }, async () => {
+    const backend = await startBackend();
+    const port = await freePort();
+    const file = await configFile(`
+listeners: [{ address: 127.0.0.1:${port} }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
+shutdown: { drainTimeout: 1500ms }
+relay: { mode: tunnel }
+`);
+    const child = wsgate(['start', '-c', file]);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.resume();
+    try {
+      while (!out.includes('wsgate started')) await once(child.stdout!, 'data');
+      const ws = await openClient(`ws://127.0.0.1:${port}`);
+      assert.equal(await echo(ws, 'before'), 'before');
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      while (!out.includes('draining')) await once(child.stdout!, 'data');
+      // New connections are refused while the open session keeps working.
+      const probe = connect(port, '127.0.0.1');
+      const [err] = (await once(probe, 'error')) as [NodeJS.ErrnoException];
+      assert.equal(err.code, 'ECONNREFUSED');
+      assert.equal(await echo(ws, 'during'), 'during');
+      await once(ws, 'close');
+      const [code] = (await exited) as [number];
+      assert.equal(code, 0);
+      assert.match(out, /"msg":"session closed"/);
+    } finally {
+      child.kill('SIGKILL');
+      await backend.close();
+    }
+  });
+});

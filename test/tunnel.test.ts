@@ -1,0 +1,254 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { WebSocket } from 'ws';
+import {
+  echo,
+  eventually,
+  openClient,
+  rawExchange,
+  rawServer,
+  simpleConfig,
+  startBackend,
+  startGateway,
+  upgradeRequest,
+  type Backend,
+  type RunningGateway,
+} from './helpers.js';
+
+const TUNNEL = 'relay: { mode: tunnel }';
+
+/** Completes a server-side upgrade by hand on a raw socket; resolves with the request text. */
+export function acceptUpgrade(socket: Socket, extra: Buffer = Buffer.alloc(0)): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const onData = (d: Buffer): void => {
+      text += d.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      socket.off('data', onData);
+      const key = /sec-websocket-key: (.*)\r\n/i.exec(text)?.[1] ?? '';
+      const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+      const head = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
+      socket.write(Buffer.concat([Buffer.from(head), extra]));
+      resolve(text.slice(0, end));
+    };
+    socket.on('data', onData);
+  });
+}
+
+void describe('tunnel relay', () => {
+  let backend: Backend;
+  let gw: RunningGateway;
+  before(async () => {
+    backend = await startBackend();
+    gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { handshakeTimeout: 300ms, idleTimeout: 5s }`));
+  });
+  after(async () => {
+    await gw.close();
+    await backend.close();
+  });
+
+  void it('relays text and binary both ways', async () => {
+    const ws = await openClient(gw.url);
+    assert.equal(await echo(ws, 'hello'), 'hello');
+    const bin = Buffer.alloc(200_000, 7);
+    ws.send(bin);
+    const [got, isBinary] = (await once(ws, 'message')) as [Buffer, boolean];
+    assert.ok(isBinary);
+    assert.ok(bin.equals(got));
+    ws.close();
+    await once(ws, 'close');
+  });
+
+  void it('bytes the upstream sends right behind its 101 reach the client', async () => {
+    const srv = await rawServer((s) => void acceptUpgrade(s, Buffer.from('\x81\x05early', 'latin1')));
+    const g = await startGateway(simpleConfig([`ws://127.0.0.1:${srv.port}`], TUNNEL));
+    try {
+      const answer = await rawExchange(g.port, upgradeRequest(), /early/);
+      assert.match(answer, /^HTTP\/1\.1 101[^]*\r\n\r\n\x81\x05early$/);
+    } finally {
+      await g.close();
+      await srv.close();
+    }
+  });
+
+  void it('no HTTP timeout applies after the 101', async () => {
+    const ws = await openClient(gw.url);
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(await echo(ws, `tick ${i}`), `tick ${i}`);
+    }
+    assert.equal(ws.readyState, WebSocket.OPEN, 'open well past handshakeTimeout (300ms)');
+    ws.close();
+  });
+
+  void it('a client close reaches the upstream, and the session ends', async () => {
+    const ws = await openClient(gw.url);
+    const serverSide = [...backend.wss.clients].at(-1)!;
+    const closed = once(serverSide, 'close');
+    ws.close(4001, 'done');
+    const [code, reason] = (await closed) as [number, Buffer];
+    assert.equal(code, 4001);
+    assert.equal(reason.toString(), 'done');
+    await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'session count back to 0');
+  });
+
+  void it('an upstream reset closes the client within a second or so', async () => {
+    const ws = await openClient(gw.url);
+    const serverSide = [...backend.wss.clients].at(-1)!;
+    const t0 = Date.now();
+    serverSide.terminate();
+    await once(ws, 'close');
+    assert.ok(Date.now() - t0 < 5_000);
+  });
+
+  void it('writes one access-log line per closed session', async () => {
+    const ws = await openClient(gw.url);
+    await echo(ws, 'x'.repeat(10));
+    ws.close();
+    await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
+    const line = gw.logs.findLast((l) => l.msg === 'session closed')!;
+    for (const field of ['session', 'client', 'route', 'target', 'durationMs', 'bytesIn', 'bytesOut', 'closedBy', 'reason']) {
+      assert.ok(field in line, `access log has ${field}`);
+    }
+    assert.equal(line.client, '127.0.0.1');
+    assert.equal(line.target, backend.url);
+  });
+});
+
+void describe('idle timeout', () => {
+  void it('closes connections silent both ways; a chatty one survives', async () => {
+    const backend = await startBackend();
+    const gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { idleTimeout: 600ms }`));
+    try {
+      const quiet = await openClient(gw.url);
+      const chatty = await openClient(gw.url);
+      const quietClosed = once(quiet, 'close');
+      for (let i = 0; i < 10; i++) {
+        await new Promise((r) => setTimeout(r, 150));
+        await echo(chatty, 'ping');
+      }
+      await quietClosed;
+      assert.equal(chatty.readyState, WebSocket.OPEN);
+      const line = gw.logs.find((l) => l.msg === 'session closed' && l.reason === 'idle timeout');
+      assert.ok(line, 'idle close logged');
+      assert.equal(line.closedBy, 'gateway');
+      chatty.close();
+    } finally {
+      await gw.close();
+      await backend.close();
+    }
+  });
+});
+
+void describe('maxConnections', () => {
+  void it('answers 503 over the limit, and admits again once a session ends', async () => {
+    const backend = await startBackend();
+    const gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { maxConnections: 2 }`));
+    try {
+      const a = await openClient(gw.url);
+      const b = await openClient(gw.url);
+      const over = await rawExchange(gw.port, upgradeRequest());
+      assert.match(over, /^HTTP\/1\.1 503/);
+      a.close();
+      await eventually(() => gw.gw.stats().sessions === 1, 5_000);
+      const c = await openClient(gw.url);
+      b.close();
+      c.close();
+    } finally {
+      await gw.close();
+      await backend.close();
+    }
+  });
+});
+
+/** Opens a raw client that completes the upgrade and then never reads. */
+async function stalledClient(port: number): Promise<Socket> {
+  const s = connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write(upgradeRequest());
+  await once(s, 'data');
+  s.pause();
+  return s;
+}
+
+void describe('leaks', () => {
+  void it('1,000 sessions closed every way leave no session, socket or timer behind', async () => {
+    const backend = await startBackend();
+    backend.wss.on('connection', (ws) => ws.on('message', (m) => String(m) === 'reset' && ws.terminate()));
+    const gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { idleTimeout: 300ms }\nlog: { accessLog: false }`));
+    const handles = (): number => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').length;
+    try {
+      const baseline = handles();
+      const ways = ['clean', 'client-reset', 'backend-reset', 'idle'] as const;
+      for (let batch = 0; batch < 20; batch++) {
+        await Promise.all(
+          Array.from({ length: 50 }, async (_, i) => {
+            const way = ways[(batch * 50 + i) % ways.length]!;
+            const ws = await openClient(gw.url);
+            const closed = once(ws, 'close');
+            if (way === 'clean') ws.close(1000);
+            else if (way === 'client-reset') ws.terminate();
+            else if (way === 'backend-reset') ws.send('reset');
+            await closed;
+          }),
+        );
+      }
+      await eventually(() => gw.gw.stats().sessions === 0, 10_000, 'sessions back to 0');
+      await eventually(() => backend.wss.clients.size === 0, 10_000, 'backend connections back to 0');
+      await eventually(() => handles() <= baseline, 10_000, `handles back to ${baseline}`);
+    } finally {
+      await gw.close();
+      await backend.close();
+    }
+  });
+});
+
+void describe('backpressure', () => {
+  void it('a backend flooding a client that does not read grows the gateway by less than 64 MiB', { timeout: 60_000 }, async () => {
+    const frame = Buffer.alloc(1 << 20);
+    frame[0] = 0x82;
+    frame[1] = 127;
+    frame.writeBigUInt64BE(BigInt(frame.length - 10), 2);
+    let written = 0;
+    const srv = await rawServer((s) => {
+      void acceptUpgrade(s).then(() => {
+        const pump = (): void => {
+          while (written < 500 * (1 << 20) && !s.destroyed) {
+            written += frame.length;
+            if (!s.write(frame)) return void s.once('drain', pump);
+          }
+        };
+        pump();
+      });
+    });
+    const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${srv.port}`], `${TUNNEL}\nlimits: { maxBufferedBytes: 1MiB }`));
+    const client = await stalledClient(gw.port);
+    const rssBefore = process.memoryUsage().rss;
+    try {
+      // Wait for the flood to stall: the gateway stopped reading from the backend.
+      let last = -1;
+      await eventually(
+        () => {
+          const stalled = written === last && written > 0;
+          last = written;
+          return stalled;
+        },
+        30_000,
+        'the flood to stall',
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      const growth = process.memoryUsage().rss - rssBefore;
+      assert.ok(written < 500 * (1 << 20), `backend was held back (wrote ${written >> 20} MiB)`);
+      assert.ok(growth < 64 * (1 << 20), `gateway grew ${growth >> 20} MiB`);
+    } finally {
+      client.destroy();
+      await gw.close();
+      await srv.close();
+    }
+  });
+});
