@@ -30,9 +30,10 @@ export class Session {
   readonly #host: SessionHost;
   readonly #snap: Snapshot;
   readonly #pool: UpstreamPool;
-  readonly #req: IncomingMessage;
+  /** Held only until the upstream answers: an idle session must not keep the request alive. */
+  #req: IncomingMessage | undefined;
   readonly #socket: Socket;
-  readonly #early: Buffer;
+  #early: Buffer | undefined;
   readonly #secure: boolean;
   #target: Target | undefined;
   #dial: UpstreamDial | undefined;
@@ -74,7 +75,8 @@ export class Session {
   /** Picks a target and dials it; on a retryable failure, the next target. */
   connect(): void {
     const hashSpec = this.#pool.config.hash;
-    const key = hashSpec === undefined ? undefined : hashKeyOf(hashSpec, { headers: this.#req.headers, url: this.#req.url ?? '/' }, this.client);
+    const req = this.#req!;
+    const key = hashSpec === undefined ? undefined : hashKeyOf(hashSpec, { headers: req.headers, url: req.url ?? '/' }, this.client);
     const target = this.#pool.pick(key, this.#tried);
     if (target === undefined) {
       // Every target was tried: the client hears why the last attempt failed.
@@ -84,18 +86,18 @@ export class Session {
     this.#target = target;
     this.#holding = true;
     target.active++;
-    const key64 = this.#req.headers['sec-websocket-key'] as string;
+    const key64 = req.headers['sec-websocket-key'] as string;
     const socket = this.#socket;
     this.#dial = new UpstreamDial(
       {
         target: target.config,
-        request: buildUpstreamHandshake(this.#req, {
-          path: target.config.basePath + upstreamPath(this.route, this.#req.url ?? '/'),
+        request: buildUpstreamHandshake(req, {
+          path: target.config.basePath + upstreamPath(this.route, req.url ?? '/'),
           peer: socket.remoteAddress ?? '',
           trusted: this.#snap.trusted.trusts(socket.remoteAddress ?? ''),
           secure: this.#secure,
         }),
-        early: this.#early.length > 0 ? this.#early : undefined,
+        early: this.#early !== undefined && this.#early.length > 0 ? this.#early : undefined,
         accept: createHash('sha1').update(key64 + WS_GUID).digest('base64'),
         timeout: this.#pool.config.connectTimeout,
         maxHeadBytes: this.#snap.limits.maxHeaderBytes,
@@ -125,6 +127,8 @@ export class Session {
       this.#fail(err);
       return;
     }
+    this.#req = undefined;
+    this.#early = undefined;
     if (result!.kind === 'answered') this.#passAnswer(result!);
     else this.#upgrade(result!);
   };
