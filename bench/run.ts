@@ -182,7 +182,7 @@ async function main(): Promise<number> {
           row[scenario.name] = { failed: (err as Error).message };
           process.stdout.write(`  ${scenario.name.padEnd(7)} failed: ${(err as Error).message}\n`);
         }
-        await new Promise((r) => setTimeout(r, 300));
+        await new Promise((r) => setTimeout(r, 200));
       }
     } finally {
       await running.stop();

@@ -210,7 +210,9 @@ function pathOf(url: string | undefined): string {
 
 /** One sweep tick serves every idle timeout: fine enough for the shortest, never busier than 20/s. */
 function sweepTick(config: Config): number {
-  let shortest = config.limits.idleTimeout;
-  for (const r of config.routes) if (r.limits.idleTimeout > 0 && r.limits.idleTimeout < shortest) shortest = r.limits.idleTimeout;
-  return Math.max(50, Math.min(1_000, Math.floor(shortest / 10)));
+  let shortest = Infinity;
+  for (const t of [config.limits.idleTimeout, ...config.routes.map((r) => r.limits.idleTimeout)]) {
+    if (t > 0 && t < shortest) shortest = t;
+  }
+  return shortest === Infinity ? 1_000 : Math.max(50, Math.min(1_000, Math.floor(shortest / 10)));
 }

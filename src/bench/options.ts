@@ -70,7 +70,7 @@ export const USAGE = `usage: wsgate bench URL [options]
   --subprotocol P       offered Sec-WebSocket-Protocol (repeatable)
   --insecure            accept self-signed TLS certificates (wss://)
   --timeout D           handshake timeout, and the wait for outstanding echoes (default 5s)
-  --workers N           load processes (each 127.x source address when the target is 127.x)
+  --workers N           load processes, each from its own 127.x source address when the target is 127.x
   --json                print the result as JSON on stdout
   --no-progress         no live progress line (it is shown only on a TTY anyway)
   --allow-remote        allow a target outside 127.0.0.0/8, ::1 and localhost
@@ -234,10 +234,15 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
   });
 }
 
-/** Source address for worker `index` of `workers`, so each has its own ephemeral port range. */
-export function sourceAddressFor(url: string, index: number, workers: number): string | undefined {
+/**
+ * Source address for worker `index` of `workers`: 127.A.B.(2 + index), so each worker has its own
+ * ephemeral port range. A.B come from `salt` (random per run): bind() to port 0 gets very slow on
+ * an address holding thousands of TIME_WAIT sockets from the previous run.
+ */
+export function sourceAddressFor(url: string, index: number, workers: number, salt: number): string | undefined {
   if (workers < 2) return undefined;
   const host = new URL(url).hostname;
   if (!isIPv4(host) || !host.startsWith('127.')) return undefined;
-  return `127.0.0.${2 + index}`;
+  const s = Math.abs(Math.floor(salt)) % (254 * 256);
+  return `127.${1 + Math.floor(s / 256)}.${s % 256}.${2 + index}`;
 }

@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { BenchError } from './bench-error.js';
 import { ErrorTally } from './error-tally.js';
@@ -74,6 +75,7 @@ function slices(options: BenchOptions): RunnerSlice[] {
   const out: RunnerSlice[] = [];
   const n = options.connections;
   const w = options.workers;
+  const salt = randomInt(254 * 256);
   for (let i = 0; i < w; i++) {
     const connections = Math.floor(n / w) + (i < n % w ? 1 : 0);
     const share = connections / n;
@@ -82,7 +84,7 @@ function slices(options: BenchOptions): RunnerSlice[] {
       connections,
       rate: options.mode.kind === 'open' ? options.mode.rate * share : 0,
       ramp: options.ramp * share,
-      localAddress: sourceAddressFor(options.url, i, w),
+      localAddress: sourceAddressFor(options.url, i, w, salt),
     });
   }
   return out;

@@ -1,2 +1,380 @@
-// Placeholder until the frame-aware relay lands: behaves as a tunnel.
-export { Tunnel as InspectRelay } from './tunnel.js';
+import type { Socket } from 'node:net';
+import type { Relay, RelayDone, RelayLimits } from './relay.js';
+import type { Party, RelayEnd } from './tunnel.js';
+import { CloseCode, encodeClose } from './frames.js';
+import { Flow, kFlow, receive, type FlowOwner, type Side } from './inspect-flow.js';
+import { gatewayPing } from './keepalive.js';
+
+// Inspect mode: the relay follows the frames both ways (inspect-flow.ts) so
+// it can enforce RFC 6455 §5 and the message limits, answer for the gateway
+// with Close frames of its own, ping quiet clients, and end a session with
+// a close handshake on both connections instead of a cut.
+//
+// Close codes (docs/configuration.md lists them):
+// - The peer that broke a rule gets the code for it (1002 protocol, 1008
+//   message rate, 1009 message too big) and its connection is ended right
+//   after: it is not trusted to answer. The other, innocent peer gets a Close
+//   too: 1001 Going Away when it is the upstream (the client is leaving),
+//   1011 when it is the client (the server side failed it). Sending 1002 to
+//   an innocent peer would tell it that it broke the protocol.
+// - Limits hold both ways: an upstream that sends a message over
+//   maxMessageBytes or above messageRate gets 1009 / 1008, its client 1011.
+// - The gateway's own ends (shutdown, idle, lifetime, target drain) send the
+//   same code (1001, or 1012) both ways and wait for both answers.
+// - An upstream lost without a Close frame (reset, or EOF) → 1011 to the
+//   client; a client lost that way → 1001 to the upstream. A Close frame from
+//   either side is forwarded as received.
+// - A client that does not answer a ping within pongTimeout gets 1001 and
+//   is cut; the upstream gets 1001 with a close handshake.
+// Whatever happens, the session ends at most CLOSE_TIMEOUT_MS after the first
+// Close frame or lost connection: a peer that never answers is cut.
+
+/** How long a close handshake may take before both connections are cut. */
+export const CLOSE_TIMEOUT_MS = 2_000;
+
+/** setTimeout's largest delay; longer lifetimes are waited for in steps. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+const kRelay = Symbol('wsgate.inspect');
+
+interface RelaySide extends Side {
+  [kRelay]: InspectRelay;
+}
+
+const LABEL: Record<number, string> = {
+  [CloseCode.PROTOCOL_ERROR]: 'protocol error',
+  [CloseCode.INVALID_PAYLOAD]: 'invalid payload',
+  [CloseCode.POLICY]: 'message rate exceeded',
+  [CloseCode.TOO_BIG]: 'message too big',
+};
+
+export class InspectRelay implements Relay, FlowOwner {
+  readonly down: RelaySide;
+  readonly up: RelaySide;
+  /** Set on traffic (but not on pongs to the gateway's pings); the idle sweeper clears it. */
+  active = true;
+  quietSweeps = 0;
+  readonly idleSweeps: number;
+  readonly #limits: RelayLimits;
+  readonly #onEnd: RelayDone;
+  readonly #c2u: Flow;
+  readonly #u2c: Flow;
+  #end: RelayEnd | undefined;
+  #open = 2;
+  // The close handshake, per connection: a Close frame was sent to it /
+  // received from it (or there is nothing more to wait for).
+  #sentClient = false;
+  #recvClient = false;
+  #sentUpstream = false;
+  #recvUpstream = false;
+  /** close() has run. */
+  #closing = false;
+  #closeTimer: NodeJS.Timeout | undefined;
+  #keepalive: NodeJS.Timeout | undefined;
+  #awaitingPong = false;
+  #pings = 0;
+  #lifetime: NodeJS.Timeout | undefined;
+  #lifetimeEnd = 0;
+
+  constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
+    this.down = down as RelaySide;
+    this.up = up as RelaySide;
+    this.idleSweeps = limits.idleSweeps;
+    this.#limits = limits;
+    this.#onEnd = done;
+    const flow = {
+      rsv1Allowed: limits.rsv1Allowed,
+      maxMessageBytes: limits.maxMessageBytes,
+      messageRate: limits.messageRate,
+      maxBufferedBytes: limits.maxBufferedBytes,
+    };
+    this.#c2u = new Flow(this, down, up, { ...flow, fromClient: true });
+    this.#u2c = new Flow(this, up, down, { ...flow, fromClient: false });
+    // TODO(validateUtf8): text messages from clients are not checked for
+    // UTF-8 (1007) yet; that needs payload ranges and mask keys from the
+    // tracker and a streaming validator. limits.validateUtf8 is ignored.
+    for (const side of [this.down, this.up]) {
+      side[kRelay] = this;
+      side.on('error', onError);
+      side.on('data', onData);
+      side.on('drain', onDrain);
+      side.on('end', onEnd);
+      side.on('close', onClose);
+    }
+  }
+
+  get bytesFromClient(): number {
+    return this.#c2u.bytes;
+  }
+
+  get bytesFromUpstream(): number {
+    return this.#u2c.bytes;
+  }
+
+  get messagesFromClient(): number {
+    return this.#c2u.messages;
+  }
+
+  get messagesFromUpstream(): number {
+    return this.#u2c.messages;
+  }
+
+  start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
+    if (toClient !== undefined && toClient.length > 0) receive(this.#u2c, toClient);
+    if (toUpstream !== undefined && toUpstream.length > 0) receive(this.#c2u, toUpstream);
+    if (!this.down.destroyed) this.down.resume();
+    if (!this.up.destroyed) this.up.resume();
+    const { pingInterval, maxLifetime } = this.#limits;
+    if (pingInterval > 0 && this.#open === 2) this.#keepalive = later(onKeepalive, pingInterval, this);
+    if (maxLifetime > 0 && this.#open === 2) {
+      const ms = Math.round(maxLifetime * (0.9 + 0.2 * Math.random()));
+      this.#lifetimeEnd = Date.now() + ms;
+      this.#lifetime = later(onLifetime, Math.min(ms, MAX_TIMER_MS), this);
+    }
+  }
+
+  /** Close frames with `code` both ways, then the TCP connections end once answered (or after CLOSE_TIMEOUT_MS). */
+  close(reason: string, code: number = CloseCode.GOING_AWAY): void {
+    if (this.#closing || this.#open === 0) return;
+    this.#closing = true;
+    this.#record('gateway', reason);
+    this.#sendClose(this.#u2c, code, reason);
+    this.#sendClose(this.#c2u, code, reason);
+    this.#armCloseTimer();
+    this.#settle();
+  }
+
+  onIdle(): void {
+    this.close('idle timeout');
+  }
+
+  // --- FlowOwner: what the flows report -----------------------------------
+
+  closeWritten(flow: Flow): void {
+    if (flow.dst === this.down) this.#sentClient = true;
+    else this.#sentUpstream = true;
+    this.#armCloseTimer();
+    this.#settle();
+  }
+
+  closeReceived(flow: Flow, code: number): void {
+    if (flow.fromClient) this.#recvClient = true;
+    else this.#recvUpstream = true;
+    this.#record(flow.fromClient ? 'client' : 'upstream', `close ${code}`);
+    this.#armCloseTimer();
+    this.#settle();
+  }
+
+  violation(flow: Flow, code: number, rule: string): void {
+    const party = flow.fromClient ? 'client' : 'upstream';
+    const label = LABEL[code] ?? 'error';
+    const errorCode = flow.tracker.errorCode;
+    this.#record(party, `${label} ${code}${errorCode === null ? '' : ` (${errorCode})`}: ${rule}`);
+    this.#dropPeer(flow.fromClient, code, rule, `${party} ${label}`);
+  }
+
+  // --- keepalive and lifetime ----------------------------------------------
+
+  /** @internal */
+  keepalive(): void {
+    this.#keepalive = undefined;
+    if (this.#closeTimer !== undefined || this.#open < 2) return;
+    const f = this.#c2u;
+    let next = this.#limits.pingInterval;
+    if (f.heard || this.down.isPaused()) {
+      // Heard from (or we are not reading it: backpressure): alive.
+      f.heard = false;
+      this.#awaitingPong = false;
+    } else if (this.#awaitingPong) {
+      // A ping still waiting for a boundary in a long upstream frame has not been sent: wait on.
+      if (!this.#u2c.pending) {
+        this.#record('gateway', `no pong within ${this.#limits.pongTimeout}ms`);
+        this.#dropPeer(true, CloseCode.GOING_AWAY, 'pong timeout', 'client did not answer ping');
+        return;
+      }
+      next = this.#limits.pongTimeout;
+    } else {
+      this.#u2c.inject(gatewayPing(++this.#pings), false);
+      this.#awaitingPong = true;
+      next = this.#limits.pongTimeout;
+    }
+    this.#keepalive = later(onKeepalive, next, this);
+  }
+
+  /** @internal */
+  lifetime(): void {
+    const left = this.#lifetimeEnd - Date.now();
+    if (left > 0) this.#lifetime = later(onLifetime, Math.min(left, MAX_TIMER_MS), this);
+    else {
+      this.#lifetime = undefined;
+      this.close('max lifetime');
+    }
+  }
+
+  // --- the sockets ---------------------------------------------------------
+
+  /** @internal FIN from `side`. */
+  sideEnded(side: RelaySide): void {
+    const isClient = side === this.down;
+    if (!(isClient ? this.#recvClient : this.#recvUpstream)) {
+      this.#lost(isClient, 'end without close frame');
+      return;
+    }
+    // It said Close and hung up: nothing more can be sent to it.
+    if (isClient) this.#sentClient = true;
+    else this.#sentUpstream = true;
+    this.#toward(isClient).shut();
+    this.#armCloseTimer();
+    this.#settle();
+  }
+
+  /** @internal */
+  sideFailed(side: RelaySide, err: NodeJS.ErrnoException): void {
+    const isClient = side === this.down;
+    this.#record(isClient ? 'client' : 'upstream', err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : `error: ${err.message}`);
+    this.#toward(isClient).shut();
+    side.destroy();
+  }
+
+  /** @internal */
+  sideClosed(side: RelaySide): void {
+    if (--this.#open === 0) {
+      this.#finish(side);
+      return;
+    }
+    const isClient = side === this.down;
+    if (!(isClient ? this.#recvClient : this.#recvUpstream)) {
+      this.#lost(isClient, 'reset');
+      return;
+    }
+    if (isClient) this.#sentClient = true;
+    else this.#sentUpstream = true;
+    this.#toward(isClient).shut();
+    this.#armCloseTimer();
+    this.#settle();
+  }
+
+  /** @internal The close handshake took too long. */
+  cut(): void {
+    this.#record('gateway', 'close handshake timed out');
+    this.down.destroy();
+    this.up.destroy();
+  }
+
+  // --- internals -----------------------------------------------------------
+
+  /** The flow writing toward the client (true) or the upstream (false). */
+  #toward(client: boolean): Flow {
+    return client ? this.#u2c : this.#c2u;
+  }
+
+  /**
+   * The client (true) or the upstream broke a rule, or is dead: it gets
+   * `code` and its connection is ended once that Close is out, without
+   * waiting for an answer. The other peer gets a Close and a handshake.
+   */
+  #dropPeer(client: boolean, code: number, reason: string, innocentReason: string): void {
+    if (client) this.#recvClient = true;
+    else this.#recvUpstream = true;
+    this.#sendClose(this.#toward(client), code, reason);
+    this.#sendClose(this.#toward(!client), client ? CloseCode.GOING_AWAY : CloseCode.INTERNAL, innocentReason);
+    this.#armCloseTimer();
+    this.#settle();
+  }
+
+  /** The client (true) or the upstream went away without a Close frame. */
+  #lost(client: boolean, reason: string): void {
+    this.#record(client ? 'client' : 'upstream', reason);
+    if (client) this.#sentClient = this.#recvClient = true;
+    else this.#sentUpstream = this.#recvUpstream = true;
+    this.#toward(client).shut();
+    this.#sendClose(
+      this.#toward(!client),
+      client ? CloseCode.GOING_AWAY : CloseCode.INTERNAL,
+      client ? 'client went away' : 'upstream went away',
+    );
+    this.#armCloseTimer();
+    this.#settle();
+  }
+
+  #sendClose(flow: Flow, code: number, reason: string): void {
+    if (!flow.canClose) return;
+    if (flow.inject(encodeClose(code, reason, flow.dst === this.up), true)) return;
+    // Left inside a frame: no Close frame can be placed, so the TCP connection is ended instead.
+    if (flow.dst === this.down) this.#sentClient = this.#recvClient = true;
+    else this.#sentUpstream = this.#recvUpstream = true;
+    flow.shut();
+  }
+
+  /** Ends each connection whose close handshake is over. */
+  #settle(): void {
+    if (this.#sentClient && this.#recvClient) endSide(this.down);
+    if (this.#sentUpstream && this.#recvUpstream) endSide(this.up);
+  }
+
+  #armCloseTimer(): void {
+    this.#closeTimer ??= setTimeout(onCloseTimeout, CLOSE_TIMEOUT_MS, this);
+    if (this.#keepalive !== undefined) {
+      clearTimeout(this.#keepalive);
+      this.#keepalive = undefined;
+    }
+  }
+
+  #record(by: Party, reason: string): void {
+    this.#end ??= { closedBy: by, reason };
+  }
+
+  #finish(last: RelaySide): void {
+    clearTimeout(this.#closeTimer);
+    clearTimeout(this.#keepalive);
+    clearTimeout(this.#lifetime);
+    this.#closeTimer = this.#keepalive = this.#lifetime = undefined;
+    this.#c2u.release();
+    this.#u2c.release();
+    this.#onEnd(this, this.#end ?? { closedBy: last === this.down ? 'client' : 'upstream', reason: 'reset' });
+  }
+}
+
+function later(fn: (r: InspectRelay) => void, ms: number, r: InspectRelay): NodeJS.Timeout {
+  const t = setTimeout(fn, ms, r);
+  t.unref();
+  return t;
+}
+
+function endSide(side: Socket): void {
+  if (!side.writableEnded && !side.destroyed) side.end();
+}
+
+function onKeepalive(r: InspectRelay): void {
+  r.keepalive();
+}
+
+function onLifetime(r: InspectRelay): void {
+  r.lifetime();
+}
+
+function onCloseTimeout(r: InspectRelay): void {
+  r.cut();
+}
+
+function onData(this: RelaySide, chunk: Buffer): void {
+  receive(this[kFlow], chunk);
+}
+
+function onDrain(this: RelaySide): void {
+  // `this` can take more: resume the side that writes into it.
+  const peer = this[kFlow].dst;
+  if (peer.isPaused() && !peer.destroyed) peer.resume();
+}
+
+function onEnd(this: RelaySide): void {
+  this[kRelay].sideEnded(this);
+}
+
+function onError(this: RelaySide, err: NodeJS.ErrnoException): void {
+  this[kRelay].sideFailed(this, err);
+}
+
+function onClose(this: RelaySide): void {
+  this[kRelay].sideClosed(this);
+}
