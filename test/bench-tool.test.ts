@@ -104,6 +104,7 @@ void describe('wsgate bench: latency', () => {
     assert.ok(r.messages.sent >= 78 && r.messages.sent <= 82, `sent ${r.messages.sent}`);
     assert.equal(r.messages.received, r.messages.sent);
     assert.ok(r.messages.receivedInWindow >= r.messages.received);
+    assert.equal(r.handshakes.count, 4);
   });
 
   void test('--workers 2 merges the histograms of two processes, each from its own 127.x address', { timeout: 60_000 }, async () => {

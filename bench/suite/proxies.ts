@@ -1,6 +1,6 @@
 // The proxies under test, each started in front of the echo backend.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { commandOutput, freePort, spawnChild, waitForPort } from './proc.js';
 import type { Child } from './proc.js';
 
@@ -107,7 +107,7 @@ export const PROXIES: readonly ProxyDef[] = [
   ...(['tunnel', 'inspect'] as const).map(
     (mode): ProxyDef => ({
       name: `wsgate-${mode}`,
-      unavailable: (ctx) => (existsSync(ctx.wsgate) ? undefined : `${ctx.wsgate} is not built (npm run build)`),
+      unavailable: (ctx) => (existsSync(ctx.wsgate) ? undefined : `${relative(ctx.root, ctx.wsgate)} is not built (npm run build)`),
       start: async (ctx) => {
         const port = await freePort();
         const env = { WSGATE_PORT: String(port), BACKEND_PORT: String(ctx.backendPort) };

@@ -23,6 +23,9 @@ export class ErrorTally {
   }
 }
 
+/** Certificate verification failures (OpenSSL's names, and Node's host-name check). */
+const TLS_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|^ERR_TLS_|^ERR_SSL_/;
+
 /** A connection-level failure as a short kind. ws's handshake timeout has no code, only its message. */
 export function errorKind(err: Error & { code?: unknown }): string {
   switch (err.code) {
@@ -43,6 +46,7 @@ export function errorKind(err: Error & { code?: unknown }): string {
       break;
   }
   if (err.message === 'Opening handshake has timed out') return 'timeout';
+  if (typeof err.code === 'string' && TLS_CODES.test(err.code)) return `tls ${err.code}`;
   if (typeof err.code === 'string') return `error ${err.code}`;
   return `error: ${err.message}`;
 }

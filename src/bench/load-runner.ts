@@ -7,6 +7,7 @@ import { createHistogram, encodeHistogram, recordMs } from './histogram.js';
 import type { LoadMode } from './options.js';
 import { buildMessage, createTemplate, readSequence } from './payload.js';
 import type { Runner, RunnerCounters, RunnerProgress, RunnerResult, RunnerSlice } from './runner.js';
+import { waitUntil } from './wait-until.js';
 
 /** Handshakes in flight at once when no --ramp is given: enough to be fast, few enough not to overflow accept queues. */
 const MAX_PENDING_HANDSHAKES = 256;
@@ -15,7 +16,7 @@ const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 const CLOSE_GRACE_MS = 2000;
 /** Churn: pause after a failed cycle so a refusing target does not turn the loop into a busy spin. */
 const CHURN_RETRY_MS = 5;
-const POLL_MS = 5;
+const PUMP_MS = 5;
 
 type Phase = 'idle' | 'connecting' | 'running' | 'draining' | 'closing' | 'done';
 
@@ -87,9 +88,9 @@ export class LoadRunner implements Runner, ClientHost {
     if (this.#mode.kind === 'churn') return;
     this.#phase = 'connecting';
     this.#connectStart = performance.now();
-    this.#timer = setInterval(this.#pump, POLL_MS);
+    this.#timer = setInterval(this.#pump, PUMP_MS);
     this.#pump();
-    await this.#poll(() => this.#attempted === this.#slice.connections && this.#pending === 0, Infinity);
+    await waitUntil(() => this.#attempted === this.#slice.connections && this.#pending === 0, Infinity, this.#isAborted);
     this.#clearTimer();
     this.#connectMs = performance.now() - this.#connectStart;
   }
@@ -122,15 +123,15 @@ export class LoadRunner implements Runner, ClientHost {
         this.#timer = setTimeout(this.#stopSending, total);
         break;
     }
-    if (o.warmupMs > 0) await this.#poll(() => performance.now() >= this.#t0 + o.warmupMs, Infinity);
+    if (o.warmupMs > 0) await waitUntil(() => performance.now() >= this.#t0 + o.warmupMs, Infinity, this.#isAborted);
   }
 
   /** Measures from now until the schedule ends, then waits for outstanding echoes. */
   async run(): Promise<void> {
     const o = this.#slice.options;
     if (o.warmupMs > 0) this.#startMeasuring();
-    await this.#poll(() => this.#phase !== 'running', Infinity);
-    const drained = await this.#poll(() => this.#outstanding() === 0, o.timeoutMs);
+    await waitUntil(() => this.#phase !== 'running', Infinity, this.#isAborted);
+    const drained = await waitUntil(() => this.#outstanding() === 0, o.timeoutMs, this.#isAborted);
     if (!drained) {
       // Echoes (or churn cycles) that never came back within --timeout.
       this.#errors.add('timeout', this.#outstanding());
@@ -141,7 +142,8 @@ export class LoadRunner implements Runner, ClientHost {
   /** After the warm-up: figures start from here (errors are kept: they happened). */
   #startMeasuring(): void {
     this.#measureT0 = performance.now();
-    this.#base = { handshakes: this.#handshakes, received: this.#received };
+    // Churn handshakes are the load; the others happened while connecting and all count.
+    this.#base = { handshakes: this.#mode.kind === 'churn' ? this.#handshakes : 0, received: this.#received };
     this.#measuredSent = 0;
     this.#measuredUnsent = 0;
     this.#measuredReceived = 0;
@@ -166,9 +168,9 @@ export class LoadRunner implements Runner, ClientHost {
       if (cut) c.terminate();
       else c.close();
     }
-    if (!(await this.#poll(() => this.#all.size === 0, CLOSE_GRACE_MS))) {
+    if (!(await waitUntil(() => this.#all.size === 0, CLOSE_GRACE_MS, this.#isAborted))) {
       for (const c of this.#all) c.terminate();
-      await this.#poll(() => this.#all.size === 0, CLOSE_GRACE_MS);
+      await waitUntil(() => this.#all.size === 0, CLOSE_GRACE_MS, this.#isAborted);
     }
     this.#phase = 'done';
     return {
@@ -380,25 +382,12 @@ export class LoadRunner implements Runner, ClientHost {
     return this.#mode.kind === 'churn' ? this.#churnActive : this.#sent - this.#received - this.#lost;
   }
 
+  #isAborted = (): boolean => this.#aborted;
+
   #clearTimer(): void {
     if (this.#timer !== undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
-  }
-
-  /** Resolves true once `cond` holds, false after `timeoutMs`; an abort ends every wait. */
-  #poll(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-    if (cond()) return Promise.resolve(true);
-    const deadline = performance.now() + timeoutMs;
-    return new Promise((resolve) => {
-      const timer = setInterval(() => {
-        const ok = cond();
-        if (ok || this.#aborted || performance.now() >= deadline) {
-          clearInterval(timer);
-          resolve(ok);
-        }
-      }, POLL_MS);
-    });
   }
 }

@@ -75,7 +75,7 @@ export const USAGE = `usage: wsgate bench URL [options]
   --no-progress         no live progress line (it is shown only on a TTY anyway)
   --allow-remote        allow a target outside 127.0.0.0/8, ::1 and localhost
 
-  exit status: 0 clean run, 1 errors were counted, 2 bad usage or refused target
+  exit status: 0 clean run, 1 errors were counted, 2 bad usage or refused target, 130 interrupted
 `;
 
 function usage(message: string): BenchError {
@@ -117,11 +117,21 @@ function parseSize(raw: string): number {
   return Math.max(MIN_SIZE, bytes);
 }
 
+/** RFC 7230 token: header names and subprotocols. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 function parseHeader(raw: string): [string, string] {
   const colon = raw.indexOf(':');
   const name = colon > 0 ? raw.slice(0, colon).trim() : '';
-  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw usage(`--header: "${raw}" is not "Name: value"`);
-  return [name, raw.slice(colon + 1).trim()];
+  const value = raw.slice(colon + 1).trim();
+  if (!TOKEN.test(name) || /[\x00-\x08\x0a-\x1f\x7f]/.test(value)) throw usage(`--header: "${raw}" is not "Name: value"`);
+  return [name, value];
+}
+
+function parseSubprotocols(raw: readonly string[]): string[] {
+  for (const p of raw) if (!TOKEN.test(p)) throw usage(`--subprotocol: "${p}" is not a valid protocol name`);
+  if (new Set(raw).size !== raw.length) throw usage('--subprotocol: the same protocol is given twice');
+  return [...raw];
 }
 
 /** 127.0.0.0/8, ::1 (also IPv4-mapped) and "localhost". */
@@ -224,7 +234,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     durationMs,
     warmupMs,
     headers: Object.freeze(headers),
-    subprotocols: Object.freeze([...(values.subprotocol ?? [])]),
+    subprotocols: Object.freeze(parseSubprotocols(values.subprotocol ?? [])),
     insecure: values.insecure === true,
     json: values.json === true,
     workers,

@@ -152,6 +152,7 @@ function combine(options: BenchOptions, results: readonly RunnerResult[]): Bench
   if (unsent > 0) warnings.push(`${unsent} scheduled messages were not sent (no open connection, or a send buffer over 8 MiB)`);
   if (options.mode.kind === 'churn' && handshakes === 0) warnings.push('no handshake completed during the load phase');
   const tally = errors.toJSON();
+  if (Object.keys(tally).some((k) => k.startsWith('tls '))) warnings.push('TLS verification failed: --insecure accepts self-signed certificates');
   return {
     target: options.url,
     mode: options.mode,
@@ -225,7 +226,7 @@ export async function runLoad(options: BenchOptions, hooks: LoadHooks = {}): Pro
       if (hooks.signal !== undefined) {
         onAbort = () => {
           abortAll();
-          reject(new BenchError('BENCH_WORKER_FAILED', 'the run was interrupted'));
+          reject(new BenchError('BENCH_INTERRUPTED', 'the run was interrupted'));
         };
         if (hooks.signal.aborted) onAbort();
         else hooks.signal.addEventListener('abort', onAbort, { once: true });

@@ -11,7 +11,7 @@ export interface BenchIo {
 
 const PROGRESS_MS = 500;
 
-/** `wsgate bench URL [options]` (argv without "bench"). Exit code: 0 clean, 1 errors counted or the run failed, 2 usage. */
+/** `wsgate bench URL [options]` (argv without "bench"). Exit code: 0 clean, 1 errors counted or the run failed, 2 usage, 130 interrupted. */
 export async function runBench(argv: string[], io: BenchIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     io.stdout.write(USAGE);
@@ -51,7 +51,7 @@ export async function runBench(argv: string[], io: BenchIo = { stdout: process.s
   } catch (err) {
     if (tty) io.stderr.write('\r\x1b[2K');
     io.stderr.write(`wsgate bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
+    return controller.signal.aborted ? 130 : 1;
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
