@@ -7,12 +7,15 @@ import { parseArgs } from 'node:util';
 import { parseDuration } from '../src/bench/options.js';
 import { commandOutput, killAllChildren, spawnChild } from './suite/proc.js';
 import type { Child } from './suite/proc.js';
+import { calibrate, fixedRate } from './suite/calibrate.js';
+import type { Calibration } from './suite/calibrate.js';
 import { PROXIES, versions } from './suite/proxies.js';
-import type { RunningProxy, SuiteContext } from './suite/proxies.js';
-import { SCENARIOS } from './suite/scenarios.js';
-import type { ScenarioOutcome, SuiteSettings } from './suite/scenarios.js';
-import { BEHIND_NOTE, formatNumber, markdownTable } from './suite/table.js';
+import type { ProxyDef, RunningProxy, SuiteContext } from './suite/proxies.js';
+import { combineRounds, SCENARIOS } from './suite/scenarios.js';
+import type { LoadSide, OutcomeOrFailure, RunSettings, ScenarioDef, ScenarioOutcome, SuiteSettings } from './suite/scenarios.js';
+import { BASELINE, BEHIND_NOTE, formatNumber, markdownTable } from './suite/table.js';
 import type { SuiteResults } from './suite/table.js';
+import { judgeTargets, targetsMarkdown, WSGATE_MODES } from './suite/targets.js';
 
 const USAGE = `usage: npm run bench -- [options]
 
@@ -24,21 +27,35 @@ const USAGE = `usage: npm run bench -- [options]
   --only NAMES     comma-separated scenarios and/or proxies (repeatable);
                    scenarios: ${SCENARIOS.map((s) => s.name).join(', ')}
                    proxies: ${PROXIES.map((p) => p.name).join(', ')}
-  --rate N         chatty: messages/s in total (default 20000)
-  --duration D     measured load of each scenario (default 2s; --quick 1s)
+  --rate N         chatty: messages/s in total (default: calibrated so that
+                   nginx uses about 40% of its core, capped at what the load
+                   side can offer)
+  --duration D     measured load of each scenario (default 2s, chatty 5s; --quick 1s)
   --warmup D       unmeasured load before it (default 1s; --quick 0)
+  --rounds N       runs of each scenario through nginx and wsgate, alternating;
+                   figures are the median (default 2; --quick 1)
   --out DIR        write RESULTS.md and results/ under DIR instead of bench/
   --wsgate FILE    wsgate's built entry point (default dist/main.js)
 `;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+/** Repeated in every round: the proxies the targets compare. */
+const REPEATED = new Set(['nginx', 'wsgate-tunnel', 'wsgate-inspect']);
 
 function fail(message: string): never {
   process.stderr.write(`bench: ${message}\n`);
   process.exit(2);
 }
 
-function parse(): { settings: SuiteSettings; only: string[]; out: string; wsgate: string } {
+interface Parsed {
+  readonly settings: SuiteSettings;
+  readonly rounds: number;
+  readonly only: string[];
+  readonly out: string;
+  readonly wsgate: string;
+}
+
+function parse(): Parsed {
   let values;
   try {
     ({ values } = parseArgs({
@@ -50,6 +67,7 @@ function parse(): { settings: SuiteSettings; only: string[]; out: string; wsgate
         rate: { type: 'string' },
         duration: { type: 'string' },
         warmup: { type: 'string' },
+        rounds: { type: 'string' },
         out: { type: 'string' },
         wsgate: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -66,18 +84,22 @@ function parse(): { settings: SuiteSettings; only: string[]; out: string; wsgate
   const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '');
   const known = new Set([...SCENARIOS.map((s) => s.name), ...PROXIES.map((p) => p.name)]);
   for (const name of only) if (!known.has(name)) fail(`--only: unknown name "${name}" (known: ${[...known].join(', ')})`);
-  const rate = Number(values.rate ?? '20000');
-  if (!(rate > 0 && rate <= 1_000_000)) fail('--rate: must be a number of messages/s between 1 and 1000000');
+  const rate = values.rate === undefined ? undefined : Number(values.rate);
+  if (rate !== undefined && !(rate > 0 && rate <= 1_000_000)) fail('--rate: must be a number of messages/s between 1 and 1000000');
+  const rounds = Number(values.rounds ?? (quick ? '1' : '2'));
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 9) fail('--rounds: must be a whole number from 1 to 9');
   let seconds = quick ? 1 : 2;
+  let chattySeconds = quick ? 1 : 5;
   let warmup = quick ? 0 : 1;
   try {
-    if (values.duration !== undefined) seconds = parseDuration('duration', values.duration) / 1000;
+    if (values.duration !== undefined) seconds = chattySeconds = parseDuration('duration', values.duration) / 1000;
     if (values.warmup !== undefined) warmup = /^0+(ms|s)?$/.test(values.warmup) ? 0 : parseDuration('warmup', values.warmup) / 1000;
   } catch (err) {
     fail((err as Error).message);
   }
   return {
-    settings: { quick, rate, seconds, warmup },
+    settings: { quick, rate, seconds, chattySeconds, warmup },
+    rounds,
     only,
     out: resolve(values.out ?? join(root, 'bench')),
     wsgate: resolve(values.wsgate ?? join(root, 'dist/main.js')),
@@ -115,16 +137,19 @@ function cpuModel(): string {
   }
 }
 
-function summary(name: string, o: ScenarioOutcome): string {
+function summary(scenario: string, proxy: string, o: ScenarioOutcome): string {
   const parts = Object.entries(o.figures)
     .filter((e): e is [string, number] => e[1] !== null)
     .map(([k, v]) => `${k} ${formatNumber(v)}`);
   const errors = Object.entries(o.errors).map(([k, n]) => `${k}: ${n}`);
-  return `  ${name.padEnd(7)} ${parts.join(', ')}${errors.length > 0 ? `  [errors ${errors.join(', ')}]` : ''}`;
+  const flags = `${o.behind ? '  [behind schedule]' : ''}${errors.length > 0 ? `  [errors ${errors.join(', ')}]` : ''}`;
+  return `  ${scenario.padEnd(7)} ${proxy.padEnd(15)} ${parts.join(', ')}${flags}`;
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 async function main(): Promise<number> {
-  const { settings, only, out, wsgate } = parse();
+  const { settings, rounds, only, out, wsgate } = parse();
   const wanted = (name: string, all: readonly string[]): boolean => !only.some((n) => all.includes(n)) || only.includes(name);
   const proxyNames = PROXIES.map((p) => p.name);
   const scenarioNames = SCENARIOS.map((s) => s.name);
@@ -132,6 +157,7 @@ async function main(): Promise<number> {
   const scenarios = SCENARIOS.filter((s) => wanted(s.name, scenarioNames));
 
   const started = new Date();
+  const suiteStart = Date.now();
   const load = loadavg().map((n) => n.toFixed(2)).join(' ');
   const nproc = availableParallelism(); // before pinning narrows it to 1
   const { pin, note } = pinning();
@@ -144,96 +170,158 @@ async function main(): Promise<number> {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
   const echo = await startEcho(pin);
+  const side: LoadSide = { echoPid: echo.child.pid, cpu: pin.length > 0 ? 1 : undefined };
   const ctx: SuiteContext = { root, backendPort: echo.port, tmp, pin, wsgate };
   process.stdout.write(`echo backend on port ${echo.port}; ${note}\n`);
 
-  const results: SuiteResults = {};
+  // Every proxy runs from the start (an idle one costs nothing), so each scenario can go
+  // through them back to back, and nginx and wsgate alternate in every round.
+  const running = new Map<string, RunningProxy>();
   const skipped: { name: string; reason: string }[] = [];
-  const columns: string[] = [];
   for (const proxy of proxies) {
-    const mine = scenarios.filter((s) => proxy.name !== 'direct' || s.direct);
-    if (mine.length === 0) continue;
+    if (proxy.name === 'direct' && !scenarios.some((s) => s.direct)) continue;
     const reason = proxy.unavailable(ctx);
     if (reason !== undefined) {
       process.stdout.write(`${proxy.name}: skipped: ${reason}\n`);
       skipped.push({ name: proxy.name, reason });
       continue;
     }
-    let running: RunningProxy;
     try {
-      running = await proxy.start(ctx);
+      running.set(proxy.name, await proxy.start(ctx));
     } catch (err) {
       const why = `did not start: ${(err as Error).message.split('\n').slice(0, 4).join(' / ')}`;
       process.stdout.write(`${proxy.name}: skipped: ${why}\n`);
       skipped.push({ name: proxy.name, reason: why });
-      continue;
-    }
-    process.stdout.write(`${proxy.name}:\n`);
-    columns.push(proxy.name);
-    const row: SuiteResults[string] = (results[proxy.name] = {});
-    try {
-      for (const scenario of mine) {
-        try {
-          const t = Date.now();
-          const o = await scenario.run(running, settings);
-          row[scenario.name] = o;
-          process.stdout.write(`${summary(scenario.name, o)}  (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
-        } catch (err) {
-          row[scenario.name] = { failed: (err as Error).message };
-          process.stdout.write(`  ${scenario.name.padEnd(7)} failed: ${(err as Error).message}\n`);
-        }
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    } finally {
-      await running.stop();
     }
   }
-  await echo.child.stop();
+  const columns = [...running.keys()];
+  const raw: Record<string, Record<string, OutcomeOrFailure[]>> = {};
+  const record = (proxy: string, scenario: string, o: OutcomeOrFailure): void => {
+    ((raw[proxy] ??= {})[scenario] ??= []).push(o);
+  };
+  const runOne = async (scenario: ScenarioDef, name: string, s: RunSettings): Promise<void> => {
+    const t = Date.now();
+    try {
+      const o = await scenario.run(running.get(name) as RunningProxy, s, side);
+      record(name, scenario.name, o);
+      process.stdout.write(`${summary(scenario.name, name, o)}  (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
+    } catch (err) {
+      record(name, scenario.name, { failed: (err as Error).message });
+      process.stdout.write(`  ${scenario.name.padEnd(7)} ${name.padEnd(15)} failed: ${(err as Error).message}\n`);
+    }
+    await sleep(200);
+  };
 
+  let calibration: Calibration = fixedRate(settings.rate ?? 0);
+  try {
+    // idle first on each proxy: a fresh process gives a clean memory baseline (a garbage-collected
+    // proxy keeps the heap that earlier scenarios grew, which would hide its per-connection cost).
+    const idle = scenarios.find((s) => s.name === 'idle');
+    if (idle !== undefined) for (const name of columns) if (name !== 'direct') await runOne(idle, name, { ...settings, rate: 0 });
+
+    const loads = scenarios.filter((s) => s.name !== 'idle');
+    if (loads.some((s) => s.name === 'chatty')) {
+      if (settings.rate !== undefined) calibration = fixedRate(settings.rate);
+      else {
+        // The rate is nginx's, even when nginx is not among the proxies measured (not in --quick).
+        const nginxDef = PROXIES.find((p) => p.name === 'nginx') as ProxyDef;
+        let nginx = running.get('nginx');
+        let own: RunningProxy | undefined;
+        if (nginx === undefined && !settings.quick && nginxDef.unavailable(ctx) === undefined) {
+          nginx = own = await nginxDef.start(ctx).catch(() => undefined);
+        }
+        const through = nginx ?? (await (PROXIES.find((p) => p.name === 'direct') as ProxyDef).start(ctx));
+        process.stdout.write(`calibrating the chatty rate through ${nginx === undefined ? 'no proxy (nginx is not running)' : 'nginx'}…\n`);
+        try {
+          calibration = await calibrate(through, nginx !== undefined, settings, side);
+        } finally {
+          await own?.stop();
+        }
+        await sleep(200);
+      }
+      process.stdout.write(`chatty rate: ${calibration.how}\n`);
+    }
+    const runSettings: RunSettings = { ...settings, rate: calibration.rate };
+    for (let round = 1; round <= rounds; round++) {
+      const names = columns.filter((n) => round === 1 || REPEATED.has(n));
+      if (names.length === 0) break;
+      if (rounds > 1) process.stdout.write(`round ${round} of ${rounds}: ${names.join(', ')}\n`);
+      for (const scenario of loads) {
+        for (const name of names) if (name !== 'direct' || scenario.direct) await runOne(scenario, name, runSettings);
+      }
+    }
+  } finally {
+    for (const r of running.values()) await r.stop();
+    await echo.child.stop();
+  }
+
+  const results: SuiteResults = {};
+  for (const [proxy, byScenario] of Object.entries(raw)) {
+    const row: SuiteResults[string] = (results[proxy] = {});
+    for (const [scenario, outcomes] of Object.entries(byScenario)) {
+      const combined = combineRounds(outcomes);
+      if (combined !== undefined) row[scenario] = combined;
+    }
+  }
   const table = markdownTable(results, columns);
-  process.stdout.write(`\n${table}\n${table.includes(' †') ? `\n${BEHIND_NOTE}\n` : ''}`);
+  const verdicts = judgeTargets(results);
+  const judged = columns.includes(BASELINE) && columns.some((c) => (WSGATE_MODES as readonly string[]).includes(c));
+  const targets = judged ? targetsMarkdown(verdicts) : undefined;
+  const elapsed = (Date.now() - suiteStart) / 1000;
+  process.stdout.write(`\n${table}\n${table.includes(' †') ? `\n${BEHIND_NOTE}\n` : ''}${targets === undefined ? '' : `\n${targets}\n`}`);
+  process.stdout.write(`\nsuite took ${elapsed.toFixed(0)} s\n`);
   const argv = process.argv.slice(2).join(' ');
   const command = process.env.npm_lifecycle_event === 'bench' ? `npm run bench${argv ? ` -- ${argv}` : ''}` : `node --import tsx bench/run.ts${argv ? ` ${argv}` : ''}`;
   const machine = { nproc, cpu: cpuModel(), kernel: release(), loadAverageBefore: load, ...versions() };
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   mkdirSync(join(out, 'results'), { recursive: true });
   const jsonPath = join(out, 'results', `${stamp}.json`);
-  writeFileSync(jsonPath, `${JSON.stringify({ date: started.toISOString(), command, machine, pinning: note, settings, skipped, results }, null, 2)}\n`);
-  writeFileSync(join(out, 'RESULTS.md'), resultsMarkdown({ table, command, started, machine, note, skipped, settings }));
+  const json = { date: started.toISOString(), command, machine, pinning: note, settings: { ...settings, rate: calibration.rate, rounds }, calibration, skipped, results, targets: judged ? verdicts : [], rounds: raw, seconds: Math.round(elapsed) };
+  writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
+  writeFileSync(join(out, 'RESULTS.md'), resultsMarkdown({ table, targets, command, started, machine, note, skipped, settings, rounds, calibration }));
   process.stdout.write(`\nwrote ${jsonPath} and ${join(out, 'RESULTS.md')}\n`);
   return columns.length > 0 ? 0 : 1;
 }
 
 function resultsMarkdown(r: {
   table: string;
+  targets: string | undefined;
   command: string;
   started: Date;
   machine: Record<string, string | number>;
   note: string;
   skipped: readonly { name: string; reason: string }[];
   settings: SuiteSettings;
+  rounds: number;
+  calibration: Calibration;
 }): string {
   const m = r.machine;
+  const s = r.settings;
   const tools = ['node', 'nginx', 'haproxy'].filter((k) => m[k] !== undefined).map((k) => `${k} ${m[k]}`).join(', ');
+  const warm = s.warmup > 0 ? ` after ${s.warmup} s of warm-up` : '';
   const lines = [
     '# Benchmark results',
     '',
     `Made with \`${r.command}\` on ${r.started.toISOString().slice(0, 16).replace('T', ' ')} UTC` +
-      `${r.settings.quick ? ' (quick smoke variant: tiny loads, not comparable)' : ''}.`,
+      `${s.quick ? ' (quick smoke variant: tiny loads, not comparable)' : ''}.`,
     '',
     `Machine: ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}; ${tools}. Load average before the run: ${m.loadAverageBefore}.`,
-    `Pinning: ${r.note}. Each scenario: ${r.settings.seconds} s measured` +
-      `${r.settings.warmup > 0 ? ` after ${r.settings.warmup} s of warm-up` : ''}; chatty at ${r.settings.rate} msg/s.`,
+    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty ${s.chattySeconds} s)` +
+      `${r.rounds > 1 ? `; ${r.rounds} rounds through nginx and wsgate, alternating, each figure the median` : ''}.`,
+    '',
+    `Chatty rate: ${r.calibration.how}.`,
     '',
     r.table,
     '',
     'Each cell: the figure, then its ratio to nginx\'s. ↓ lower is better, ↑ higher is better; "–" where a figure does not apply',
     '(no proxy CPU or memory for "direct"). An echo is one message out and back, so it crosses the proxy twice.',
+    'The load side is the load generator and the echo backend, sharing one core: past about 60% of it, its own queueing shows in the latencies.',
     ...(r.table.includes(' †') ? [BEHIND_NOTE] : []),
-    'Scenarios and caveats: bench/README.md. Raw figures: bench/results/.',
   ];
+  if (r.targets !== undefined) lines.push('', '## Targets', '', r.targets);
+  lines.push('', 'Scenarios and caveats: bench/README.md. Raw figures (every round): bench/results/.');
   if (r.skipped.length > 0) {
-    lines.push('', 'Skipped:', ...r.skipped.map((s) => `- ${s.name}: ${s.reason}`));
+    lines.push('', 'Skipped:', ...r.skipped.map((x) => `- ${x.name}: ${x.reason}`));
   }
   return `${lines.join('\n')}\n`;
 }

@@ -2,23 +2,50 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
+import { ConfigError, loadConfig } from './config/load.js';
+import { ConfigWatcher } from './config/watch.js';
 import { GatewayError, type ErrorCode } from './errors.js';
 import { createLogger, type Logger } from './observability/logger.js';
+import { logTargetEvent } from './observability/target-log.js';
 import { Listener } from './listener/listener.js';
 import { looksLikeUpgrade, validateUpgrade } from './handshake/validate-upgrade.js';
-import { reject } from './handshake/reject.js';
+import { reject, rejectError } from './handshake/reject.js';
+import { peerAddress } from './listener/peer-address.js';
+import { AuthResources } from './auth/auth-resources.js';
+import type { AuthResult } from './auth/route-auth.js';
+import { Gatekeeper } from './policy/gatekeeper.js';
+import { securityWarnings } from './policy/security-warnings.js';
 import { IdleSweeper } from './relay/idle-sweeper.js';
 import type { Relay } from './relay/relay.js';
 import { Session } from './session/upgrade.js';
 import type { SessionHost } from './session/session-host.js';
 import { fail, passThrough } from './session/http-passthrough.js';
-import { buildSnapshot, type Snapshot } from './snapshot.js';
+import { buildSnapshot, prepareSnapshot, type Snapshot } from './snapshot.js';
+import { ListenerSet } from './listener-set.js';
+import { TargetRegistry } from './upstream/target-registry.js';
+import type { TargetEvent, TargetState } from './upstream/target-state.js';
+import { HealthMonitor } from './health/health-monitor.js';
+import { AdminServer, type AdminHost } from './admin/admin-server.js';
+import { targetStatus, upstreamStatus, type TargetStatus, type UpstreamStatus } from './admin/status.js';
 
 export interface GatewayOptions {
   /** Where log lines go (default stdout); tests and embedders capture them here. */
   readonly logDestination?: DestinationStream;
   readonly logger?: Logger;
+  /** The file the config came from: reload() without a config re-reads it, and `watch: true` watches it. */
+  readonly configFile?: string;
 }
+
+/** What a reload did, or why it did nothing. */
+export type ReloadResult =
+  | {
+      readonly ok: true;
+      readonly listenersAdded: readonly string[];
+      readonly listenersRemoved: readonly string[];
+      readonly targetsAdded: readonly string[];
+      readonly targetsRemoved: readonly string[];
+    }
+  | { readonly ok: false; readonly errors: readonly string[] };
 
 export interface GatewayStats {
   /** Sessions from admission to close, handshakes in flight included. */
@@ -35,19 +62,46 @@ export interface Gateway {
   readonly addresses: readonly AddressInfo[];
   readonly log: Logger;
   stats(): GatewayStats;
+  /**
+   * Applies a new config (or re-reads options.configFile) to new connections:
+   * routes, upstreams, limits, listeners. Open connections keep going. An
+   * invalid config, or a new address that cannot be bound, changes nothing;
+   * every problem is logged and returned. Never rejects.
+   */
+  reload(config?: Config): Promise<ReloadResult>;
+  /** The admin listener's address (after start), when `admin` is configured. */
+  readonly adminAddress: AddressInfo | undefined;
+  upstreamStatus(): readonly UpstreamStatus[];
+  /** Operator drain (true) or undrain of a target; undefined when there is no such target. */
+  setTargetDrained(upstream: string, index: number, drained: boolean): TargetStatus | undefined;
 }
 
 export function createGateway(config: Config, options: GatewayOptions = {}): Gateway {
   return new WsGateway(config, options);
 }
 
-class WsGateway implements Gateway, SessionHost {
+class WsGateway implements Gateway, SessionHost, AdminHost {
   readonly log: Logger;
-  readonly accessLog: boolean;
+  accessLog: boolean;
   readonly sweeper: IdleSweeper<Relay>;
-  readonly #listeners: Listener[];
+  readonly #listeners: ListenerSet;
+  readonly #registry: TargetRegistry;
+  readonly #monitor = new HealthMonitor();
+  readonly #configFile: string | undefined;
+  /** The logger is ours (not an embedder's): a reload may change its level. */
+  readonly #ownLogger: boolean;
+  #admin: AdminServer | undefined;
+  #adminAddress: AddressInfo | undefined;
+  #watcher: ConfigWatcher | undefined;
+  /** Reloads run one after the other. */
+  #reloading: Promise<unknown> = Promise.resolve();
+  #started = false;
   readonly #sessions = new Set<Session>();
   readonly #perRoute = new Map<string, number>();
+  /** Forward-auth pools and JWKS caches, kept across reloads. */
+  readonly #auth = new AuthResources();
+  /** Per-address limit state and the rejection-log throttle, kept across reloads. */
+  readonly #gate: Gatekeeper;
   #snap: Snapshot;
   #addresses: AddressInfo[] = [];
   #draining = false;
@@ -55,15 +109,26 @@ class WsGateway implements Gateway, SessionHost {
 
   constructor(config: Config, options: GatewayOptions) {
     this.log = options.logger ?? createLogger(config.log, options.logDestination);
+    this.#gate = new Gatekeeper(this.log);
     this.accessLog = config.log.accessLog;
-    this.#snap = buildSnapshot(config);
+    this.#configFile = options.configFile;
+    this.#ownLogger = options.logger === undefined;
+    this.#registry = new TargetRegistry(this.#onTargetEvent);
+    this.#registry.sync(config.upstreams);
+    this.#snap = buildSnapshot(config, this.#registry, prepareSnapshot(config, this.#auth));
     this.sweeper = new IdleSweeper(sweepTick(config));
     const handlers = {
       upgrade: this.#onUpgrade,
       request: this.#onRequest,
       clientError: this.#onClientError,
+      accept: (socket: Socket): boolean => this.#gate.acceptSocket(socket, this.#snap),
+      log: this.log,
     };
-    this.#listeners = config.listeners.map((l) => new Listener(l, config.limits, handlers));
+    this.#listeners = new ListenerSet((l, limits) => new Listener(l, limits, handlers));
+  }
+
+  get adminAddress(): AddressInfo | undefined {
+    return this.#adminAddress;
   }
 
   get addresses(): readonly AddressInfo[] {
@@ -83,16 +148,33 @@ class WsGateway implements Gateway, SessionHost {
   }
 
   async start(): Promise<void> {
+    for (const w of securityWarnings(this.#snap.config)) this.log.warn({ key: w.key }, w.message);
     for (const path of this.#snap.config.inert) {
       this.log.warn({ key: path }, `${path}: not implemented yet; this setting has no effect`);
     }
-    try {
-      this.#addresses = await Promise.all(this.#listeners.map((l) => l.listen()));
-    } catch (err) {
-      await Promise.all(this.#listeners.map((l) => l.close()));
-      throw err;
+    const config = this.#snap.config;
+    this.#addresses = await this.#listeners.start(config.listeners, config.limits);
+    if (config.admin !== undefined) {
+      const admin = new AdminServer(config.admin, this, this.log);
+      try {
+        this.#adminAddress = await admin.listen();
+      } catch (err) {
+        await this.#listeners.close();
+        throw err;
+      }
+      this.#admin = admin;
     }
-    this.log.info({ listeners: this.#addresses.map((a) => `${a.address}:${a.port}`), relay: this.#snap.relay.mode }, 'wsgate started');
+    this.#started = true;
+    this.#monitor.apply(config.upstreams, this.#registry);
+    this.#applyWatch();
+    this.log.info(
+      {
+        listeners: this.#addresses.map((a) => `${a.address}:${a.port}`),
+        admin: this.#adminAddress && `${this.#adminAddress.address}:${this.#adminAddress.port}`,
+        relay: this.#snap.relay.mode,
+      },
+      'wsgate started',
+    );
   }
 
   async stop(): Promise<void> {
@@ -100,13 +182,24 @@ class WsGateway implements Gateway, SessionHost {
     this.#draining = true;
     const drainTimeout = this.#snap.config.shutdown.drainTimeout;
     this.log.info({ sessions: this.#sessions.size, drainTimeout }, 'draining');
-    const closed = Promise.all(this.#listeners.map((l) => l.close()));
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    this.#monitor.stop();
+    // Reloads stop here: a drain in progress must not be undone by a new config.
+    await this.#reloading;
+    const closed = this.#listeners.close();
+    // Inspect mode says goodbye at once (1001 both ways) and waits for the
+    // close handshakes; tunnel mode cannot, so its sessions run until the end.
+    if (this.#snap.relay.mode === 'inspect') for (const s of this.#sessions) s.close('shutdown');
     await this.#waitForSessions(drainTimeout);
+    this.#registry.stopTimers();
     for (const s of this.#sessions) s.close('shutdown');
-    for (const l of this.#listeners) l.server.closeAllConnections();
+    this.#listeners.closeAllConnections();
     await closed;
     this.sweeper.stop();
-    await Promise.all([...this.#snap.pools.values()].map((p) => p.close()));
+    await this.#registry.close();
+    await this.#admin?.close();
+    await this.#auth.close();
     this.log.info('wsgate stopped');
   }
 
@@ -123,8 +216,130 @@ class WsGateway implements Gateway, SessionHost {
     });
   }
 
+  reload(config?: Config): Promise<ReloadResult> {
+    const run = this.#reloading.then(() => this.#reload(config));
+    this.#reloading = run.catch(noop);
+    return run.catch((err: unknown) => this.#reloadFailed([`reload failed: ${(err as Error).message}`]));
+  }
+
+  async #reload(given: Config | undefined): Promise<ReloadResult> {
+    if (!this.#started || this.#draining) return this.#reloadFailed(['the gateway is not running']);
+    let config = given;
+    if (config === undefined) {
+      if (this.#configFile === undefined) return this.#reloadFailed(['no config file to re-read']);
+      try {
+        config = await loadConfig(this.#configFile);
+      } catch (err) {
+        return this.#reloadFailed(err instanceof ConfigError ? err.problems : [(err as Error).message]);
+      }
+    }
+    // Everything that can fail comes first (key files, binding new addresses); then the switch, which cannot.
+    let prepared;
+    try {
+      prepared = prepareSnapshot(config, this.#auth);
+    } catch (err) {
+      return this.#reloadFailed([(err as Error).message]);
+    }
+    let plan;
+    try {
+      plan = await this.#listeners.prepare(config.listeners, config.limits);
+    } catch (err) {
+      return this.#reloadFailed([(err as Error).message]);
+    }
+    let admin: AdminServer | undefined;
+    let adminAddress: AddressInfo | undefined;
+    const oldAdmin = this.#admin;
+    const adminMoves = config.admin !== undefined && (oldAdmin === undefined || !sameAddress(oldAdmin.config, config.admin));
+    if (adminMoves) {
+      admin = new AdminServer(config.admin!, this, this.log);
+      try {
+        adminAddress = await admin.listen();
+      } catch (err) {
+        await plan.rollback();
+        return this.#reloadFailed([(err as Error).message]);
+      }
+    }
+    if (this.#draining) {
+      await plan.rollback();
+      await admin?.close();
+      return this.#reloadFailed(['the gateway is shutting down']);
+    }
+    const targets = this.#registry.sync(config.upstreams);
+    this.#snap = buildSnapshot(config, this.#registry, prepared);
+    this.#monitor.apply(config.upstreams, this.#registry);
+    const listeners = plan.commit();
+    this.#addresses = listeners.addresses;
+    if (adminMoves) {
+      this.#admin = admin;
+      this.#adminAddress = adminAddress;
+      void oldAdmin?.close();
+    } else if (config.admin === undefined) {
+      this.#admin = undefined;
+      this.#adminAddress = undefined;
+      void oldAdmin?.close();
+    } else {
+      oldAdmin!.update(config.admin);
+    }
+    if (this.#ownLogger) this.log.level = config.log.level;
+    this.accessLog = config.log.accessLog;
+    this.#applyWatch();
+    for (const path of config.inert) this.log.warn({ key: path }, `${path}: not implemented yet; this setting has no effect`);
+    for (const w of securityWarnings(config)) this.log.warn({ key: w.key }, w.message);
+    const result = {
+      ok: true as const,
+      listenersAdded: listeners.added,
+      listenersRemoved: listeners.removed,
+      targetsAdded: targets.added.map((t) => t.id),
+      targetsRemoved: targets.removed.map((t) => t.id),
+    };
+    this.log.info({ ...result, ok: undefined }, 'config reloaded');
+    return result;
+  }
+
+  #reloadFailed(errors: readonly string[]): ReloadResult {
+    for (const problem of errors) this.log.error({ problem }, `reload rejected: ${problem}`);
+    this.log.error({ problems: errors.length }, 'reload rejected; the running configuration stays in place');
+    return { ok: false, errors };
+  }
+
+  /** Watches the config file while `watch: true` (and there is a file). */
+  #applyWatch(): void {
+    const want = this.#snap.config.watch && this.#configFile !== undefined && !this.#draining;
+    if (!want) {
+      this.#watcher?.close();
+      this.#watcher = undefined;
+      return;
+    }
+    if (this.#watcher !== undefined) return;
+    this.#watcher = new ConfigWatcher(
+      this.#configFile!,
+      () => {
+        this.log.info({ file: this.#configFile }, 'config file changed; reloading');
+        void this.reload();
+      },
+      (err) => this.log.error({ err }, 'config file watch failed'),
+    );
+  }
+
+  upstreamStatus(): readonly UpstreamStatus[] {
+    const now = Date.now();
+    return [...this.#snap.pools.values()].map((pool) => upstreamStatus(pool, this.#registry.removedStates(pool.name), now));
+  }
+
+  setTargetDrained(upstream: string, index: number, drained: boolean): TargetStatus | undefined {
+    const target = this.#snap.pools.get(upstream)?.targets[index];
+    if (target === undefined) return undefined;
+    if (drained) target.state.drain('operator');
+    else target.state.undrain('operator');
+    return targetStatus(target, index);
+  }
+
+  #onTargetEvent = (state: TargetState, event: TargetEvent): void => logTargetEvent(this.log, state, event);
+
   sessionEnded(session: Session): void {
     this.#sessions.delete(session);
+    const ipEntry = session.admission.ipEntry;
+    if (ipEntry !== undefined) this.#gate.release(ipEntry);
     const name = session.route.name;
     this.#perRoute.set(name, (this.#perRoute.get(name) ?? 1) - 1);
   }
@@ -136,25 +351,36 @@ class WsGateway implements Gateway, SessionHost {
     if (this.#draining) return this.#reject(req, socket, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
     const invalid = validateUpgrade(req);
     if (invalid !== undefined) return this.#reject(req, socket, invalid);
-    const route = snap.routes.match(req.headers.host, pathOf(req.url), req.headers);
-    if (route === undefined) return this.#reject(req, socket, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${req.url ?? ''}`));
+    const path = pathOf(req.url);
+    const route = snap.routes.match(req.headers.host, path, req.headers);
+    if (route === undefined) return this.#reject(req, socket, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
+    // Policy, cheapest first; nothing here touches an upstream (docs/security.md).
+    const guard = snap.guards.get(route);
+    const client = snap.trusted.clientAddress(peerAddress(socket), req);
+    const ipEntry = this.#gate.admitHandshake(guard, req, client);
+    if (ipEntry instanceof GatewayError) return this.#reject(req, socket, ipEntry, client);
     const inRoute = this.#perRoute.get(route.name) ?? 0;
     if (this.#sessions.size >= snap.limits.maxConnections || inRoute >= route.limits.maxConnections) {
-      return this.#reject(req, socket, new GatewayError('OVER_CAPACITY', `maxConnections reached (route ${route.name})`));
+      this.#gate.release(ipEntry);
+      return this.#reject(req, socket, new GatewayError('OVER_CAPACITY', `maxConnections reached (route ${route.name})`), client);
     }
-    const session = new Session(this, snap, route, snap.pools.get(route.upstream)!, req, socket, head, secure);
+    const admission = { client, ipEntry, auth: guard.auth };
+    const session = new Session(this, snap, route, snap.pools.get(route.upstream)!, req, socket, head, secure, admission);
     this.#sessions.add(session);
     this.#perRoute.set(route.name, inRoute + 1);
     session.watchClient();
-    session.connect();
+    session.begin();
   };
 
-  #reject(req: IncomingMessage, socket: Socket, err: GatewayError): void {
-    this.log.info(
-      { client: socket.remoteAddress, url: req.url, status: err.spec.httpStatus, code: err.code, reason: err.message },
-      'handshake rejected',
-    );
-    reject(socket, err.spec.httpStatus, err.spec.text, err.code === 'VERSION_UNSUPPORTED' ? ['Sec-WebSocket-Version: 13'] : undefined);
+  /** Logs (at most 100 lines a second, with a count of those left out) and answers a refused handshake. */
+  #reject(req: IncomingMessage, socket: Socket, err: GatewayError, client = peerAddress(socket)): void {
+    this.logRejected({ client, path: pathOf(req.url), status: err.status, code: err.code, reason: err.message });
+    if (err.code === 'VERSION_UNSUPPORTED') reject(socket, err.spec.httpStatus, err.spec.text, ['Sec-WebSocket-Version: 13']);
+    else rejectError(socket, err);
+  }
+
+  logRejected(fields: Record<string, unknown>): void {
+    this.#gate.logRejected(fields);
   }
 
   #onRequest = (req: IncomingMessage, res: ServerResponse, secure: boolean): void => {
@@ -165,12 +391,24 @@ class WsGateway implements Gateway, SessionHost {
       return this.#failRequest(res, err);
     }
     if (this.#draining) return this.#failRequest(res, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
-    const route = snap.routes.match(req.headers.host, pathOf(req.url), req.headers);
-    if (route === undefined) return this.#failRequest(res, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${req.url ?? ''}`));
-    passThrough(this.log, snap, route, snap.pools.get(route.upstream)!, req, res, secure).catch((err: unknown) => {
-      this.log.error({ err }, 'http passthrough failed');
-      res.destroy();
-    });
+    const path = pathOf(req.url);
+    const route = snap.routes.match(req.headers.host, path, req.headers);
+    if (route === undefined) return this.#failRequest(res, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
+    // Plain requests pass the route's IP lists and authentication too: a route's backend is never reachable around them.
+    const client = snap.trusted.clientAddress(peerAddress(req.socket), req);
+    this.#gate.admitRequest(
+      snap.guards.get(route),
+      req,
+      res,
+      { client, secure },
+      (granted: AuthResult | undefined) => {
+        passThrough(this.log, snap, route, snap.pools.get(route.upstream)!, req, res, secure, granted).catch((err: unknown) => {
+          this.log.error({ err }, 'http passthrough failed');
+          res.destroy();
+        });
+      },
+      (err: GatewayError) => this.#failRequest(res, err),
+    );
   };
 
   #failRequest(res: ServerResponse, err: GatewayError): void {
@@ -193,10 +431,16 @@ class WsGateway implements Gateway, SessionHost {
       return;
     }
     const spec = new GatewayError(code, err.message).spec;
-    this.log.info({ client: socket.remoteAddress, status: spec.httpStatus, code, reason: err.code ?? err.message }, 'request rejected');
+    this.log.info({ client: peerAddress(socket), status: spec.httpStatus, code, reason: err.code ?? err.message }, 'request rejected');
     reject(socket, spec.httpStatus, spec.text);
   };
 }
+
+function sameAddress(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  return a.host === b.host && a.port === b.port;
+}
+
+function noop(): void {}
 
 function destroySocket(this: Socket): void {
   this.destroy();

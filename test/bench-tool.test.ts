@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createServer, get } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, createServer as createTcpServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -13,6 +16,13 @@ import { parseBenchArgs } from '../src/bench/options.js';
 import { runLoad } from '../src/bench/run-load.js';
 import { runBench } from '../src/cli/bench.js';
 import { startEchoServer } from '../src/cli/echo.js';
+import { acceptKeyFor } from '../src/bench/ws-handshake.js';
+import { roundRate } from '../bench/suite/calibrate.js';
+import { combineRounds } from '../bench/suite/scenarios.js';
+import type { ScenarioOutcome } from '../bench/suite/scenarios.js';
+import { markdownTable } from '../bench/suite/table.js';
+import type { SuiteResults } from '../bench/suite/table.js';
+import { judgeTargets, targetsMarkdown } from '../bench/suite/targets.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const closers: (() => Promise<void>)[] = [];
@@ -59,6 +69,128 @@ function delayedEcho(delayMs: number): Promise<{ url: string; addresses: Set<str
       timers.add(t);
     });
   });
+}
+
+/** A plain TCP server that reads an upgrade request and hands the socket, the key and the offered protocols to `onUpgrade`. */
+async function rawServer(onUpgrade: (socket: Socket, key: string, protocols: string | undefined) => void): Promise<string> {
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    let head = '';
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      socket.removeListener('data', onData);
+      onUpgrade(socket, /sec-websocket-key: *(\S+)/i.exec(head)?.[1] ?? '', /sec-websocket-protocol: *([^\r]+)/i.exec(head)?.[1]);
+    };
+    socket.on('data', onData);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  closers.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return `ws://127.0.0.1:${portOf(server)}/`;
+}
+
+/** A TCP relay to `port` that passes the server's bytes on in 3-byte writes: frames arrive split, and some coalesced. */
+async function rechunkingRelay(port: number): Promise<string> {
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((down) => {
+    const up = connect(port, '127.0.0.1');
+    for (const s of [down, up]) {
+      sockets.add(s);
+      s.on('error', () => {
+        down.destroy();
+        up.destroy();
+      });
+      s.on('close', () => {
+        sockets.delete(s);
+        down.destroy();
+        up.destroy();
+      });
+    }
+    down.pipe(up);
+    up.on('data', (chunk: Buffer) => {
+      for (let i = 0; i < chunk.length; i += 3) down.write(chunk.subarray(i, i + 3));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  closers.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return `ws://127.0.0.1:${portOf(server)}/`;
+}
+
+/** A client frame, masked with a random key unless one is given. */
+function clientFrame(opcode: number, payload: Buffer, opts: { mask?: Buffer | null; fin?: boolean } = {}): Buffer {
+  const mask = opts.mask === undefined ? randomBytes(4) : opts.mask;
+  const len = payload.length;
+  const head = len < 126 ? Buffer.from([0, len]) : Buffer.from([0, 126, len >> 8, len & 0xff]);
+  head[0] = (opts.fin === false ? 0 : 0x80) | opcode;
+  if (mask === null) return Buffer.concat([head, payload]);
+  head[1] = (head[1] as number) | 0x80;
+  const body = Buffer.from(payload);
+  for (let i = 0; i < body.length; i++) body[i] = (body[i] as number) ^ (mask[i % 4] as number);
+  return Buffer.concat([head, mask, body]);
+}
+
+/** A raw connection to `port` after a hand-made upgrade; `next()` resolves with each server frame (unmasked, length < 65536). */
+async function rawEchoClient(port: number): Promise<{ socket: Socket; next(): Promise<{ opcode: number; fin: boolean; payload: Buffer }> }> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  closers.push(async () => {
+    socket.destroy();
+  });
+  const key = randomBytes(16).toString('base64');
+  socket.write(`GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  let pending = Buffer.alloc(0);
+  let upgraded = false;
+  let wake: (() => void) | undefined;
+  socket.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    wake?.();
+  });
+  const more = (): Promise<void> => new Promise((resolve) => (wake = resolve));
+  while (!upgraded) {
+    const at = pending.indexOf('\r\n\r\n');
+    if (at >= 0) {
+      const head = pending.subarray(0, at).toString('latin1');
+      assert.match(head, /^HTTP\/1\.1 101 /);
+      assert.ok(head.includes(`Sec-WebSocket-Accept: ${acceptKeyFor(key)}`), head);
+      pending = pending.subarray(at + 4);
+      upgraded = true;
+    } else await more();
+  }
+  const next = async (): Promise<{ opcode: number; fin: boolean; payload: Buffer }> => {
+    for (;;) {
+      if (pending.length >= 2) {
+        const b1 = pending[1] as number;
+        assert.equal(b1 & 0x80, 0, 'server frames are not masked');
+        const len7 = b1 & 0x7f;
+        const hl = len7 === 126 ? 4 : 2;
+        if (pending.length >= hl) {
+          const len = len7 === 126 ? pending.readUInt16BE(2) : len7;
+          if (pending.length >= hl + len) {
+            const frame = { opcode: (pending[0] as number) & 0x0f, fin: ((pending[0] as number) & 0x80) !== 0, payload: Buffer.from(pending.subarray(hl, hl + len)) };
+            pending = pending.subarray(hl + len);
+            return frame;
+          }
+        }
+      }
+      await more();
+    }
+  };
+  return { socket, next };
 }
 
 function load(argv: string[]) {
@@ -161,6 +293,64 @@ void describe('wsgate bench: errors by kind', () => {
   });
 });
 
+void describe('wsgate bench: the raw client', () => {
+  void test('frames split across reads and coalesced in one read are all counted', { timeout: 60_000 }, async () => {
+    const echo = await startEchoServer({ port: 0 });
+    closers.push(() => echo.close());
+    const url = await rechunkingRelay(echo.port);
+    // 300 bytes: a 16-bit extended length; 4 in flight: several echoes per read.
+    const r = await load([url, '--inflight', '4', '--connections', '3', '--duration', '1s', '--binary', '--size', '300']);
+    assert.equal(r.errorCount, 0, JSON.stringify(r.errors));
+    assert.ok(r.messages.received > 12, `only ${r.messages.received} echoes`);
+    assert.equal(r.latency.count, r.messages.received);
+  });
+
+  void test('answers pings and reassembles fragmented echoes', { timeout: 60_000 }, async () => {
+    let pongs = 0;
+    const { url } = await wsServer((ws) => {
+      ws.on('pong', () => pongs++);
+      ws.on('message', (data, isBinary) => {
+        const buf = data as Buffer;
+        ws.ping('p');
+        ws.send(buf.subarray(0, 5), { binary: isBinary, fin: false });
+        ws.send(buf.subarray(5), { binary: isBinary, fin: true });
+      });
+    });
+    const r = await load([url, '--rate', '100', '--connections', '2', '--duration', '1s']);
+    assert.equal(r.errorCount, 0, JSON.stringify(r.errors));
+    assert.equal(r.messages.received, 100);
+    assert.ok(pongs >= 90, `${pongs} pongs`);
+  });
+
+  void test('subprotocols are offered and checked, and so is the accept key', { timeout: 30_000 }, async () => {
+    const { url } = await delayedEcho(0);
+    const ok = await load([url, '--subprotocol', 'chat', '--subprotocol', 'superchat', '--connections', '2', '--duration', '300ms']);
+    assert.equal(ok.errorCount, 0, JSON.stringify(ok.errors));
+    assert.ok(ok.messages.received > 0);
+
+    const silent = await rawServer((socket, key) => {
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKeyFor(key)}\r\n\r\n`);
+    });
+    const r1 = await load([silent, '--subprotocol', 'chat', '--connections', '2', '--duration', '200ms']);
+    assert.deepEqual(r1.errors, { 'error: Server sent no subprotocol': 2 });
+
+    const liar = await rawServer((socket) => {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBrZXk=\r\n\r\n');
+    });
+    const r2 = await load([liar, '--connections', '2', '--duration', '200ms']);
+    assert.deepEqual(r2.errors, { 'error: Invalid Sec-WebSocket-Accept header': 2 });
+  });
+
+  void test('a masked server frame is a protocol error', { timeout: 30_000 }, async () => {
+    const url = await rawServer((socket, key) => {
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKeyFor(key)}\r\n\r\n`);
+      socket.once('data', () => socket.write(clientFrame(0x1, Buffer.from('00000000xxxx'))));
+    });
+    const r = await load([url, '--connections', '1', '--duration', '300ms', '--size', '12']);
+    assert.deepEqual(r.errors, { 'protocol error: masked server frame': 1 });
+  });
+});
+
 void describe('wsgate bench: command line', () => {
   void test('--json prints a result that parses', { timeout: 30_000 }, async () => {
     const echo = await startEchoServer({ port: 0 });
@@ -222,6 +412,75 @@ void describe('wsgate echo', () => {
     });
     assert.deepEqual(body, { status: 200, text: 'ok' });
   });
+
+  void test('reassembles fragments, answers pings, echoes the close code (ws client, random masks)', { timeout: 30_000 }, async () => {
+    const echo = await startEchoServer({ port: 0 });
+    closers.push(() => echo.close());
+    const ws = new WebSocket(`ws://127.0.0.1:${echo.port}/`);
+    ws.on('error', () => {});
+    await once(ws, 'open');
+    const message = once(ws, 'message');
+    ws.send('héllo wo', { fin: false });
+    ws.send('rld', { fin: true });
+    const [data, isBinary] = (await message) as [Buffer, boolean];
+    assert.equal(isBinary, false);
+    assert.equal(data.toString('utf8'), 'héllo world');
+    const pong = once(ws, 'pong');
+    ws.ping('abc');
+    assert.equal(((await pong)[0] as Buffer).toString(), 'abc');
+    const big = randomBytes(1024 * 1024);
+    const bigEcho = once(ws, 'message');
+    ws.send(big);
+    assert.ok(((await bigEcho)[0] as Buffer).equals(big), 'a 1 MiB message comes back intact');
+    const closed = once(ws, 'close');
+    ws.close(4000, 'bye');
+    assert.equal((await closed)[0], 4000);
+  });
+
+  void test('many frames in one write come back in order; bad frames close with 1002 and 1007', { timeout: 30_000 }, async () => {
+    const echo = await startEchoServer({ port: 0 });
+    closers.push(() => echo.close());
+    const a = await rawEchoClient(echo.port);
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 100; i++) {
+      const payload = Buffer.from(`message ${i} `.padEnd(i % 3 === 0 ? 200 : 20, 'x'));
+      frames.push(clientFrame(i % 2 === 0 ? 0x1 : 0x2, payload, { mask: i % 5 === 0 ? Buffer.alloc(4) : undefined }));
+      if (i === 50) frames.push(clientFrame(0x9, Buffer.from('ping!')));
+    }
+    a.socket.write(Buffer.concat(frames));
+    for (let i = 0; i < 100; i++) {
+      const f = await a.next();
+      assert.equal(f.opcode, i % 2 === 0 ? 0x1 : 0x2);
+      assert.equal(f.payload.toString(), `message ${i} `.padEnd(i % 3 === 0 ? 200 : 20, 'x'));
+      if (i === 50) assert.deepEqual(await a.next(), { opcode: 0xa, fin: true, payload: Buffer.from('ping!') });
+    }
+
+    const b = await rawEchoClient(echo.port);
+    b.socket.write(clientFrame(0x1, Buffer.from([0x68, 0xc3, 0x28])));
+    const c1 = await b.next();
+    assert.deepEqual([c1.opcode, c1.payload.readUInt16BE(0)], [0x8, 1007]);
+
+    const c = await rawEchoClient(echo.port);
+    c.socket.write(clientFrame(0x2, Buffer.from('plain'), { mask: null }));
+    const c2 = await c.next();
+    assert.deepEqual([c2.opcode, c2.payload.readUInt16BE(0)], [0x8, 1002]);
+  });
+
+  void test('refuses an upgrade with a bad version or key', { timeout: 30_000 }, async () => {
+    const echo = await startEchoServer({ port: 0 });
+    closers.push(() => echo.close());
+    const answer = async (headers: string): Promise<string> => {
+      const socket = connect(echo.port, '127.0.0.1');
+      socket.on('error', () => {});
+      socket.write(`GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${headers}\r\n`);
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString()));
+      await once(socket, 'close');
+      return text;
+    };
+    assert.match(await answer('Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n'), /^HTTP\/1\.1 426 [^]*Sec-WebSocket-Version: 13/);
+    assert.match(await answer('Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n'), /^HTTP\/1\.1 400 /);
+  });
 });
 
 void describe('bench suite', () => {
@@ -245,5 +504,48 @@ void describe('bench suite', () => {
     assert.ok((json.results.direct.chatty?.figures.msgPerSec ?? 0) > 0, output);
     assert.ok((json.results.direct.churn?.figures.hsPerSec ?? 0) > 0, output);
     assert.match(readFileSync(join(out, 'RESULTS.md'), 'utf8'), /\| figure \| direct \|/);
+  });
+});
+
+void describe('bench suite: figures and targets', () => {
+  const outcome = (figures: Record<string, number | null>, behind = false): ScenarioOutcome => ({ figures, errors: {}, warnings: [], behind, command: '' });
+
+  void test('rounds combine by median; latencies only from rounds that kept their schedule', () => {
+    const c = combineRounds([outcome({ cpuUsPerMsg: 10, p99Ms: 50 }, true), outcome({ cpuUsPerMsg: 20, p99Ms: 3 }), outcome({ cpuUsPerMsg: 12, p99Ms: 5 })]);
+    assert.ok(c !== undefined && !('failed' in c));
+    assert.equal(c.figures.cpuUsPerMsg, 12);
+    assert.equal(c.figures.p99Ms, 4);
+    assert.equal(c.behind, false);
+    const all = combineRounds([outcome({ p99Ms: 50 }, true), outcome({ p99Ms: 70 }, true)]);
+    assert.ok(all !== undefined && !('failed' in all));
+    assert.equal(all.behind, true);
+    assert.equal(all.figures.p99Ms, 60);
+  });
+
+  void test('the calibrated rate keeps two significant digits, rounded down', () => {
+    assert.equal(roundRate(12_345), 12_000);
+    assert.equal(roundRate(8_385), 8_300);
+    assert.equal(roundRate(99.9), 99);
+    assert.equal(roundRate(7), 7);
+  });
+
+  void test('targets are judged against nginx in the same run', () => {
+    const results: SuiteResults = {
+      nginx: { chatty: outcome({ cpuUsPerMsg: 20, p99Ms: 4 }), max: outcome({ cpuUsPerMsg: 10 }), churn: outcome({ cpuUsPerHs: 200 }), idle: outcome({ kbPerConn: 18 }) },
+      'wsgate-tunnel': { chatty: outcome({ cpuUsPerMsg: 24, p99Ms: 4.5 }), max: outcome({ cpuUsPerMsg: 16 }), churn: outcome({ cpuUsPerHs: 500 }), idle: outcome({ kbPerConn: 9 }) },
+      'wsgate-inspect': { chatty: outcome({ cpuUsPerMsg: 31, p99Ms: 9 }, true), idle: { failed: 'boom' } },
+    };
+    const byKey = new Map(judgeTargets(results).map((v) => [`${v.proxy} ${v.target.split(':')[0] ?? ''}${v.target.includes('p99') ? ' p99' : ''}`, v]));
+    assert.equal(byKey.get('wsgate-tunnel chatty')?.met, true); // 1.2× ≤ 1.25×
+    assert.equal(byKey.get('wsgate-inspect chatty')?.met, false); // 1.55× > 1.5×: CPU is judged even when the load side fell behind
+    assert.equal(byKey.get('wsgate-tunnel closed loop (max)')?.met, false); // 1.6× > 1.5×
+    assert.equal(byKey.get('wsgate-tunnel handshake (churn)')?.met, false); // 2.5× > 2×
+    assert.equal(byKey.get('wsgate-tunnel idle')?.met, true);
+    assert.equal(byKey.get('wsgate-inspect idle')?.met, null);
+    const p99 = judgeTargets(results).filter((v) => v.target.includes('p99'));
+    assert.deepEqual(p99.map((v) => v.met), [true, null]); // +0.5 ms; inspect's load side fell behind
+    const md = targetsMarkdown(judgeTargets(results));
+    assert.match(md, /\| chatty: p99 ≤ nginx p99 \+ 1 ms \| \+0\.50 ms ✓ \| \+5\.00 ms \? \(load side fell behind its schedule\) \|/);
+    assert.match(markdownTable(results, ['nginx', 'wsgate-tunnel']), /\| chatty: p99 − nginx p99 \(ms\) ↓ \| \+0\.00 \| \+0\.50 \|/);
   });
 });

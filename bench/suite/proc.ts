@@ -166,17 +166,22 @@ function ticksPerSecond(): number {
   return clockTicks;
 }
 
-/** utime+stime of `pid` and its descendants (all their threads), in microseconds. */
-export function cpuMicros(pid: number): number {
+/** `pid` and its descendants: read once before a load, so the load is not slowed by a scan of /proc. */
+export function family(pid: number): number[] {
+  return [pid, ...descendants(pid)];
+}
+
+/** utime+stime of these processes (all their threads), in microseconds. */
+export function cpuMicros(pids: readonly number[]): number {
   let ticks = 0;
-  for (const p of [pid, ...descendants(pid)]) ticks += readStat(p)?.ticks ?? 0;
+  for (const p of pids) ticks += readStat(p)?.ticks ?? 0;
   return (ticks * 1_000_000) / ticksPerSecond();
 }
 
-/** VmRSS of `pid` and its descendants, in KiB. */
-export function rssKiB(pid: number): number {
+/** VmRSS of these processes, in KiB. */
+export function rssKiB(pids: readonly number[]): number {
   let total = 0;
-  for (const p of [pid, ...descendants(pid)]) {
+  for (const p of pids) {
     try {
       const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
       total += m ? Number(m[1]) : 0;
@@ -185,6 +190,21 @@ export function rssKiB(pid: number): number {
     }
   }
   return total;
+}
+
+/**
+ * Interrupt and softirq time of one CPU, µs. On loopback, the kernel does much of a packet's
+ * receive work as a softirq on the sender's CPU, and that time is in no process's figures.
+ */
+export function cpuIrqMicros(cpu: number): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `));
+    const f = (line ?? '').trim().split(/\s+/);
+    // cpuN user nice system idle iowait irq softirq steal …
+    return ((Number(f[6]) || 0) + (Number(f[7]) || 0)) * (1_000_000 / ticksPerSecond());
+  } catch {
+    return 0;
+  }
 }
 
 /** stdout+stderr of a command (`nginx -v` answers on stderr), or undefined when it cannot run or fails. */

@@ -1,7 +1,7 @@
 // The results table: one row per figure, one column per proxy, each cell with its ratio to nginx.
-import type { ScenarioOutcome } from './scenarios.js';
+import type { OutcomeOrFailure } from './scenarios.js';
 
-export type SuiteResults = Record<string, Record<string, ScenarioOutcome | { readonly failed: string }>>;
+export type SuiteResults = Record<string, Record<string, OutcomeOrFailure>>;
 
 interface MetricDef {
   readonly scenario: string;
@@ -9,23 +9,29 @@ interface MetricDef {
   readonly label: string;
   /** A latency: marked † when the load tool fell behind its schedule. */
   readonly latency?: boolean;
+  /** Shown as the difference to nginx's figure (no ratio). */
+  readonly diff?: boolean;
+  /** A figure of the load side, not of the proxy: no ratio. */
+  readonly plain?: boolean;
 }
 
 export const METRICS: readonly MetricDef[] = [
   { scenario: 'chatty', key: 'cpuUsPerMsg', label: 'chatty: proxy CPU per echo (µs) ↓' },
   { scenario: 'chatty', key: 'p50Ms', label: 'chatty: round trip p50 (ms) ↓', latency: true },
   { scenario: 'chatty', key: 'p99Ms', label: 'chatty: round trip p99 (ms) ↓', latency: true },
+  { scenario: 'chatty', key: 'p99Ms', label: 'chatty: p99 − nginx p99 (ms) ↓', latency: true, diff: true },
+  { scenario: 'chatty', key: 'loadSidePct', label: 'chatty: load side CPU (% of its core)', plain: true },
   { scenario: 'max', key: 'msgPerSec', label: 'max: echoes/s ↑' },
   { scenario: 'max', key: 'cpuUsPerMsg', label: 'max: proxy CPU per echo (µs) ↓' },
   { scenario: 'bulk', key: 'mbPerSec', label: 'bulk: echoed MB/s ↑' },
   { scenario: 'bulk', key: 'cpuMsPerMB', label: 'bulk: proxy CPU per MB (ms) ↓' },
-  { scenario: 'idle', key: 'kibPerConn', label: 'idle: proxy RSS per connection (KiB) ↓' },
+  { scenario: 'idle', key: 'kbPerConn', label: 'idle: proxy RSS per connection (kB) ↓' },
   { scenario: 'churn', key: 'hsPerSec', label: 'churn: handshakes/s ↑' },
   { scenario: 'churn', key: 'p99HsMs', label: 'churn: handshake p99 (ms) ↓' },
   { scenario: 'churn', key: 'cpuUsPerHs', label: 'churn: proxy CPU per handshake (µs) ↓' },
 ];
 
-const BASELINE = 'nginx';
+export const BASELINE = 'nginx';
 
 /** Legend of the † mark. */
 export const BEHIND_NOTE =
@@ -40,15 +46,17 @@ export function formatNumber(v: number): string {
   return v.toFixed(2);
 }
 
-function behind(results: SuiteResults, proxy: string, m: MetricDef): boolean {
-  const o = results[proxy]?.[m.scenario];
-  return m.latency === true && o !== undefined && !('failed' in o) && o.behind;
+/** The chatty run of `proxy` fell behind its schedule. */
+export function behind(results: SuiteResults, proxy: string, scenario: string): boolean {
+  const o = results[proxy]?.[scenario];
+  return o !== undefined && !('failed' in o) && o.behind;
 }
 
-function figure(results: SuiteResults, proxy: string, m: MetricDef): number | null | undefined {
-  const o = results[proxy]?.[m.scenario];
+/** A figure: undefined when the scenario did not run or failed, null when it does not apply. */
+export function figure(results: SuiteResults, proxy: string, scenario: string, key: string): number | null | undefined {
+  const o = results[proxy]?.[scenario];
   if (o === undefined || 'failed' in o) return undefined;
-  return o.figures[m.key] ?? null;
+  return o.figures[key] ?? null;
 }
 
 function errorCount(results: SuiteResults, proxy: string): number | undefined {
@@ -59,19 +67,27 @@ function errorCount(results: SuiteResults, proxy: string): number | undefined {
   return n;
 }
 
+function cell(results: SuiteResults, proxy: string, m: MetricDef): string {
+  const v = figure(results, proxy, m.scenario, m.key);
+  if (v === undefined || v === null) return '–';
+  const base = figure(results, BASELINE, m.scenario, m.key);
+  const mark = m.latency === true && (behind(results, proxy, m.scenario) || (m.diff === true && behind(results, BASELINE, m.scenario))) ? ' †' : '';
+  if (m.diff === true) {
+    if (typeof base !== 'number') return '–';
+    const d = v - base;
+    return `${d >= 0 ? '+' : '−'}${formatNumber(Math.abs(d))}${mark}`;
+  }
+  const ratio = m.plain !== true && typeof base === 'number' && base > 0 ? ` (${(v / base).toFixed(2)}×)` : '';
+  return `${formatNumber(v)}${mark}${ratio}`;
+}
+
 /** Markdown table; `proxies` in column order. Cells: value (ratio to nginx); "–" where a figure does not apply; † see BEHIND_NOTE. */
 export function markdownTable(results: SuiteResults, proxies: readonly string[]): string {
-  const metrics = METRICS.filter((m) => proxies.some((p) => figure(results, p, m) !== undefined));
+  const metrics = METRICS.filter((m) => proxies.some((p) => figure(results, p, m.scenario, m.key) !== undefined));
   const lines = [`| figure | ${proxies.join(' | ')} |`, `|---|${proxies.map(() => '---:').join('|')}|`];
   for (const m of metrics) {
-    const base = figure(results, BASELINE, m);
-    const cells = proxies.map((p) => {
-      const v = figure(results, p, m);
-      if (v === undefined || v === null) return '–';
-      const ratio = typeof base === 'number' && base > 0 ? ` (${(v / base).toFixed(2)}×)` : '';
-      return `${formatNumber(v)}${behind(results, p, m) ? ' †' : ''}${ratio}`;
-    });
-    lines.push(`| ${m.label} | ${cells.join(' | ')} |`);
+    if (m.diff === true && typeof figure(results, BASELINE, m.scenario, m.key) !== 'number') continue;
+    lines.push(`| ${m.label} | ${proxies.map((p) => cell(results, p, m)).join(' | ')} |`);
   }
   lines.push(`| errors counted (all scenarios) | ${proxies.map((p) => String(errorCount(results, p) ?? '–')).join(' | ')} |`);
   return lines.join('\n');

@@ -3,30 +3,49 @@
 // open loop, message N's intended send time is start + N / rate.
 // Binary: two big-endian uint32 (high, low). Text: 8 lowercase hex digits
 // (options.ts keeps a run under 2^32 messages). The rest is filler.
+import { headerLength, OP_BINARY, OP_TEXT, writeFrameHeader } from './frame-codec.js';
 
 const HEX = Buffer.from('0123456789abcdef', 'latin1');
 const FILLER = 0x78; // "x": valid UTF-8, so text frames stay valid
 
-/** A payload of `size` bytes (at least 8) to copy each message from. */
-export function createTemplate(size: number): Buffer {
-  return Buffer.alloc(size, FILLER);
+/**
+ * Whole client frames (zero mask key, so the payload goes out as it is) of `size` payload bytes,
+ * copied from one template and stamped with their sequence numbers.
+ */
+export class FrameStamper {
+  readonly #frame: Buffer;
+  readonly #payloadAt: number;
+  readonly #binary: boolean;
+
+  constructor(size: number, binary: boolean) {
+    this.#payloadAt = headerLength(size, true);
+    this.#frame = Buffer.alloc(this.#payloadAt + size, FILLER);
+    this.#binary = binary;
+    writeFrameHeader(this.#frame, 0, binary ? OP_BINARY : OP_TEXT, size, true);
+  }
+
+  /** A fresh buffer each time: the socket may still hold the previous one. */
+  one(seq: number): Buffer {
+    const out = Buffer.allocUnsafe(this.#frame.length);
+    this.#frame.copy(out);
+    writeSequence(out, this.#payloadAt, seq, this.#binary);
+    return out;
+  }
+
 }
 
-/** A fresh message carrying `seq`: the socket may still hold the previous one. */
-export function buildMessage(template: Buffer, seq: number, binary: boolean): Buffer {
-  const buf = Buffer.allocUnsafe(template.length);
-  template.copy(buf, 8, 8);
+/** Writes `seq` into the first 8 bytes at buf[at]. */
+export function writeSequence(buf: Buffer, at: number, seq: number, binary: boolean): void {
   if (binary) {
-    buf.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), 0);
-    buf.writeUInt32BE(seq >>> 0, 4);
-  } else {
-    let v = seq >>> 0;
-    for (let i = 7; i >= 0; i--) {
-      buf[i] = HEX[v & 0xf] as number;
-      v >>>= 4;
-    }
+    buf.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), at);
+    buf.writeUInt32BE(seq >>> 0, at + 4);
+    return;
   }
-  return buf;
+  let v = seq >>> 0;
+  for (let i = at + 7; i >= at; i--) {
+    buf[i] = HEX[v & 0xf] as number;
+    v >>>= 4;
+  }
 }
 
 function hexDigit(c: number): number {
@@ -35,13 +54,13 @@ function hexDigit(c: number): number {
   return -1;
 }
 
-/** The sequence number in an echoed message, or -1 when it is not one of ours. */
-export function readSequence(data: Buffer, binary: boolean): number {
-  if (data.length < 8) return -1;
-  if (binary) return data.readUInt32BE(0) * 0x1_0000_0000 + data.readUInt32BE(4);
+/** The sequence number of the message at buf[at, end), or -1 when it is not one of ours. */
+export function readSequence(buf: Buffer, at: number, end: number, binary: boolean): number {
+  if (end - at < 8) return -1;
+  if (binary) return buf.readUInt32BE(at) * 0x1_0000_0000 + buf.readUInt32BE(at + 4);
   let v = 0;
-  for (let i = 0; i < 8; i++) {
-    const d = hexDigit(data[i] as number);
+  for (let i = at; i < at + 8; i++) {
+    const d = hexDigit(buf[i] as number);
     if (d < 0) return -1;
     v = v * 16 + d;
   }

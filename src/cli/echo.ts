@@ -2,22 +2,22 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { parseArgs } from 'node:util';
-import { WebSocketServer } from 'ws';
-import type { RawData, WebSocket } from 'ws';
+import { EchoSession } from '../bench/echo-session.js';
+import type { EchoSessionOptions } from '../bench/echo-session.js';
+import { answerUpgrade } from '../bench/ws-handshake.js';
 
 export interface EchoServer {
   readonly port: number;
   close(): Promise<void>;
 }
 
-// Past this much unsent echo data, stop reading the client until it drains:
-// a client that never reads must not grow the server without bound.
-const HIGH_WATER = 16 * 1024 * 1024;
-const LOW_WATER = 1024 * 1024;
-const DRAIN_POLL_MS = 5;
-
-const AS_BINARY = Object.freeze({ binary: true });
-const AS_TEXT = Object.freeze({ binary: false });
+const SESSION: EchoSessionOptions = Object.freeze({
+  maxPayload: 256 * 1024 * 1024,
+  // Past this much unsent echo data, stop reading the client until it drains:
+  // a client that never reads must not grow the server without bound.
+  highWater: 16 * 1024 * 1024,
+  closeTimeoutMs: 5000,
+});
 
 const USAGE = `usage: wsgate echo --port P [--host H]
 
@@ -27,41 +27,8 @@ const USAGE = `usage: wsgate echo --port P [--host H]
   --host H   address to listen on (default 127.0.0.1)
 `;
 
-/** A paused connection's drain poll, so its 'close' listener can clear it. */
-const drainTimers = new WeakMap<WebSocket, NodeJS.Timeout>();
-
-function waitForDrain(ws: WebSocket): void {
-  const timer = setInterval(() => {
-    if (ws.bufferedAmount > LOW_WATER) return;
-    clearInterval(timer);
-    drainTimers.delete(ws);
-    ws.resume();
-  }, DRAIN_POLL_MS);
-  drainTimers.set(ws, timer);
-}
-
-function onMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
-  this.send(data as Buffer, isBinary ? AS_BINARY : AS_TEXT);
-  if (this.bufferedAmount > HIGH_WATER && !drainTimers.has(this)) {
-    this.pause();
-    waitForDrain(this);
-  }
-}
-
 // Echo clients come and go; a reset is not the server's problem.
 function onSocketError(): void {}
-
-function onClose(this: WebSocket): void {
-  const timer = drainTimers.get(this);
-  if (timer !== undefined) clearInterval(timer);
-  drainTimers.delete(this);
-}
-
-function onConnection(ws: WebSocket): void {
-  ws.on('error', onSocketError);
-  ws.on('message', onMessage);
-  ws.on('close', onClose);
-}
 
 function onRequest(req: IncomingMessage, res: ServerResponse): void {
   if (req.method === 'GET' || req.method === 'HEAD') {
@@ -84,17 +51,23 @@ function onClientError(_err: Error, socket: Socket): void {
 /** Starts an echo server (port 0 = any free port). */
 export function startEchoServer(opts: { host?: string; port: number }): Promise<EchoServer> {
   const server = createServer(onRequest);
+  const sessions = new Set<EchoSession>();
   server.on('connection', onRawConnection);
   server.on('clientError', onClientError);
-  const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 256 * 1024 * 1024 });
-  wss.on('connection', onConnection);
-  wss.on('error', onSocketError);
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const verdict = answerUpgrade(req);
+    if (verdict.status !== 101) {
+      socket.end(verdict.response, 'latin1');
+      return;
+    }
+    socket.write(verdict.response, 'latin1');
+    new EchoSession(socket, head, SESSION, sessions);
+  });
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {
-      for (const ws of wss.clients) ws.terminate();
-      wss.close();
+      for (const session of sessions) session.destroy();
       server.close(() => resolve());
       server.closeAllConnections();
     });

@@ -1,3 +1,4 @@
+import { unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
@@ -9,12 +10,13 @@ const HELP = `wsgate — a WebSocket gateway
 Usage:
   wsgate start [-c FILE]      run the gateway (default config: ./wsgate.yaml)
   wsgate check -c FILE        validate a config file; exit 1 listing every problem
+  wsgate reload [-c FILE]     make the running gateway re-read its config (admin API or pidFile)
   wsgate bench URL [options]  load-test a WebSocket endpoint (wsgate bench --help)
   wsgate echo --port P        run a small echo backend
   wsgate --version | --help
 
-Signals: SIGTERM/SIGINT drain and stop.
-Docs: docs/configuration.md`;
+Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config.
+Docs: docs/configuration.md, docs/operations.md`;
 
 export function version(): string {
   const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -40,6 +42,8 @@ export async function run(argv: readonly string[]): Promise<number> {
       return start(rest);
     case 'check':
       return check(rest);
+    case 'reload':
+      return (await import('./reload.js')).runReload(rest);
     case 'bench':
       return (await import('./bench.js')).runBench(rest);
     case 'echo':
@@ -87,14 +91,36 @@ async function start(args: readonly string[]): Promise<number> {
   } catch (err) {
     return reportConfigError(file, err);
   }
-  const gateway = createGateway(config);
+  const gateway = createGateway(config, { configFile: file });
   try {
     await gateway.start();
   } catch (err) {
     gateway.log.error({ err }, 'cannot start');
     return 1;
   }
-  return new Promise<number>((resolve) => {
+  // Written once at start: `wsgate reload` finds the process through it.
+  const pidFile = config.pidFile;
+  if (pidFile !== '') {
+    try {
+      writeFileSync(pidFile, `${process.pid}\n`);
+    } catch (err) {
+      gateway.log.error({ err, pidFile }, 'cannot write the pid file');
+    }
+  }
+  const removePidFile = (): void => {
+    if (pidFile === '') return;
+    try {
+      unlinkSync(pidFile);
+    } catch {
+      // Already gone: nothing to clean up.
+    }
+  };
+  const reload = (): void => {
+    gateway.log.info({ signal: 'SIGHUP', file }, 'reload requested');
+    void gateway.reload();
+  };
+  process.on('SIGHUP', reload);
+  const exitCode = await new Promise<number>((resolve) => {
     let stopping = false;
     const shutdown = (signal: NodeJS.Signals): void => {
       if (stopping) {
@@ -115,4 +141,7 @@ async function start(args: readonly string[]): Promise<number> {
     process.on('SIGTERM', shutdown);
     process.on('SIGINT', shutdown);
   });
+  process.off('SIGHUP', reload);
+  removePidFile();
+  return exitCode;
 }

@@ -47,7 +47,7 @@ void describe('addresses', () => {
   void test('admin: present alone means its defaults', () => {
     const config = parseConfig(cfg('admin:\n'), {});
     assert.deepStrictEqual(config.admin, { address: '127.0.0.1:9901', host: '127.0.0.1', port: 9901, token: '' });
-    assert.deepStrictEqual(config.inert, ['admin']);
+    assert.deepStrictEqual(config.inert, []);
   });
 });
 
@@ -185,7 +185,7 @@ void describe('routes', () => {
     assert.deepStrictEqual(route?.auth?.jwt?.from, ['header:x-token']);
     assert.deepStrictEqual(route?.auth?.apiKeys, { header: 'x-api-key', keys: ['k'] });
     assert.deepStrictEqual(route?.auth?.forward, { url: 'http://a/auth', headers: ['authorization', 'cookie'], responseHeaders: [], timeout: 2000 });
-    assert.deepStrictEqual(config.inert, ['routes[0].auth', 'routes[0].allowedOrigins']);
+    assert.deepStrictEqual(config.inert, []);
   });
 });
 
@@ -228,7 +228,7 @@ void describe('other sections', () => {
     ]);
   });
 
-  void test('listener TLS and PROXY protocol are inert when set', () => {
+  void test('listener TLS and PROXY protocol', () => {
     const text = cfg('', {
       'listeners: [{ address: 127.0.0.1:0 }]': `listeners:
   - { address: 127.0.0.1:0, proxyProtocol: false }
@@ -236,7 +236,8 @@ void describe('other sections', () => {
     });
     const config = parseConfig(text, {}, '/srv');
     assert.deepStrictEqual(config.listeners[1]?.tls, { cert: '/srv/c.pem', key: '/srv/k.pem', sni: [], minVersion: 'TLSv1.3' });
-    assert.deepStrictEqual(config.inert, ['listeners[1].tls', 'listeners[1].proxyProtocol']);
+    assert.equal(config.listeners[1]?.proxyProtocol, true);
+    assert.deepStrictEqual(config.inert, []);
     assert.deepStrictEqual(problemsOf(() => parseConfig(cfg('', { '127.0.0.1:0 }': '127.0.0.1:0, tls: { cert: c.pem, minVersion: SSLv3 } }' }), {})), [
       'listeners[0].tls.key: is required',
       'listeners[0].tls.minVersion: must be one of: TLSv1.2, TLSv1.3',
@@ -253,6 +254,41 @@ void describe('other sections', () => {
       healthyThreshold: 2,
       unhealthyThreshold: 3,
     });
-    assert.deepStrictEqual(config.inert, ['upstreams.app.healthCheck']);
+    assert.deepStrictEqual(config.inert, []);
+  });
+});
+
+void describe('resilience keys', () => {
+  const withUpstream = (extra: string): string => cfg('', { '{ app: { targets': `{ app: { ${extra}, targets` });
+
+  void test('outlier, slowStart and drainPeriod: defaults and units', () => {
+    const defaults = parseConfig(cfg(), {}).upstreams.app!;
+    assert.deepStrictEqual(defaults.outlier, { consecutiveFailures: 3, baseEjection: 10_000, maxEjection: 300_000, maxEjectionPercent: 50 });
+    assert.equal(defaults.slowStart, 0);
+    assert.equal(defaults.drainPeriod, 30_000);
+    const set = parseConfig(withUpstream('outlier: { consecutiveFailures: 0, baseEjection: 1s, maxEjection: 1m, maxEjectionPercent: 100 }, slowStart: 30s, drainPeriod: 0'), {}).upstreams.app!;
+    assert.deepStrictEqual(set.outlier, { consecutiveFailures: 0, baseEjection: 1_000, maxEjection: 60_000, maxEjectionPercent: 100 });
+    assert.equal(set.slowStart, 30_000);
+    assert.equal(set.drainPeriod, 0);
+  });
+
+  void test('outlier values are checked', () => {
+    assert.deepStrictEqual(problemsOf(() => parseConfig(withUpstream('outlier: { consecutiveFailures: -1, baseEjection: 0, maxEjectionPercent: 101, ejection: 1s }'), {})), [
+      'upstreams.app.outlier.consecutiveFailures: must be at least 0',
+      'upstreams.app.outlier.baseEjection: must be longer than 0',
+      'upstreams.app.outlier.maxEjectionPercent: must be at most 100',
+      'upstreams.app.outlier.ejection: unknown key',
+    ]);
+  });
+
+  void test('watch and pidFile: off by default; the pid file is resolved against the config folder', () => {
+    const defaults = parseConfig(cfg(), {});
+    assert.equal(defaults.watch, false);
+    assert.equal(defaults.pidFile, '');
+    const set = parseConfig(cfg('watch: true\npidFile: run/wsgate.pid\n'), {}, '/etc/wsgate');
+    assert.equal(set.watch, true);
+    assert.equal(set.pidFile, '/etc/wsgate/run/wsgate.pid');
+    assert.equal(parseConfig(cfg('pidFile:\n'), {}).pidFile, '');
+    assert.deepStrictEqual(problemsOf(() => parseConfig(cfg('watch: yes please\n'), {})), ['watch: must be true or false']);
   });
 });

@@ -15,15 +15,6 @@ export interface InertKey {
 }
 
 export const NOT_YET_IMPLEMENTED: readonly InertKey[] = [
-  { path: 'listeners[].tls' },
-  { path: 'listeners[].proxyProtocol', when: (v) => v === true },
-  { path: 'admin' },
-  { path: 'routes[].auth' },
-  { path: 'routes[].allowedOrigins' },
-  { path: 'routes[].limits.perIp' },
-  { path: 'upstreams.*.healthCheck' },
-  { path: 'upstreams.*.tls' },
-  { path: 'limits.perIp' },
   { path: 'cluster.workers', when: (v) => v !== 1 },
   { path: 'cluster.redis', when: (v) => typeof v === 'string' && v.trim() !== '' },
 ];

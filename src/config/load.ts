@@ -231,6 +231,10 @@ function normalise(p: ParsedConfig, baseDir: string, inert: readonly string[]): 
       connectTimeout: u.connectTimeout,
       retries: u.retries,
       healthCheck: u.healthCheck,
+      outlier: u.outlier,
+      slowStart: u.slowStart,
+      drainPeriod: u.drainPeriod,
+      proxyProtocol: u.proxyProtocol,
     };
   }
   return {
@@ -245,6 +249,8 @@ function normalise(p: ParsedConfig, baseDir: string, inert: readonly string[]): 
         minVersion: l.tls.minVersion,
       },
       proxyProtocol: l.proxyProtocol,
+      ipAllow: l.ipAllow,
+      ipDeny: l.ipDeny,
     })),
     trustedProxies: p.trustedProxies,
     admin: p.admin && { ...p.admin.address, token: p.admin.token },
@@ -254,6 +260,9 @@ function normalise(p: ParsedConfig, baseDir: string, inert: readonly string[]): 
       upstream: r.upstream,
       stripPrefix: r.stripPrefix,
       allowedOrigins: r.allowedOrigins,
+      allowMissingOrigin: r.allowMissingOrigin,
+      ipAllow: r.ipAllow,
+      ipDeny: r.ipDeny,
       auth: r.auth && normaliseAuth(r.auth, file),
       limits: mergeLimits(limits, r.limits),
     })),
@@ -263,6 +272,8 @@ function normalise(p: ParsedConfig, baseDir: string, inert: readonly string[]): 
     shutdown: p.shutdown,
     cluster: p.cluster,
     log: p.log,
+    watch: p.watch,
+    pidFile: p.pidFile === '' ? '' : file(p.pidFile),
     inert,
   };
 }
@@ -277,6 +288,8 @@ function normaliseAuth(a: NonNullable<ParsedConfig['routes'][number]['auth']>, f
       audience: a.jwt.audience,
       from: a.jwt.from,
       forwardClaims: a.jwt.forwardClaims,
+      jwksCooldown: a.jwt.jwksCooldown,
+      clockSkew: a.jwt.clockSkew,
     },
     apiKeys: a.apiKeys && { header: a.apiKeys.header, keys: a.apiKeys.keys },
     forward: a.forward && {
@@ -304,6 +317,7 @@ function mergeLimits(base: Limits, o: ParsedLimitsOverride | undefined): Limits 
     maxLifetime: o.maxLifetime ?? base.maxLifetime,
     maxMessageBytes: o.maxMessageBytes ?? base.maxMessageBytes,
     messageRate: o.messageRate ?? base.messageRate,
+    upstreamMessageRate: o.upstreamMessageRate ?? base.upstreamMessageRate,
     maxBufferedBytes: o.maxBufferedBytes ?? base.maxBufferedBytes,
   };
 }

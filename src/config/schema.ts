@@ -22,15 +22,18 @@ import {
 
 /** Every default, written as a user would write it and parsed like user input. */
 export const DEFAULTS = {
-  listener: { proxyProtocol: false },
+  listener: { proxyProtocol: false, ipAllow: [] as string[], ipDeny: [] as string[] },
   listenerTls: { sni: [] as string[], minVersion: 'TLSv1.2' },
   trustedProxies: [] as string[],
   admin: { address: '127.0.0.1:9901', token: '' },
-  route: { stripPrefix: false },
-  jwt: { from: ['header:authorization'], forwardClaims: {} },
+  // A browser always sends Origin, so allowing its absence does not weaken the
+  // check against cross-site hijacking; non-browser clients often send none.
+  route: { stripPrefix: false, allowMissingOrigin: true, ipAllow: [] as string[], ipDeny: [] as string[] },
+  jwt: { from: ['header:authorization'], forwardClaims: {}, jwksCooldown: '30s', clockSkew: '30s' },
   apiKeys: { header: 'x-api-key' },
   forward: { headers: ['authorization', 'cookie'], responseHeaders: [] as string[], timeout: '2s' },
-  upstream: { balance: 'round-robin', connectTimeout: '5s', retries: 2 },
+  upstream: { balance: 'round-robin', connectTimeout: '5s', retries: 2, slowStart: 0, drainPeriod: '30s', proxyProtocol: false },
+  outlier: { consecutiveFailures: 3, baseEjection: '10s', maxEjection: '5m', maxEjectionPercent: 50 },
   target: { weight: 1 },
   upstreamTls: { verify: true },
   healthCheck: { type: 'http', path: '/health', interval: '5s', timeout: '2s', healthyThreshold: 2, unhealthyThreshold: 3 },
@@ -43,12 +46,15 @@ export const DEFAULTS = {
     maxLifetime: 0,
     maxMessageBytes: '1MiB',
     messageRate: 0,
+    upstreamMessageRate: 0,
     maxBufferedBytes: '4MiB',
   },
   relay: { mode: 'inspect', pingInterval: '30s', pongTimeout: '10s', validateUtf8: false },
   shutdown: { drainTimeout: '30s' },
   cluster: { workers: 1, redis: '' },
   log: { level: 'info', format: 'json', accessLog: true },
+  watch: false,
+  pidFile: '',
 } as const;
 
 /** Runs a throwing parser (units.ts, values.ts) inside a zod transform, reporting its message as an issue at the value's path. */
@@ -90,6 +96,7 @@ const positiveSize = size.pipe(z.number().min(1, 'must be at least 1B'));
 const rate = z.union([z.string(), z.number()], { error: RATE_MESSAGE }).transform(via(parseRate));
 
 const address = z.string().trim().transform(via(parseAddress));
+const cidrList = z.array(z.string().transform(via(checkIpOrCidr)));
 const hostPattern = z.string().transform(via(parseHostPattern));
 
 /** Header name → value; names lower-cased (two spellings of one name are an error). */
@@ -125,6 +132,8 @@ const listener = section({
   address,
   tls: listenerTls.optional(),
   proxyProtocol: bool.prefault(DEFAULTS.listener.proxyProtocol),
+  ipAllow: cidrList.prefault(() => [...DEFAULTS.listener.ipAllow]),
+  ipDeny: cidrList.prefault(() => [...DEFAULTS.listener.ipDeny]),
 });
 
 const admin = section({
@@ -147,6 +156,7 @@ const limitFields = {
   maxLifetime: duration, // 0 = unlimited
   maxMessageBytes: positiveSize,
   messageRate: rate,
+  upstreamMessageRate: rate,
   maxBufferedBytes: positiveSize,
 };
 
@@ -164,6 +174,7 @@ const limits = section({
   maxLifetime: limitFields.maxLifetime.prefault(L.maxLifetime),
   maxMessageBytes: limitFields.maxMessageBytes.prefault(L.maxMessageBytes),
   messageRate: limitFields.messageRate.prefault(L.messageRate),
+  upstreamMessageRate: limitFields.upstreamMessageRate.prefault(L.upstreamMessageRate),
   maxBufferedBytes: limitFields.maxBufferedBytes.prefault(L.maxBufferedBytes),
 });
 
@@ -181,6 +192,7 @@ const limitsOverride = section({
   maxLifetime: limitFields.maxLifetime.optional(),
   maxMessageBytes: limitFields.maxMessageBytes.optional(),
   messageRate: limitFields.messageRate.optional(),
+  upstreamMessageRate: limitFields.upstreamMessageRate.optional(),
   maxBufferedBytes: limitFields.maxBufferedBytes.optional(),
 });
 
@@ -192,6 +204,8 @@ const jwt = section({
   audience: text.optional(),
   from: z.array(z.string().transform(via(parseTokenSource))).min(1).prefault(() => [...DEFAULTS.jwt.from]),
   forwardClaims: headerMap(text).prefault(() => ({ ...DEFAULTS.jwt.forwardClaims })),
+  jwksCooldown: duration.prefault(DEFAULTS.jwt.jwksCooldown),
+  clockSkew: duration.prefault(DEFAULTS.jwt.clockSkew),
 });
 
 const auth = section({
@@ -218,11 +232,15 @@ const route = section({
   upstream: text,
   stripPrefix: bool.prefault(DEFAULTS.route.stripPrefix),
   allowedOrigins: z.array(z.string().trim().transform(via(parseOrigin))).optional(),
+  allowMissingOrigin: bool.prefault(DEFAULTS.route.allowMissingOrigin),
+  ipAllow: cidrList.prefault(() => [...DEFAULTS.route.ipAllow]),
+  ipDeny: cidrList.prefault(() => [...DEFAULTS.route.ipDeny]),
   auth: auth.optional(),
   limits: limitsOverride.optional(),
 });
 
 const H = DEFAULTS.healthCheck;
+const O = DEFAULTS.outlier;
 const upstream = section({
   balance: z.enum(['round-robin', 'least-connections', 'power-of-two', 'hash']).prefault(DEFAULTS.upstream.balance),
   hash: section({ key: z.string().transform(via(parseHashKey)) }).optional(),
@@ -247,6 +265,15 @@ const upstream = section({
     healthyThreshold: posInt.prefault(H.healthyThreshold),
     unhealthyThreshold: posInt.prefault(H.unhealthyThreshold),
   }).optional(),
+  outlier: section({
+    consecutiveFailures: nonNegInt.prefault(O.consecutiveFailures),
+    baseEjection: positiveDuration.prefault(O.baseEjection),
+    maxEjection: positiveDuration.prefault(O.maxEjection),
+    maxEjectionPercent: z.int().min(0).max(100).prefault(O.maxEjectionPercent),
+  }).prefault({}),
+  slowStart: duration.prefault(DEFAULTS.upstream.slowStart),
+  drainPeriod: duration.prefault(DEFAULTS.upstream.drainPeriod),
+  proxyProtocol: bool.prefault(DEFAULTS.upstream.proxyProtocol),
 });
 
 export const configSchema = section({
@@ -272,6 +299,9 @@ export const configSchema = section({
     format: z.enum(['json', 'pretty']).prefault(DEFAULTS.log.format),
     accessLog: bool.prefault(DEFAULTS.log.accessLog),
   }).prefault({}),
+  watch: bool.prefault(DEFAULTS.watch),
+  // Empty (or YAML's empty value) means no pid file.
+  pidFile: z.preprocess((v) => v ?? '', z.string().trim()).prefault(DEFAULTS.pidFile),
 });
 
 /** What the schema produces; load.ts turns it into the `Config` of types.ts. */

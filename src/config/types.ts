@@ -27,6 +27,10 @@ export interface ListenerConfig {
   readonly port: number;
   readonly tls: ListenerTlsConfig | undefined;
   readonly proxyProtocol: boolean;
+  /** IPs / CIDRs; when not empty, only these source addresses may connect. */
+  readonly ipAllow: readonly string[];
+  /** IPs / CIDRs whose connections are closed at accept. */
+  readonly ipDeny: readonly string[];
 }
 
 export interface AdminConfig {
@@ -51,7 +55,10 @@ export interface Limits {
   /** 0 = unlimited. */
   readonly maxLifetime: Milliseconds;
   readonly maxMessageBytes: Bytes;
+  /** Messages from the client, per connection. */
   readonly messageRate: Rate;
+  /** Messages from the upstream, per connection (0 = unlimited, the default: backends are trusted). */
+  readonly upstreamMessageRate: Rate;
   readonly maxBufferedBytes: Bytes;
 }
 
@@ -63,6 +70,10 @@ export interface JwtAuthConfig {
   readonly audience: string | undefined;
   readonly from: readonly string[];
   readonly forwardClaims: Readonly<Record<string, string>>;
+  /** Least time between two JWKS fetches caused by an unknown kid. */
+  readonly jwksCooldown: Milliseconds;
+  /** Tolerance for exp and nbf. */
+  readonly clockSkew: Milliseconds;
 }
 
 export interface AuthConfig {
@@ -94,6 +105,12 @@ export interface RouteConfig {
   readonly upstream: string;
   readonly stripPrefix: boolean;
   readonly allowedOrigins: readonly string[] | undefined;
+  /** With allowedOrigins: whether a handshake without an Origin header (a non-browser client) passes. */
+  readonly allowMissingOrigin: boolean;
+  /** IPs / CIDRs; when not empty, only these client addresses may use the route (403 otherwise). */
+  readonly ipAllow: readonly string[];
+  /** IPs / CIDRs refused on this route (403). */
+  readonly ipDeny: readonly string[];
   readonly auth: AuthConfig | undefined;
   /** The top-level limits with this route's overrides applied. */
   readonly limits: Limits;
@@ -126,6 +143,17 @@ export type HealthCheckConfig = {
   readonly unhealthyThreshold: number;
 };
 
+/** Passive outlier ejection: targets that keep failing to connect are taken out for a while. */
+export interface OutlierConfig {
+  /** Consecutive connect or upstream-handshake failures that eject a target; 0 turns passive ejection off. */
+  readonly consecutiveFailures: number;
+  /** The first ejection's length; each further ejection doubles it, up to maxEjection. */
+  readonly baseEjection: Milliseconds;
+  readonly maxEjection: Milliseconds;
+  /** At most this share of the upstream's targets is ejected at once (rounded down). */
+  readonly maxEjectionPercent: number;
+}
+
 export interface UpstreamConfig {
   readonly name: string;
   readonly balance: BalanceAlgorithm;
@@ -134,7 +162,14 @@ export interface UpstreamConfig {
   readonly tls: { readonly ca: string | undefined; readonly servername: string | undefined; readonly verify: boolean } | undefined;
   readonly connectTimeout: Milliseconds;
   readonly retries: number;
+  /** Send a PROXY protocol v2 header with the client's address on every new upstream connection. */
+  readonly proxyProtocol: boolean;
   readonly healthCheck: HealthCheckConfig | undefined;
+  readonly outlier: OutlierConfig;
+  /** A target that comes back (healthy again, ejection over, undrained, added) ramps up its share of new connections over this long; 0 = off. */
+  readonly slowStart: Milliseconds;
+  /** A drained or removed target's open connections are closed (1012) spread over this long; 0 = all at once. */
+  readonly drainPeriod: Milliseconds;
 }
 
 export type RelayMode = 'inspect' | 'tunnel';
@@ -159,6 +194,10 @@ export interface Config {
   readonly shutdown: { readonly drainTimeout: Milliseconds };
   readonly cluster: { readonly workers: number | 'auto'; readonly redis: string };
   readonly log: { readonly level: LogLevel; readonly format: 'json' | 'pretty'; readonly accessLog: boolean };
+  /** Re-read the config file when it changes (as on SIGHUP). */
+  readonly watch: boolean;
+  /** Absolute path where `wsgate start` writes its pid ("" = none); `wsgate reload` signals that pid. */
+  readonly pidFile: string;
   /**
    * Dotted paths of keys that were set but whose feature is not implemented
    * yet ("routes[0].auth"); the gateway logs a warning for each at start.

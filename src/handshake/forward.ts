@@ -16,8 +16,13 @@ export interface ForwardContext {
   readonly trusted: boolean;
   /** The client reached us over TLS. */
   readonly secure: boolean;
-  /** Headers to add (e.g. from auth), names lower-case; they replace client-sent ones. */
-  readonly extra?: ReadonlyMap<string, string> | undefined;
+  /**
+   * Headers to add (e.g. from auth), names lower-case; they replace
+   * client-sent ones. A name mapped to undefined only removes the client's.
+   */
+  readonly extra?: ReadonlyMap<string, string | undefined> | undefined;
+  /** Replaces the client's Sec-WebSocket-Protocol ("" removes it): auth took its token entry out. */
+  readonly protocol?: string | undefined;
 }
 
 /**
@@ -40,6 +45,7 @@ export function forwardHeaders(req: IncomingMessage, ctx: ForwardContext): strin
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || (named !== undefined && named.has(lower))) continue;
     if (ctx.extra !== undefined && ctx.extra.has(lower)) continue;
+    if (ctx.protocol !== undefined && lower === 'sec-websocket-protocol') continue;
     if (FORWARDING.has(lower)) {
       if (!ctx.trusted) continue;
       if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
@@ -63,7 +69,8 @@ export function forwardHeaders(req: IncomingMessage, ctx: ForwardContext): strin
     'Forwarded',
     forwarded === undefined ? node : `${forwarded}, ${node}`,
   );
-  if (ctx.extra !== undefined) for (const [name, value] of ctx.extra) out.push(name, value);
+  if (ctx.protocol !== undefined && ctx.protocol !== '') out.push('Sec-WebSocket-Protocol', ctx.protocol);
+  if (ctx.extra !== undefined) for (const [name, value] of ctx.extra) if (value !== undefined) out.push(name, value);
   return out;
 }
 

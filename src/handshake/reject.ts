@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
+import type { GatewayError } from '../errors.js';
 
 /**
  * The one way the gateway answers a handshake it will not complete: a short
@@ -16,7 +17,30 @@ export function reject(socket: Duplex, status: number, text: string, extra?: rea
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`;
   if (extra) for (const line of extra) head += line + '\r\n';
   socket.end(head + '\r\n' + body);
-  // A client that never reads must not keep the socket (and its buffers) alive.
+  linger(socket);
+}
+
+/** Answers with a catalogue error: its own answer when it carries one, else status, text and extra headers. */
+export function rejectError(socket: Duplex, err: GatewayError): void {
+  const answer = err.answer;
+  if (answer === undefined) {
+    reject(socket, err.spec.httpStatus, err.spec.text, err.headers);
+    return;
+  }
+  if (socket.destroyed) return;
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  let head = `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: ${answer.body.length}\r\n`;
+  for (const line of answer.headers) head += line + '\r\n';
+  socket.write(head + '\r\n');
+  socket.end(answer.body);
+  linger(socket);
+}
+
+/** A client that never reads must not keep the socket (and its buffers) alive. */
+function linger(socket: Duplex): void {
   const timer = setTimeout(destroyIfOpen, LINGER_MS, socket);
   socket.once('close', () => clearTimeout(timer));
 }

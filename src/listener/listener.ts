@@ -1,26 +1,62 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { SecureContext, TLSSocket } from 'node:tls';
 import type { Limits, ListenerConfig } from '../config/types.js';
+import type { ErrorCode } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import { IpFilter } from '../policy/ip-filter.js';
+import { LogThrottle } from '../policy/log-throttle.js';
+import { CertificateStore, CertificateWatcher } from './certificates.js';
+import { peerAddress, setPeer, type Peer } from './peer-address.js';
+import { ProxyHeaderReader } from './proxy-protocol.js';
 
 export interface ListenerHandlers {
   upgrade(req: IncomingMessage, socket: Socket, head: Buffer, secure: boolean): void;
   request(req: IncomingMessage, res: ServerResponse, secure: boolean): void;
   clientError(err: NodeJS.ErrnoException, socket: Socket): void;
+  /**
+   * A new connection, its PROXY header read and the listener's IP lists
+   * passed (peerAddress() is final): false closes it before any byte of it
+   * is parsed. Whatever it counts, it releases on the socket's 'close'.
+   */
+  accept?(socket: Socket): boolean;
+  /** Where TLS, PROXY protocol and accept-time refusals are logged. */
+  readonly log?: Logger;
 }
+
+type ConnectionListener = (this: Server, socket: Socket) => void;
 
 /**
  * An accepting socket. Node's HTTP parser (llhttp) reads the request head;
  * its header-size limit and headers timeout are the gateway's maxHeaderBytes
  * and handshakeTimeout, so a slowloris is cut by the server itself.
+ *
+ * In front of the parser, on every new connection: the PROXY protocol header
+ * (when configured), the listener's IP lists, the gateway's accept hook. For
+ * that the server's own 'connection' listeners (HTTP, or TLS then HTTP) are
+ * taken off and called by hand once the connection may go on.
+ *
+ * With `tls`, the server speaks TLS (HTTP/1.1 by ALPN), picks certificates
+ * by SNI, and swaps them without dropping connections: on
+ * reloadCertificates() (a config reload, SIGHUP) and when the files change.
  */
 export class Listener {
-  readonly config: ListenerConfig;
+  #config: ListenerConfig;
   readonly server: Server;
+  readonly #handlers: ListenerHandlers;
+  readonly #dispatch: readonly ConnectionListener[];
+  readonly #certs: CertificateStore | undefined;
+  readonly #refusals = new LogThrottle(10);
+  #filter: IpFilter | undefined;
+  #watcher: CertificateWatcher | undefined;
 
   constructor(config: ListenerConfig, limits: Limits, handlers: ListenerHandlers) {
-    this.config = config;
+    this.#config = config;
+    this.#handlers = handlers;
+    this.#filter = IpFilter.from(config.ipAllow, config.ipDeny);
     const secure = config.tls !== undefined;
-    this.server = createServer({
+    const options = {
       maxHeaderSize: limits.maxHeaderBytes,
       headersTimeout: limits.handshakeTimeout,
       // The request timeout would also hit long HTTP passthrough bodies; the
@@ -29,13 +65,44 @@ export class Listener {
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.handshakeTimeout / 4))),
       noDelay: true,
       keepAliveTimeout: 5_000,
-    });
+    };
+    if (config.tls === undefined) {
+      this.server = createServer(options);
+    } else {
+      const certs = new CertificateStore(config.tls);
+      this.#certs = certs;
+      // Certificates are loaded in listen(), where a failure can be reported.
+      this.server = createHttpsServer({
+        ...options,
+        minVersion: config.tls.minVersion,
+        ALPNProtocols: ['http/1.1'],
+        // The TLS handshake is part of the handshake budget: a client that stalls it is a slowloris too.
+        handshakeTimeout: limits.handshakeTimeout,
+        SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, certs.contextFor(servername)),
+      }) as unknown as Server;
+      this.server.on('tlsClientError', this.#onTlsError);
+    }
+    this.#dispatch = this.server.listeners('connection') as ConnectionListener[];
+    this.server.removeAllListeners('connection');
+    this.server.on('connection', this.#onConnection);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => handlers.upgrade(req, socket, head, secure));
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => handlers.request(req, res, secure));
     this.server.on('clientError', handlers.clientError);
   }
 
+  get config(): ListenerConfig {
+    return this.#config;
+  }
+
   listen(): Promise<AddressInfo> {
+    if (this.#certs !== undefined) {
+      try {
+        this.#certs.load();
+      } catch (err) {
+        return Promise.reject(new Error(`listeners: ${this.#config.address}: TLS certificate: ${(err as Error).message}`, { cause: err }));
+      }
+      this.#useCertificates();
+    }
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(new Error(`listeners: cannot listen on ${this.config.address}: ${err.message}`, { cause: err }));
       this.server.once('error', onError);
@@ -47,8 +114,96 @@ export class Listener {
     });
   }
 
+  /**
+   * Takes on a reloaded config's listener settings: IP lists, and TLS
+   * certificates, re-read from disk (new paths too). A certificate that
+   * cannot be read or parsed leaves the old ones in service and is logged.
+   * Open connections are untouched. True when new certificates are in service.
+   */
+  reloadCertificates(config: ListenerConfig = this.#config): boolean {
+    this.#config = config;
+    this.#filter = IpFilter.from(config.ipAllow, config.ipDeny);
+    const certs = this.#certs;
+    if (certs === undefined || config.tls === undefined) return false;
+    let changed: boolean;
+    try {
+      changed = certs.load(config.tls);
+    } catch (err) {
+      this.#handlers.log?.error(
+        { listener: config.address, err: (err as Error).message },
+        'TLS certificates not reloaded; the previous ones stay in service',
+      );
+      return false;
+    }
+    if (changed) {
+      this.#useCertificates();
+      this.#handlers.log?.info({ listener: config.address, files: certs.files() }, 'TLS certificates reloaded');
+    }
+    return changed;
+  }
+
+  #useCertificates(): void {
+    const certs = this.#certs!;
+    (this.server as unknown as { setSecureContext(options: object): void }).setSecureContext(certs.primary!);
+    // The files may have moved (a reload with new paths): watch where they are now.
+    this.#watcher?.close();
+    this.#watcher = new CertificateWatcher(
+      certs.files(),
+      () => this.reloadCertificates(),
+      (err) => this.#handlers.log?.warn({ listener: this.#config.address, err: err.message }, 'cannot watch the TLS certificate files'),
+    );
+  }
+
+  #onConnection = (socket: Socket): void => {
+    if (!this.#config.proxyProtocol) {
+      this.#admit(socket, undefined, false);
+      return;
+    }
+    socket.on('error', destroySocket);
+    new ProxyHeaderReader(socket, this.server.headersTimeout, (err: string | undefined, source: Peer | undefined, rest: Buffer | undefined) => {
+      socket.off('error', destroySocket);
+      if (err !== undefined) {
+        this.#refuse(socket, 'PROXY_PROTOCOL_INVALID', 'PROXY protocol header invalid; connection closed', err);
+        return;
+      }
+      if (source !== undefined) setPeer(socket, source);
+      this.#admit(socket, rest, true);
+    });
+  };
+
+  #admit(socket: Socket, rest: Buffer | undefined, paused: boolean): void {
+    if (socket.destroyed) return;
+    if (this.#filter !== undefined && !this.#filter.allows(peerAddress(socket))) {
+      this.#refuse(socket, 'IP_FORBIDDEN', 'connection refused by the listener IP lists', undefined);
+      return;
+    }
+    if (this.#handlers.accept !== undefined && !this.#handlers.accept(socket)) {
+      socket.destroy();
+      return;
+    }
+    if (rest !== undefined) socket.unshift(rest);
+    for (const listener of this.#dispatch) listener.call(this.server, socket);
+    // The HTTP parser reads on once the flow resumes; TLS reads the socket's buffer and handle itself.
+    if (paused && this.#certs === undefined) socket.resume();
+  }
+
+  #refuse(socket: Socket, code: ErrorCode, msg: string, reason: string | undefined): void {
+    socket.destroy();
+    const log = this.#handlers.log;
+    if (log === undefined) return;
+    const dropped = this.#refusals.take(Date.now());
+    if (dropped >= 0) log.warn({ listener: this.#config.address, client: peerAddress(socket), code, reason, suppressed: dropped || undefined }, msg);
+  }
+
+  #onTlsError = (err: Error, socket: TLSSocket): void => {
+    this.#handlers.log?.debug({ listener: this.#config.address, client: peerAddress(socket), err: err.message }, 'TLS handshake failed');
+    socket.destroy();
+  };
+
   /** Stops accepting; resolves once every connection of this listener is gone. */
   close(): Promise<void> {
+    this.#watcher?.close();
+    this.#watcher = undefined;
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
@@ -58,3 +213,7 @@ export class Listener {
 }
 
 function noop(): void {}
+
+function destroySocket(this: Socket): void {
+  this.destroy();
+}

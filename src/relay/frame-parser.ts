@@ -49,8 +49,13 @@
 //   cannot be counted exactly in a JS number and is refused with 1009, as ws
 //   does.
 // - An invalid UTF-8 close reason is 1007 (§7.4.1, §8.1), as in ws.
-// - Text messages are not UTF-8 validated: that means touching every payload
-//   byte (and inflating, under permessage-deflate); the endpoints do it.
+// - Text messages are not UTF-8 validated here: that means touching every
+//   payload byte (and inflating, under permessage-deflate); the endpoints do
+//   it. A relay that wants to (relay.validateUtf8) passes a `payload` sink
+//   and is shown every data payload byte range as it goes by, still masked:
+//   onPayload(chunk, start, end, phase, frameStart), with `maskKey` holding the
+//   frame's key and `phase` the offset of chunk[start] in the frame's payload.
+//   Without a sink this costs one null check per data frame.
 // - maxMessageBytes counts wire payload bytes of the data frames of one
 //   message and is checked when a header announces its length, before any of
 //   that payload is forwarded. Control frames do not count.
@@ -65,6 +70,13 @@ export interface FrameTrackerOptions {
   readonly rsv1Allowed: boolean;
   /** Largest data message, payload bytes on the wire across all its fragments; 0 = unlimited. */
   readonly maxMessageBytes: number;
+  /** Shown every data payload range (see the top comment); omit unless needed. */
+  readonly payload?: PayloadSink | undefined;
+}
+
+/** Sees data-frame payload bytes as they go by (still masked: see FrameTracker.maskKey). */
+export interface PayloadSink {
+  onPayload(chunk: Buffer, start: number, end: number, phase: number, frameStart: number): void;
 }
 
 /** One object with methods, given at construction: no closure per frame. */
@@ -121,6 +133,11 @@ export class FrameTracker {
   readonly #fromClient: boolean;
   readonly #rsv1Allowed: boolean;
   readonly #maxMessageBytes: number;
+  readonly #sink: PayloadSink | null;
+  /** With a sink: the current data frame's mask key (zeros when unmasked). */
+  readonly maskKey: Buffer | null;
+  #frameLen = 0;
+  #msgRsv1 = false;
 
   #state = GET_HEADER;
   readonly #scratch = Buffer.allocUnsafe(SCRATCH_SIZE);
@@ -152,6 +169,18 @@ export class FrameTracker {
     this.#fromClient = opts.fromClient;
     this.#rsv1Allowed = opts.rsv1Allowed;
     this.#maxMessageBytes = opts.maxMessageBytes;
+    this.#sink = opts.payload ?? null;
+    this.maskKey = this.#sink === null ? null : this.#scratch.subarray(MASK_AT, MASK_AT + 4);
+  }
+
+  /** Opcode (1 or 2) of the data message in progress, 0 when none. */
+  get messageOpcode(): number {
+    return this.#msgOpcode;
+  }
+
+  /** RSV1 was set on the first frame of the message in progress (permessage-deflate: compressed). */
+  get messageCompressed(): boolean {
+    return this.#msgRsv1;
   }
 
   /** True when no partial frame is outstanding: a frame may be injected after the last chunk. */
@@ -162,6 +191,20 @@ export class FrameTracker {
   /** Largest offset in the last scanned chunk that lies between frames; -1 if none. */
   get lastBoundary(): number {
     return this.#lastBoundary;
+  }
+
+  /**
+   * Where the next chunk will first be between frames, read before scanning
+   * it: the payload bytes left in the frame in progress (0 when between
+   * frames), or -1 when unknown (a header is split across chunks, or the
+   * tracker failed). Lets an injected frame go at the first boundary rather
+   * than the last one, at no cost to scan().
+   */
+  get bytesToBoundary(): number {
+    const s = this.#state;
+    if (s === SKIP_DATA || s === GET_CONTROL) return this.#remaining;
+    if (s === GET_HEADER) return this.#hdrLen === 0 ? 0 : -1;
+    return s === CLOSED ? 0 : -1;
   }
 
   /** A data message has begun and its final frame has not ended yet. */
@@ -189,6 +232,7 @@ export class FrameTracker {
 
     // The common case for large messages: the whole chunk is payload.
     if (state === SKIP_DATA && this.#remaining > len) {
+      if (this.#sink !== null) this.#sink.onPayload(chunk, 0, len, this.#frameLen - this.#remaining, this.#frameStart);
       this.#remaining -= len;
       this.#frameStart -= len;
       this.#lastBoundary = -1;
@@ -205,6 +249,9 @@ export class FrameTracker {
       const s = this.#state;
       if (s === SKIP_DATA) {
         const rem = this.#remaining;
+        if (this.#sink !== null) {
+          this.#sink.onPayload(chunk, pos, rem > len - pos ? len : pos + rem, this.#frameLen - rem, this.#frameStart);
+        }
         if (rem > len - pos) {
           this.#remaining = rem - (len - pos);
           break;
@@ -346,10 +393,17 @@ export class FrameTracker {
     if (opcode !== Opcode.CONTINUATION) {
       this.#msgOpcode = opcode;
       this.#msgBytes = 0;
+      this.#msgRsv1 = rsv1;
     }
     this.#msgBytes += length;
     if (this.#maxMessageBytes > 0 && this.#msgBytes > this.#maxMessageBytes) {
       return this.#fail(1009, 'MESSAGE_TOO_BIG', `message exceeds ${this.#maxMessageBytes} bytes (RFC 6455 §7.4.1, code 1009)`);
+    }
+    if (this.#sink !== null) {
+      // buf may be the scratch buffer (a carried header): the key sits below MASK_AT there.
+      const scratch = this.#scratch;
+      for (let i = 0; i < 4; i++) scratch[MASK_AT + i] = masked ? buf[p + i]! : 0;
+      this.#frameLen = length;
     }
     this.#fin = fin;
     this.#state = SKIP_DATA;

@@ -19,13 +19,19 @@ import { gatewayPing } from './keepalive.js';
 //   an innocent peer would tell it that it broke the protocol.
 // - Limits hold both ways: an upstream that sends a message over
 //   maxMessageBytes or above messageRate gets 1009 / 1008, its client 1011.
+// - validateUtf8: a client's text message that is not UTF-8 → 1007. Only
+//   uncompressed messages can be checked (permessage-deflate would need an
+//   inflater per connection); upstreams are trusted to send UTF-8.
 // - The gateway's own ends (shutdown, idle, lifetime, target drain) send the
 //   same code (1001, or 1012) both ways and wait for both answers.
 // - An upstream lost without a Close frame (reset, or EOF) → 1011 to the
 //   client; a client lost that way → 1001 to the upstream. A Close frame from
 //   either side is forwarded as received.
-// - A client that does not answer a ping within pongTimeout gets 1001 and
-//   is cut; the upstream gets 1001 with a close handshake.
+// - Keepalive: a client silent for pingInterval is pinged; silent for
+//   pongTimeout more, it gets 1001 and is cut, and the upstream gets 1001
+//   with a close handshake. Any bytes from the client count as an answer.
+//   Pongs to the gateway's pings are dropped, and do not count as traffic
+//   for idleTimeout (which means "no data either way").
 // Whatever happens, the session ends at most CLOSE_TIMEOUT_MS after the first
 // Close frame or lost connection: a peer that never answers is cut.
 
@@ -43,7 +49,7 @@ interface RelaySide extends Side {
 
 const LABEL: Record<number, string> = {
   [CloseCode.PROTOCOL_ERROR]: 'protocol error',
-  [CloseCode.INVALID_PAYLOAD]: 'invalid payload',
+  [CloseCode.INVALID_PAYLOAD]: 'invalid UTF-8',
   [CloseCode.POLICY]: 'message rate exceeded',
   [CloseCode.TOO_BIG]: 'message too big',
 };
@@ -82,17 +88,23 @@ export class InspectRelay implements Relay, FlowOwner {
     this.idleSweeps = limits.idleSweeps;
     this.#limits = limits;
     this.#onEnd = done;
-    const flow = {
-      rsv1Allowed: limits.rsv1Allowed,
+    const flow = { rsv1Allowed: limits.rsv1Allowed, maxBufferedBytes: limits.maxBufferedBytes };
+    // The limits protect backends from clients; what upstreams send is
+    // trusted (no size limit, no UTF-8 check) unless upstreamMessageRate is set.
+    this.#c2u = new Flow(this, down, up, {
+      ...flow,
+      fromClient: true,
       maxMessageBytes: limits.maxMessageBytes,
       messageRate: limits.messageRate,
-      maxBufferedBytes: limits.maxBufferedBytes,
-    };
-    this.#c2u = new Flow(this, down, up, { ...flow, fromClient: true });
-    this.#u2c = new Flow(this, up, down, { ...flow, fromClient: false });
-    // TODO(validateUtf8): text messages from clients are not checked for
-    // UTF-8 (1007) yet; that needs payload ranges and mask keys from the
-    // tracker and a streaming validator. limits.validateUtf8 is ignored.
+      validateUtf8: limits.validateUtf8,
+    });
+    this.#u2c = new Flow(this, up, down, {
+      ...flow,
+      fromClient: false,
+      maxMessageBytes: 0,
+      messageRate: limits.upstreamMessageRate,
+      validateUtf8: false,
+    });
     for (const side of [this.down, this.up]) {
       side[kRelay] = this;
       side.on('error', onError);

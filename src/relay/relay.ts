@@ -10,10 +10,12 @@ export interface RelayLimits {
   readonly maxBufferedBytes: number;
   /** Quiet sweeps of the IdleSweeper after which the session is closed (0 = never). */
   readonly idleSweeps: number;
-  /** Inspect mode: largest message, across fragments (0 = unlimited). */
+  /** Inspect mode: largest client message, across fragments (0 = unlimited). */
   readonly maxMessageBytes: number;
-  /** Inspect mode: messages per second per direction (0 = unlimited). */
+  /** Inspect mode: client messages per second (0 = unlimited). */
   readonly messageRate: number;
+  /** Inspect mode: upstream messages per second (0 = unlimited). */
+  readonly upstreamMessageRate: number;
   /** 0 = unlimited. The relay adds its own ±10% jitter. */
   readonly maxLifetime: number;
   readonly pingInterval: number;

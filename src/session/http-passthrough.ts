@@ -9,6 +9,9 @@ import { hashKeyOf } from '../balancer/hash-key.js';
 import type { Target, UpstreamPool } from '../upstream/pool.js';
 import type { Snapshot } from '../snapshot.js';
 import type { Logger } from '../observability/logger.js';
+import type { AuthResult } from '../auth/route-auth.js';
+import { peerAddress } from '../listener/peer-address.js';
+import { upstreamSecureContext } from '../upstream/upstream-tls.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
@@ -26,12 +29,13 @@ export async function passThrough(
   req: IncomingMessage,
   res: ServerResponse,
   secure: boolean,
+  granted?: AuthResult,
 ): Promise<void> {
-  const peer = req.socket.remoteAddress ?? '';
+  const peer = peerAddress(req.socket);
   const client = snap.trusted.clientAddress(peer, req);
-  const key = pool.config.hash === undefined ? undefined : hashKeyOf(pool.config.hash, { headers: req.headers, url: req.url ?? '/' }, client);
+  const key = pool.config.hash === undefined ? undefined : hashKeyOf(pool.config.hash, { headers: req.headers, url: req.url ?? '/' }, client, granted?.claims);
   const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
-  const headers = forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure });
+  const headers = forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure, extra: granted?.headers });
   const abort = new AbortController();
   res.once('close', () => abort.abort());
   let attempts = hasBody || !IDEMPOTENT.has(req.method ?? '') ? 1 : 1 + pool.config.retries;
@@ -43,7 +47,12 @@ export async function passThrough(
     target.active++;
     try {
       target.http ??= new Pool(`${target.config.secure ? 'https' : 'http'}://${target.config.host}:${target.config.port}`, {
-        connect: { timeout: pool.config.connectTimeout, rejectUnauthorized: pool.config.tls?.verify ?? true, ca: pool.config.tls?.ca },
+        connect: {
+          timeout: pool.config.connectTimeout,
+          rejectUnauthorized: pool.config.tls?.verify ?? true,
+          secureContext: upstreamSecureContext(pool.config.tls),
+          servername: pool.config.tls?.servername,
+        },
         headersTimeout: 0,
         bodyTimeout: 0,
       });
@@ -87,13 +96,27 @@ function undiciErrorCode(err: unknown): ErrorCode {
   return 'UPSTREAM_RESET';
 }
 
-/** Answers a non-upgrade request with the catalogue's status and text. */
+/** Answers a non-upgrade request with the catalogue's status and text (or the answer the error carries). */
 export function fail(log: Logger, res: ServerResponse, err: GatewayError): void {
-  log.info({ client: res.req.socket.remoteAddress, method: res.req.method, url: res.req.url, status: err.spec.httpStatus, code: err.code, reason: err.message }, 'request rejected');
+  const url = res.req.url ?? '/';
+  const q = url.indexOf('?');
+  // The query may carry a token: it is never logged.
+  const path = q === -1 ? url : url.slice(0, q);
+  log.info({ client: peerAddress(res.req.socket), method: res.req.method, path, status: err.status, code: err.code, reason: err.message }, 'request rejected');
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.writeHead(err.spec.httpStatus, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
+  const headers: string[] = [];
+  for (const line of err.answer?.headers ?? err.headers ?? []) {
+    const colon = line.indexOf(':');
+    headers.push(line.slice(0, colon), line.slice(colon + 1).trim());
+  }
+  if (err.answer !== undefined) {
+    res.writeHead(err.answer.status, [...headers, 'connection', 'close']);
+    res.end(err.answer.body);
+    return;
+  }
+  res.writeHead(err.spec.httpStatus, [...headers, 'content-type', 'text/plain; charset=utf-8', 'connection', 'close']);
   res.end(err.spec.text + '\n');
 }

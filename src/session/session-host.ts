@@ -12,4 +12,6 @@ export interface SessionHost {
   readonly draining: boolean;
   nextId(): number;
   sessionEnded(session: Session): void;
+  /** Logs a refused handshake ("handshake rejected"), rate-limited so a flood cannot flood the log. */
+  logRejected?(fields: Record<string, unknown>): void;
 }

@@ -3,8 +3,12 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RouteConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
-import { reject } from '../handshake/reject.js';
+import { rejectError } from '../handshake/reject.js';
 import { buildUpstreamHandshake } from '../handshake/forward.js';
+import type { AuthResult, RouteAuth } from '../auth/route-auth.js';
+import type { IpEntry } from '../policy/per-ip-table.js';
+import { peerAddress, peerPort } from '../listener/peer-address.js';
+import { encodeProxyV2 } from '../upstream/proxy-header.js';
 import { upstreamPath } from '../routing/route-table.js';
 import { hashKeyOf } from '../balancer/hash-key.js';
 import { UpstreamDial, type DialResult } from '../upstream/connect.js';
@@ -13,9 +17,20 @@ import type { Target, UpstreamPool } from '../upstream/pool.js';
 import type { RelayEnd } from '../relay/tunnel.js';
 import { createRelay, type Relay } from '../relay/relay.js';
 import type { Snapshot } from '../snapshot.js';
+import { dialFailed, dialSucceeded } from '../health/outlier.js';
 import type { SessionHost } from './session-host.js';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+/** What the gateway settled at admission; the session carries it to its end. */
+export interface Admission {
+  /** The client address (PROXY protocol or trusted forwarding applied) used for limits, hashing and logs. */
+  readonly client: string;
+  /** The per-IP count this session holds; the gateway releases it in sessionEnded(). */
+  readonly ipEntry: IpEntry | undefined;
+  /** The route's authentication, run before any upstream is contacted. */
+  readonly auth: RouteAuth | undefined;
+}
 
 /**
  * One WebSocket session from the upgrade request to the close, in phases:
@@ -27,6 +42,7 @@ export class Session {
   readonly startedAt = Date.now();
   readonly client: string;
   readonly route: RouteConfig;
+  readonly admission: Admission;
   readonly #host: SessionHost;
   readonly #snap: Snapshot;
   readonly #pool: UpstreamPool;
@@ -40,6 +56,10 @@ export class Session {
   #tried: Set<Target> | undefined;
   #attemptsLeft: number;
   #lastError: GatewayError | undefined;
+  /** What authentication added for the upstream request. */
+  #granted: AuthResult | undefined;
+  /** Aborts forward auth when the client leaves during it. */
+  #authAbort: AbortController | undefined;
   #tunnel: Relay | undefined;
   /** This session counts in #target.active. */
   #holding = false;
@@ -54,6 +74,7 @@ export class Session {
     socket: Socket,
     early: Buffer,
     secure: boolean,
+    admission?: Admission,
   ) {
     this.id = host.nextId();
     this.#host = host;
@@ -64,7 +85,8 @@ export class Session {
     this.#socket = socket;
     this.#early = early;
     this.#secure = secure;
-    this.client = snap.trusted.clientAddress(socket.remoteAddress ?? '', req);
+    this.admission = admission ?? { client: snap.trusted.clientAddress(peerAddress(socket), req), ipEntry: undefined, auth: undefined };
+    this.client = this.admission.client;
     this.#attemptsLeft = 1 + pool.config.retries;
   }
 
@@ -72,11 +94,52 @@ export class Session {
     return this.#target;
   }
 
+  /**
+   * Authenticates (when the route says so), then connects. Nothing reaches
+   * an upstream before every check has passed. Without auth this is just
+   * connect(); with checks that need no I/O, no promise is made.
+   */
+  begin(): void {
+    const auth = this.admission.auth;
+    if (auth === undefined) {
+      this.connect();
+      return;
+    }
+    if (auth.needsSignal) this.#authAbort = new AbortController();
+    let result: AuthResult | Promise<AuthResult>;
+    try {
+      result = auth.run({ req: this.#req!, client: this.client, secure: this.#secure, signal: this.#authAbort?.signal });
+    } catch (err) {
+      this.#authFailed(err);
+      return;
+    }
+    if (result instanceof Promise) void result.then(this.#authPassed, this.#authFailed);
+    else this.#authPassed(result);
+  }
+
+  #authPassed = (result: AuthResult): void => {
+    this.#authAbort = undefined;
+    if (this.#done) return;
+    this.#granted = result;
+    this.connect();
+  };
+
+  #authFailed = (err: unknown): void => {
+    this.#authAbort = undefined;
+    if (this.#done) return;
+    const e = err instanceof GatewayError ? err : new GatewayError('AUTH_UNAVAILABLE', String(err));
+    const fields = { session: this.id, client: this.client, route: this.route.name, status: e.status, code: e.code, reason: e.message };
+    if (this.#host.logRejected !== undefined) this.#host.logRejected(fields);
+    else this.#host.log.info(fields, 'handshake rejected');
+    this.#fail(e);
+  };
+
   /** Picks a target and dials it; on a retryable failure, the next target. */
   connect(): void {
     const hashSpec = this.#pool.config.hash;
     const req = this.#req!;
-    const key = hashSpec === undefined ? undefined : hashKeyOf(hashSpec, { headers: req.headers, url: req.url ?? '/' }, this.client);
+    const granted = this.#granted;
+    const key = hashSpec === undefined ? undefined : hashKeyOf(hashSpec, { headers: req.headers, url: req.url ?? '/' }, this.client, granted?.claims);
     const target = this.#pool.pick(key, this.#tried);
     if (target === undefined) {
       // Every target was tried: the client hears why the last attempt failed.
@@ -88,20 +151,28 @@ export class Session {
     target.active++;
     const key64 = req.headers['sec-websocket-key'] as string;
     const socket = this.#socket;
+    const peer = peerAddress(socket);
     this.#dial = new UpstreamDial(
       {
         target: target.config,
         request: buildUpstreamHandshake(req, {
           path: target.config.basePath + upstreamPath(this.route, req.url ?? '/'),
-          peer: socket.remoteAddress ?? '',
-          trusted: this.#snap.trusted.trusts(socket.remoteAddress ?? ''),
+          peer,
+          trusted: this.#snap.trusted.trusts(peer),
           secure: this.#secure,
+          extra: granted?.headers,
+          protocol: granted?.protocol,
         }),
-        early: this.#early !== undefined && this.#early.length > 0 ? this.#early : undefined,
         accept: createHash('sha1').update(key64 + WS_GUID).digest('base64'),
         timeout: this.#pool.config.connectTimeout,
         maxHeadBytes: this.#snap.limits.maxHeaderBytes,
         tls: this.#pool.config.tls,
+        proxyHeader: this.#pool.config.proxyProtocol
+          ? encodeProxyV2(
+              { address: this.client, port: this.client === peer ? peerPort(socket) : 0 },
+              { address: socket.localAddress ?? '', port: socket.localPort ?? 0 },
+            )
+          : undefined,
       },
       this.#onDialed,
     );
@@ -113,8 +184,10 @@ export class Session {
       result?.socket.destroy();
       return;
     }
+    const target = this.#target!;
     if (err !== undefined) {
-      const target = this.#target!;
+      // Failures to reach or handshake with the target count towards its passive ejection.
+      if (err.spec.source === 'upstream') dialFailed(target.state);
       this.#release();
       this.#host.log.warn({ session: this.id, target: target.id, code: err.code, err: err.message }, 'upstream attempt failed');
       if (err.spec.retryable && --this.#attemptsLeft > 0 && !this.#host.draining) {
@@ -127,13 +200,26 @@ export class Session {
       this.#fail(err);
       return;
     }
+    dialSucceeded(target.state);
+    if ((target.state.drained || target.state.removed) && result!.kind === 'upgraded' && !this.#host.draining) {
+      // Drained (or removed) while we dialed: nothing is committed yet, so try another target.
+      result!.socket.destroy();
+      this.#release();
+      (this.#tried ??= new Set()).add(target);
+      this.#target = undefined;
+      this.connect();
+      return;
+    }
+    // Bytes the client sent behind its request head go through the relay,
+    // so inspect mode checks them like every later frame.
+    const early = this.#early;
     this.#req = undefined;
     this.#early = undefined;
     if (result!.kind === 'answered') this.#passAnswer(result!);
-    else this.#upgrade(result!);
+    else this.#upgrade(result!, early);
   };
 
-  #upgrade(result: DialResult): void {
+  #upgrade(result: DialResult, early: Buffer | undefined): void {
     const down = this.#socket;
     down.write(clientSwitchingHead(result.head));
     const limits = this.route.limits;
@@ -147,6 +233,7 @@ export class Session {
         idleSweeps: this.#host.sweeper.sweepsFor(limits.idleTimeout),
         maxMessageBytes: limits.maxMessageBytes,
         messageRate: limits.messageRate.perSecond,
+        upstreamMessageRate: limits.upstreamMessageRate.perSecond,
         maxLifetime: limits.maxLifetime,
         pingInterval: relayConfig.pingInterval,
         pongTimeout: relayConfig.pongTimeout,
@@ -156,10 +243,11 @@ export class Session {
       this.#onRelayEnd,
     );
     this.#tunnel = tunnel;
+    this.#target!.state.sessions.add(this);
     down.off('close', this.#onEarlyClose);
     result.socket.off('error', noop);
     this.#host.sweeper.add(tunnel);
-    tunnel.start(result.rest, undefined);
+    tunnel.start(result.rest, early);
   }
 
   /** The upstream said no (say 403): the client gets the same answer, body included. */
@@ -199,6 +287,7 @@ export class Session {
   #onEarlyClose = (): void => {
     if (this.#done) return;
     this.#dial?.abort();
+    this.#authAbort?.abort();
     this.#finish({ closedBy: 'client', reason: 'closed during handshake' }, 0);
   };
 
@@ -208,13 +297,13 @@ export class Session {
   }
 
   #fail(err: GatewayError): void {
-    reject(this.#socket, err.spec.httpStatus, err.spec.text);
-    this.#finish({ closedBy: 'gateway', reason: err.message }, err.spec.httpStatus, err);
+    rejectError(this.#socket, err);
+    this.#finish({ closedBy: 'gateway', reason: err.message }, err.status, err);
   }
 
-  /** Gateway-initiated end: shutdown or drain. */
-  close(reason: string): void {
-    if (this.#tunnel !== undefined) this.#tunnel.close(reason);
+  /** Gateway-initiated end: shutdown (1001, the default) or target drain (1012). Tunnel mode cuts. */
+  close(reason: string, code?: number): void {
+    if (this.#tunnel !== undefined) this.#tunnel.close(reason, code);
     else if (!this.#done) this.#fail(new GatewayError('SHUTTING_DOWN', reason));
   }
 
@@ -227,7 +316,10 @@ export class Session {
   #finish(end: RelayEnd, status: number, err?: GatewayError): void {
     if (this.#done) return;
     this.#done = true;
+    // Shutdown or a lost client while forward auth is still thinking: stop the call.
+    this.#authAbort?.abort();
     this.#release();
+    this.#target?.state.sessions.delete(this);
     this.#socket.off('close', this.#onEarlyClose);
     this.#host.sessionEnded(this);
     if (!this.#host.accessLog) return;

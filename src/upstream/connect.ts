@@ -3,19 +3,21 @@ import { connect as tlsConnect } from 'node:tls';
 import type { TargetConfig } from '../config/types.js';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
 import { parseResponseHead, type ResponseHead } from './response-head.js';
+import { upstreamSecureContext } from './upstream-tls.js';
 
 export interface DialOptions {
   readonly target: TargetConfig;
   /** The complete request head, from buildUpstreamHandshake. */
   readonly request: string;
-  /** Bytes the client sent right behind its request head. */
-  readonly early: Buffer | undefined;
   /** Sec-WebSocket-Accept the upstream must answer with. */
   readonly accept: string;
   /** TCP connect + upstream handshake. */
   readonly timeout: number;
   readonly maxHeadBytes: number;
+  /** `ca` is a PEM file; its context is built once per config (upstreamSecureContext). */
   readonly tls: { readonly ca: string | undefined; readonly servername: string | undefined; readonly verify: boolean } | undefined;
+  /** A PROXY protocol header to send before anything else (before TLS, on wss:// targets). */
+  readonly proxyHeader?: Buffer | undefined;
 }
 
 /** The upstream agreed: relay from here. `rest` is what it sent behind its 101. */
@@ -54,12 +56,21 @@ export class UpstreamDial {
     this.#opts = opts;
     this.#done = done;
     const { host, port } = opts.target;
+    const proxyHeader = opts.proxyHeader;
+    let tcp: Socket | undefined;
+    if (opts.target.secure && proxyHeader !== undefined) {
+      // The PROXY header goes on the TCP connection, ahead of the TLS ClientHello.
+      tcp = netConnect({ host, port, noDelay: true });
+      tcp.on('error', noop);
+      tcp.once('connect', () => tcp!.write(proxyHeader));
+    }
     this.socket = opts.target.secure
       ? tlsConnect({
           host,
           port,
+          socket: tcp,
           servername: opts.tls?.servername ?? (isIpLiteral(host) ? undefined : host),
-          ca: opts.tls?.ca,
+          secureContext: upstreamSecureContext(opts.tls),
           rejectUnauthorized: opts.tls?.verify ?? true,
           ALPNProtocols: ['http/1.1'],
         })
@@ -80,8 +91,9 @@ export class UpstreamDial {
   }
 
   #onConnect = (): void => {
+    const proxyHeader = this.#opts.proxyHeader;
+    if (proxyHeader !== undefined && !this.#opts.target.secure) this.socket.write(proxyHeader);
     this.socket.write(this.#opts.request);
-    if (this.#opts.early !== undefined && this.#opts.early.length > 0) this.socket.write(this.#opts.early);
   };
 
   #onData = (chunk: Buffer): void => {

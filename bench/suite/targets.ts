@@ -1,0 +1,90 @@
+// The project's performance targets, checked against one run's figures: each
+// is a ratio to nginx measured in the same run (or an absolute memory figure),
+// never a comparison of absolute figures across runs or machines.
+import { BASELINE, behind, figure, formatNumber } from './table.js';
+import type { SuiteResults } from './table.js';
+
+export const WSGATE_MODES = ['wsgate-tunnel', 'wsgate-inspect'] as const;
+type Mode = (typeof WSGATE_MODES)[number];
+
+interface TargetDef {
+  readonly label: string;
+  readonly scenario: string;
+  readonly key: string;
+  /** ratio: figure ÷ nginx's ≤ limit; diff: figure − nginx's ≤ limit; absolute: figure ≤ limit. */
+  readonly kind: 'ratio' | 'diff' | 'absolute';
+  readonly limit: (mode: Mode) => number;
+  readonly unit: string;
+  /** A latency: cannot be judged when the load side fell behind its schedule. */
+  readonly latency?: boolean;
+}
+
+export const TARGETS: readonly TargetDef[] = [
+  {
+    label: 'chatty: CPU per message ≤ 1.25× nginx (tunnel), ≤ 1.5× (inspect)',
+    scenario: 'chatty',
+    key: 'cpuUsPerMsg',
+    kind: 'ratio',
+    limit: (mode) => (mode === 'wsgate-tunnel' ? 1.25 : 1.5),
+    unit: '×',
+  },
+  { label: 'chatty: p99 ≤ nginx p99 + 1 ms', scenario: 'chatty', key: 'p99Ms', kind: 'diff', limit: () => 1, unit: ' ms', latency: true },
+  { label: 'closed loop (max): CPU per message ≤ 1.5× nginx', scenario: 'max', key: 'cpuUsPerMsg', kind: 'ratio', limit: () => 1.5, unit: '×' },
+  { label: 'handshake (churn): CPU per handshake ≤ 2× nginx', scenario: 'churn', key: 'cpuUsPerHs', kind: 'ratio', limit: () => 2, unit: '×' },
+  { label: 'idle: RSS per proxied connection ≤ 12 kB', scenario: 'idle', key: 'kbPerConn', kind: 'absolute', limit: () => 12, unit: ' kB' },
+];
+
+export interface TargetVerdict {
+  readonly target: string;
+  readonly proxy: Mode;
+  /** The compared value (ratio, difference or figure); null when it could not be judged. */
+  readonly value: number | null;
+  readonly limit: number;
+  /** true met, false missed, null not measured (a run failed or was skipped, or the load side fell behind). */
+  readonly met: boolean | null;
+  readonly note?: string;
+}
+
+function judge(results: SuiteResults, t: TargetDef, mode: Mode): TargetVerdict {
+  const limit = t.limit(mode);
+  const none = (note: string): TargetVerdict => ({ target: t.label, proxy: mode, value: null, limit, met: null, note });
+  const v = figure(results, mode, t.scenario, t.key);
+  if (typeof v !== 'number') return none('not measured');
+  let value = v;
+  if (t.kind !== 'absolute') {
+    const base = figure(results, BASELINE, t.scenario, t.key);
+    if (typeof base !== 'number' || base <= 0) return none('no nginx figure');
+    value = t.kind === 'ratio' ? v / base : v - base;
+  }
+  if (t.latency === true && (behind(results, mode, t.scenario) || behind(results, BASELINE, t.scenario))) {
+    return { target: t.label, proxy: mode, value, limit, met: null, note: 'load side fell behind its schedule' };
+  }
+  return { target: t.label, proxy: mode, value, limit, met: value <= limit };
+}
+
+export function judgeTargets(results: SuiteResults): TargetVerdict[] {
+  return TARGETS.flatMap((t) => WSGATE_MODES.map((mode) => judge(results, t, mode)));
+}
+
+function show(v: TargetVerdict, t: TargetDef): string {
+  if (v.value === null) return `– (${v.note ?? 'not measured'})`;
+  const value = t.kind === 'diff' ? `${v.value >= 0 ? '+' : '−'}${formatNumber(Math.abs(v.value))}` : t.kind === 'ratio' ? v.value.toFixed(2) : formatNumber(v.value);
+  const mark = v.met === null ? `? (${v.note ?? ''})` : v.met ? '✓' : '✗';
+  return `${value}${t.unit} ${mark}`;
+}
+
+/** A small table: one row per target, one column per wsgate mode, ✓ met / ✗ missed / ? not judged. */
+export function targetsMarkdown(verdicts: readonly TargetVerdict[]): string {
+  const lines = [`| target (vs nginx in this run) | ${WSGATE_MODES.join(' | ')} |`, `|---|${WSGATE_MODES.map(() => '---:').join('|')}|`];
+  for (const t of TARGETS) {
+    const cells = WSGATE_MODES.map((mode) => {
+      const v = verdicts.find((x) => x.target === t.label && x.proxy === mode);
+      return v === undefined ? '–' : show(v, t);
+    });
+    lines.push(`| ${t.label} | ${cells.join(' | ')} |`);
+  }
+  const met = verdicts.filter((v) => v.met === true).length;
+  const judged = verdicts.filter((v) => v.met !== null).length;
+  lines.push('', `${met} of ${judged} judged targets met${judged < verdicts.length ? ` (${verdicts.length - judged} not judged)` : ''}.`);
+  return lines.join('\n');
+}

@@ -1,0 +1,166 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AdminConfig } from '../config/types.js';
+import type { Logger } from '../observability/logger.js';
+import type { TargetStatus, UpstreamStatus } from './status.js';
+
+/** A reload's outcome, as the admin API reports it. */
+export type AdminReloadResult = { readonly ok: true; readonly [key: string]: unknown } | { readonly ok: false; readonly errors: readonly string[] };
+
+/** What the admin API needs from the gateway. */
+export interface AdminHost {
+  /** Shutdown has begun: /readyz answers 503. */
+  readonly draining: boolean;
+  upstreamStatus(): readonly UpstreamStatus[];
+  /** undefined when there is no such upstream or index. */
+  setTargetDrained(upstream: string, index: number, drained: boolean): TargetStatus | undefined;
+  /** Re-reads the config file and applies it. */
+  reload(): Promise<AdminReloadResult>;
+}
+
+const TARGET_ACTION = /^\/api\/upstreams\/([^/]+)\/targets\/(\d{1,6})\/(drain|undrain)$/;
+const UPSTREAM = /^\/api\/upstreams\/([^/]+)$/;
+
+/**
+ * The admin listener: liveness, readiness and a small JSON API. Reads are
+ * open (the listener is meant for loopback or a private network); every
+ * mutating call needs `Authorization: Bearer <admin.token>` when a token is
+ * set. /metrics is reserved for the metrics endpoint.
+ */
+export class AdminServer {
+  readonly server: Server;
+  readonly #host: AdminHost;
+  readonly #log: Logger;
+  #config: AdminConfig;
+  #tokenDigest: Buffer | undefined;
+
+  constructor(config: AdminConfig, host: AdminHost, log: Logger) {
+    this.#config = config;
+    this.#host = host;
+    this.#log = log;
+    this.#tokenDigest = digestOf(config.token);
+    this.server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, this.#onRequest);
+    this.server.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  get config(): AdminConfig {
+    return this.#config;
+  }
+
+  /** A reload may change the token; the address needs a new server. */
+  update(config: AdminConfig): void {
+    this.#config = config;
+    this.#tokenDigest = digestOf(config.token);
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(new Error(`admin: cannot listen on ${this.#config.address}: ${err.message}`, { cause: err }));
+      this.server.once('error', onError);
+      this.server.listen({ host: this.#config.host, port: this.#config.port }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.#log.error({ err }, 'admin listener error'));
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? '/').split('?', 1)[0]!;
+    const method = req.method ?? 'GET';
+    const read = method === 'GET' || method === 'HEAD';
+    if (path === '/healthz') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      return send(res, 200, { status: 'ok' });
+    }
+    if (path === '/readyz') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      return this.#host.draining ? send(res, 503, { ready: false, reason: 'draining' }) : send(res, 200, { ready: true });
+    }
+    if (path === '/api/upstreams') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      return send(res, 200, { upstreams: this.#host.upstreamStatus() });
+    }
+    const one = UPSTREAM.exec(path);
+    if (one !== null) {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      const name = decode(one[1]!);
+      const upstream = this.#host.upstreamStatus().find((u) => u.name === name);
+      return upstream === undefined ? send(res, 404, { error: `no upstream named "${name}"` }) : send(res, 200, upstream);
+    }
+    const action = TARGET_ACTION.exec(path);
+    if (action !== null) {
+      if (method !== 'POST') return methodNotAllowed(res, 'POST');
+      if (!this.#authorized(req, res)) return;
+      const name = decode(action[1]!);
+      const index = Number(action[2]);
+      const drained = action[3] === 'drain';
+      const target = this.#host.setTargetDrained(name, index, drained);
+      if (target === undefined) return send(res, 404, { error: `no target ${index} in upstream "${name}"` });
+      this.#log.info({ target: target.id, client: req.socket.remoteAddress }, drained ? 'admin: target drained' : 'admin: target undrained');
+      return send(res, 200, { target });
+    }
+    if (path === '/api/reload') {
+      if (method !== 'POST') return methodNotAllowed(res, 'POST');
+      if (!this.#authorized(req, res)) return;
+      this.#log.info({ client: req.socket.remoteAddress }, 'admin: reload requested');
+      this.#host.reload().then(
+        (result) => send(res, result.ok ? 200 : 422, result),
+        (err: unknown) => send(res, 500, { ok: false, errors: [(err as Error).message] }),
+      );
+      return;
+    }
+    if (path === '/metrics') return send(res, 404, { error: 'metrics are not implemented yet' });
+    send(res, 404, { error: 'not found' });
+  };
+
+  /** Bearer token check for mutating calls; answers 401 itself when it fails. */
+  #authorized(req: IncomingMessage, res: ServerResponse): boolean {
+    const expected = this.#tokenDigest;
+    if (expected === undefined) return true;
+    const header = req.headers.authorization ?? '';
+    const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+    // Digests of equal length make the comparison constant-time whatever the token's length.
+    if (match !== null && timingSafeEqual(digestOf(match[1]!)!, expected)) return true;
+    this.#log.warn({ client: req.socket.remoteAddress, url: req.url }, 'admin: unauthorized request');
+    res.setHeader('WWW-Authenticate', 'Bearer realm="wsgate"');
+    send(res, 401, { error: 'a valid bearer token is required' });
+    return false;
+  }
+}
+
+function digestOf(token: string): Buffer | undefined {
+  return token === '' ? undefined : createHash('sha256').update(token).digest();
+}
+
+function decode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+function methodNotAllowed(res: ServerResponse, allow: string): void {
+  res.setHeader('Allow', allow);
+  send(res, 405, { error: 'method not allowed' });
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(res.req.method === 'HEAD' ? undefined : text);
+}
