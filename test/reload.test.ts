@@ -232,7 +232,8 @@ void describe('reload from the command line', () => {
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const [code] = (await once(child, 'exit')) as [number];
+    const exited = once(child, 'exit') as Promise<[number]>;
+    const [code] = child.exitCode !== null ? [child.exitCode] : await exited;
     return { code, out, err };
   }
 
@@ -279,8 +280,12 @@ void describe('reload from the command line', () => {
           // The gateway's own log says what went wrong.
           throw new Error(`${(err as Error).message}\n--- gateway log ---\n${log.slice(-4000)}`, { cause: err });
         } finally {
-          child.kill('SIGTERM');
-          await once(child, 'exit');
+          const exited = once(child, 'exit');
+          // It may already be gone (say, the port was taken): do not wait forever.
+          if (child.exitCode === null && child.signalCode === null) {
+            child.kill('SIGTERM');
+            await exited;
+          }
         }
       }));
   }

@@ -16,6 +16,8 @@ export const NGINX_SHARE = 0.4;
  * queueing shows in the p99 (and on a busy machine it falls behind its schedule).
  */
 export const LOAD_SIDE_SHARE = 0.6;
+/** After a probe whose load side fell behind its schedule, the rate stays below this share of it. */
+const BEHIND_BACKOFF = 0.75;
 /** When nginx cannot be probed. */
 export const DEFAULT_RATE = 20_000;
 const QUICK_DEFAULT_RATE = 500;
@@ -95,31 +97,33 @@ async function probe(proxy: RunningProxy, isNginx: boolean, s: { quick: boolean;
  * scales: nginx's CPU per echo gives the rate for NGINX_SHARE of its core, the load side's gives
  * its cap. CPU per message falls as the rate grows (fixed costs spread), so when the estimate is
  * far from the probe rate, a probe at the estimate refines it. A probe whose load side fell behind
- * its schedule (a busy machine) is not trusted: the next one runs at half its rate.
+ * its schedule (a busy machine) is not trusted, and the rate stays under 3/4 of its rate.
  */
 export async function calibrate(proxy: RunningProxy, isNginx: boolean, s: { quick: boolean; warmup: number }, side: LoadSide): Promise<Calibration> {
   const probes: Probe[] = [];
   const maxProbes = s.quick ? 1 : 3;
   let rate = s.quick ? 200 : 5000;
   let trusted: Probe | undefined;
+  /** The lowest rate at which the load side fell behind: the rate stays below it. */
+  let ceiling = Infinity;
   const irqShare = s.quick ? 0 : await irqBaseline(side);
   for (let i = 0; i < maxProbes; i++) {
     const p = await probe(proxy, isNginx, s, side, rate, irqShare);
     probes.push(p);
     if (p.behindSchedule && !s.quick) {
-      rate = roundRate(rate / 2);
+      ceiling = Math.min(ceiling, BEHIND_BACKOFF * rate);
+      rate = roundRate(Math.min(ceiling, trusted === undefined ? Infinity : target(estimate(trusted, s.quick), ceiling)));
       continue;
     }
     trusted = p;
-    const e = estimate(p, s.quick);
-    const next = roundRate(Math.min(e.wanted, e.loadSideCap));
+    const next = roundRate(target(estimate(p, s.quick), ceiling));
     if (Math.abs(next - rate) <= 0.2 * rate) break;
     rate = next;
   }
   const basis = trusted ?? (probes[probes.length - 1] as Probe);
   const { nginxRate, loadSideCap, wanted } = estimate(basis, s.quick);
-  const capped = loadSideCap < wanted;
-  const chosen = roundRate(Math.min(wanted, loadSideCap));
+  const chosen = roundRate(target({ loadSideCap, wanted }, ceiling));
+  const capped = chosen < roundRate(wanted);
   const sideText =
     `the load side (load generator + echo backend + their core's softirq) used ${basis.loadSideCpuUsPerMsg.toFixed(1)} µs per echo, ` +
     `so ${fmt(loadSideCap)} msg/s would take ${LOAD_SIDE_SHARE * 100}% of its core`;
@@ -132,8 +136,14 @@ export async function calibrate(proxy: RunningProxy, isNginx: boolean, s: { quic
   } else {
     how = `nginx could not be probed, so ${fmt(wanted)} msg/s by default; ${sideText}${capped ? ": **the load side's cap binds**" : ''}`;
   }
+  if (Number.isFinite(ceiling)) how += `; the load side fell behind its schedule in a probe at ${fmt(ceiling / BEHIND_BACKOFF)} msg/s, so the rate stays under ${fmt(ceiling)}`;
   if (trusted === undefined && !s.quick) how += '; **every probe fell behind its schedule (a busy machine): the rate is a rough estimate**';
   return { rate: chosen, how: `${fmt(chosen)} msg/s (${how})`, probes, nginxRate, loadSideCap: Number.isFinite(loadSideCap) ? loadSideCap : null, capped };
+}
+
+/** The rate to run at: nginx's 40% rate, unless the load side's cap or a rate it fell behind at is lower. */
+function target(e: { loadSideCap: number; wanted: number }, ceiling: number): number {
+  return Math.min(e.wanted, e.loadSideCap, ceiling);
 }
 
 function estimate(p: Probe, quick: boolean): { nginxRate: number | null; loadSideCap: number; wanted: number } {

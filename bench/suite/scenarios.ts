@@ -160,6 +160,9 @@ export function combineRounds(rounds: readonly OutcomeOrFailure[]): OutcomeOrFai
   for (const o of ok) for (const [k, n] of Object.entries(o.errors)) errors[k] = (errors[k] ?? 0) + n;
   const failed = rounds.length - ok.length;
   const warnings = [...new Set(ok.flatMap((o) => o.warnings)), ...(failed > 0 ? [`${failed} of ${rounds.length} rounds failed`] : [])];
+  if (onSchedule.length > 0 && onSchedule.length < ok.length) {
+    warnings.push(`latencies from ${onSchedule.length} of ${ok.length} rounds: the load side fell behind its schedule in the others`);
+  }
   return { figures, errors, warnings, behind: onSchedule.length === 0, command: (ok[0] as ScenarioOutcome).command };
 }
 

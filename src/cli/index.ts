@@ -91,7 +91,14 @@ async function start(args: readonly string[]): Promise<number> {
   } catch (err) {
     return reportConfigError(file, err);
   }
-  const gateway = createGateway(config, { configFile: file });
+  let gateway;
+  try {
+    gateway = createGateway(config, { configFile: file });
+  } catch (err) {
+    // An unreadable key or CA file named by the config.
+    console.error(`${file}: ${(err as Error).message}`);
+    return 1;
+  }
   try {
     await gateway.start();
   } catch (err) {

@@ -3,6 +3,7 @@ import { request as httpsRequest } from 'node:https';
 import type { TargetConfig } from '../config/types.js';
 import { PASS, failed, hostHeader, type CheckResult } from './check-result.js';
 import type { CheckOptions, HealthChecker } from './health-check.js';
+import { upstreamSecureContext } from '../upstream/upstream-tls.js';
 
 /** Healthy when `GET path` answers 2xx within the timeout. A fresh connection each time, so a dead listener shows. */
 export class HttpCheck implements HealthChecker {
@@ -19,7 +20,8 @@ export class HttpCheck implements HealthChecker {
         ...(target.secure
           ? {
               servername: options.tls?.servername,
-              ca: options.tls?.ca,
+              // tls.ca is a file path: the shared context holds the parsed bundle.
+              secureContext: upstreamSecureContext(options.tls),
               rejectUnauthorized: options.tls?.verify ?? true,
             }
           : {}),

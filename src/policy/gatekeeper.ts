@@ -33,8 +33,8 @@ export class Gatekeeper {
   }
 
   /**
-   * Accept time: one address may hold at most the largest perIp.maxConnections
-   * of open sockets, handshake or not. Trusted proxies are exempt: their
+   * Accept time: one address may hold at most RouteGuards.socketCap open
+   * sockets, handshake or not. Trusted proxies are exempt: their
    * clients are counted one by one at the handshake.
    */
   acceptSocket(socket: Socket, snap: Snapshot): boolean {

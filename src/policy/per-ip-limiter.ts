@@ -6,9 +6,9 @@ import { takeToken } from './token-bucket.js';
 /**
  * The per-client-address limits, with their state kept across reloads:
  *
- * - at accept, a cap on open TCP connections per address (the largest
- *   perIp.maxConnections of any route), so a slowloris from one address
- *   cannot hold more sockets than a legitimate heavy client could;
+ * - at accept, a cap on open TCP connections per address (RouteGuards.socketCap,
+ *   about twice the largest perIp.maxConnections), so a slowloris from one
+ *   address cannot hold far more sockets than a legitimate heavy client could;
  * - at the handshake, the handshake-rate token bucket and the count of open
  *   sessions, in a scope: the top level, or a route that overrides perIp.
  */

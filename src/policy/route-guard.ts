@@ -46,9 +46,10 @@ export class RouteGuard {
 export class RouteGuards {
   readonly #byName = new Map<string, RouteGuard>();
   /**
-   * Open sockets one address may hold before the handshake is even read: the
-   * largest perIp.maxConnections anywhere, so it never undercuts a route's
-   * own limit, yet one address cannot park unbounded half-open connections.
+   * Open sockets one address may hold, handshake or not: twice the largest
+   * perIp.maxConnections anywhere, plus a few — room for a client at its
+   * session limit to still be told 429 (and for sockets still closing),
+   * while one address cannot park unbounded half-open connections.
    */
   readonly socketCap: number;
 
@@ -64,13 +65,15 @@ export class RouteGuards {
       this.#byName.set(route.name, guard);
       cap = Math.max(cap, route.limits.perIp.maxConnections);
     });
-    this.socketCap = cap;
+    this.socketCap = 2 * cap + SOCKET_CAP_SLACK;
   }
 
   get(route: RouteConfig): RouteGuard {
     return this.#byName.get(route.name)!;
   }
 }
+
+const SOCKET_CAP_SLACK = 8;
 
 function samePerIp(a: PerIpLimits, b: PerIpLimits): boolean {
   return a.maxConnections === b.maxConnections && a.handshakeBurst === b.handshakeBurst && a.handshakeRate.perSecond === b.handshakeRate.perSecond;

@@ -113,18 +113,19 @@ export class Session {
       this.#authFailed(err);
       return;
     }
-    if (result instanceof Promise) void result.then(this.#authPassed, this.#authFailed);
+    // Closures only on the asynchronous path: a session without auth allocates none.
+    if (result instanceof Promise) void result.then((r) => this.#authPassed(r), (err: unknown) => this.#authFailed(err));
     else this.#authPassed(result);
   }
 
-  #authPassed = (result: AuthResult): void => {
+  #authPassed(result: AuthResult): void {
     this.#authAbort = undefined;
     if (this.#done) return;
     this.#granted = result;
     this.connect();
-  };
+  }
 
-  #authFailed = (err: unknown): void => {
+  #authFailed(err: unknown): void {
     this.#authAbort = undefined;
     if (this.#done) return;
     const e = err instanceof GatewayError ? err : new GatewayError('AUTH_UNAVAILABLE', String(err));
@@ -132,7 +133,7 @@ export class Session {
     if (this.#host.logRejected !== undefined) this.#host.logRejected(fields);
     else this.#host.log.info(fields, 'handshake rejected');
     this.#fail(e);
-  };
+  }
 
   /** Picks a target and dials it; on a retryable failure, the next target. */
   connect(): void {

@@ -75,7 +75,8 @@ export class UpstreamDial {
           ALPNProtocols: ['http/1.1'],
         })
       : netConnect({ host, port, noDelay: true });
-    this.socket.setNoDelay(true);
+    // Plain sockets got noDelay at creation; one setsockopt less per handshake.
+    if (opts.target.secure) this.socket.setNoDelay(true);
     this.socket.on('error', this.#onError);
     this.socket.on('data', this.#onData);
     this.socket.on('close', this.#onClose);

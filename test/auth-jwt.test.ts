@@ -1,53 +1,18 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SignJWT, exportJWK, type JWTPayload } from 'jose';
+import { exportJWK, type JWTPayload } from 'jose';
+import { WebSocket } from 'ws';
 import { parseConfig } from '../src/config/load.js';
 import { createGateway } from '../src/gateway.js';
-import { WebSocket } from 'ws';
-import {
-  echo,
-  rawExchange,
-  startBackend,
-  startGateway,
-  statusOf,
-  upgradeRequest,
-  type Backend,
-  type RunningGateway,
-} from './helpers.js';
-
-const SECRET = 'a-test-secret-of-decent-length-0123456789';
-const now = (): number => Math.floor(Date.now() / 1000);
-
-async function hs256(claims: JWTPayload, opts: { exp?: number | null; secret?: string; alg?: string } = {}): Promise<string> {
-  const jwt = new SignJWT(claims).setProtectedHeader({ alg: opts.alg ?? 'HS256' }).setIssuedAt();
-  if (opts.exp !== null) jwt.setExpirationTime(opts.exp ?? now() + 300);
-  return jwt.sign(new TextEncoder().encode(opts.secret ?? SECRET));
-}
-
-async function signWith(key: KeyObject, alg: string, claims: JWTPayload, kid?: string): Promise<string> {
-  return new SignJWT(claims)
-    .setProtectedHeader(kid === undefined ? { alg } : { alg, kid })
-    .setExpirationTime(now() + 300)
-    .sign(key);
-}
-
-/** Status of a raw handshake with extra header lines; `path` may carry a query. */
-async function handshake(port: number, headers: readonly string[] = [], path = '/'): Promise<{ status: number; text: string }> {
-  const text = await rawExchange(port, upgradeRequest(path, headers), /\r\n\r\n/);
-  return { status: statusOf(text), text };
-}
-
-function noSecretsIn(logs: readonly Record<string, unknown>[], ...secrets: string[]): void {
-  const all = JSON.stringify(logs);
-  for (const s of secrets) assert.equal(all.includes(s), false, 'a credential reached the log');
-}
+import { echo, startBackend, startGateway, type Backend, type RunningGateway } from './helpers.js';
+import { SECRET, handshake, hs256, noSecretsIn, now, signWith, unsigned } from './auth-fixtures.js';
 
 void describe('JWT with a shared secret (HS256)', () => {
   let backend: Backend;
@@ -165,11 +130,6 @@ shutdown: { drainTimeout: 0 }
     assert.equal(await ok.text(), 'http ok\n');
   });
 });
-
-function unsigned(claims: JWTPayload): string {
-  const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');
-  return `${b64({ alg: 'none' })}.${b64(claims)}.`;
-}
 
 void describe('JWT with a public key file (RS256, ES256)', () => {
   let backend: Backend;
@@ -318,180 +278,6 @@ shutdown: { drainTimeout: 0 }
     // Known kids keep working from the cache.
     const t2 = await signWith(k2.privateKey, 'ES256', {}, 'k2');
     assert.equal((await handshake(gw.port, [`Authorization: Bearer ${t2}`], '/eager')).status, 101);
-  });
-});
-
-void describe('API keys', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(`
-listeners: [{ address: 127.0.0.1:0 }]
-routes: [{ match: { path: / }, upstream: app, auth: { apiKeys: { header: x-api-key, keys: ["\${K1}", "second-key-value"] } } }]
-upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
-shutdown: { drainTimeout: 0 }
-`, { K1: 'first-key-value' });
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
-
-  void it('either key passes; missing → 401, wrong → 401, both with WWW-Authenticate; keys are never logged', async () => {
-    assert.equal((await handshake(gw.port, ['X-Api-Key: first-key-value'])).status, 101);
-    assert.equal((await handshake(gw.port, ['X-Api-Key: second-key-value'])).status, 101);
-    const missing = await handshake(gw.port);
-    assert.equal(missing.status, 401);
-    assert.match(missing.text, /WWW-Authenticate: ApiKey realm="wsgate", header="x-api-key"/);
-    const wrong = await handshake(gw.port, ['X-Api-Key: first-key-valuf']);
-    assert.equal(wrong.status, 401);
-    assert.match(wrong.text, /WWW-Authenticate: ApiKey/);
-    assert.equal(backend.requests.length, 2);
-    noSecretsIn(gw.logs, 'first-key-value', 'second-key-value', 'first-key-valuf');
-  });
-});
-
-interface AuthService {
-  readonly url: string;
-  readonly calls: IncomingMessage[];
-  delay: number;
-  close(): Promise<void>;
-}
-
-/** Bearer "ok" → 200 with x-user-id; "redirect" → 302; anything else → 403 with a body. */
-async function startAuthService(): Promise<AuthService> {
-  const state = { calls: [] as IncomingMessage[], delay: 0 };
-  const server = createServer((req, res) => {
-    state.calls.push(req);
-    const answer = (): void => {
-      const auth = req.headers.authorization ?? '';
-      if (auth === 'Bearer ok') {
-        res.writeHead(204, { 'x-user-id': 'carol', 'x-internal': 'not for upstream' });
-        res.end();
-      } else if (auth === 'Bearer redirect') {
-        res.writeHead(302, { location: 'https://login.test/', 'set-cookie': 'state=1' });
-        res.end();
-      } else {
-        res.writeHead(403, { 'content-type': 'application/json', 'x-reason': 'denied' });
-        res.end('{"error":"nope"}');
-      }
-    };
-    if (state.delay > 0) setTimeout(answer, state.delay);
-    else answer();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  return Object.assign(state, {
-    url: `http://127.0.0.1:${port}/check?from=wsgate`,
-    close: () => {
-      server.closeAllConnections();
-      return new Promise<void>((r) => server.close(() => r()));
-    },
-  });
-}
-
-void describe('forward auth', () => {
-  let backend: Backend;
-  let service: AuthService;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    service = await startAuthService();
-    gw = await startGateway(`
-listeners: [{ address: 127.0.0.1:0 }]
-routes:
-  - match: { path: / }
-    upstream: app
-    auth: { forward: { url: "${service.url}", headers: [authorization], responseHeaders: [x-user-id], timeout: 300ms } }
-upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
-shutdown: { drainTimeout: 0 }
-`);
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-    await service.close();
-  });
-
-  void it('2xx allows and copies responseHeaders upstream (the client cannot spoof them)', async () => {
-    const { status } = await handshake(gw.port, ['Authorization: Bearer ok', 'X-User-Id: mallory', 'Cookie: c=1'], '/room?x=1');
-    assert.equal(status, 101);
-    const h = backend.requests.at(-1)!.headers;
-    assert.equal(h['x-user-id'], 'carol');
-    assert.equal(h['x-internal'], undefined, 'only the listed response headers are copied');
-    const call = service.calls.at(-1)!;
-    assert.equal(call.url, '/check?from=wsgate');
-    assert.equal(call.headers.authorization, 'Bearer ok');
-    assert.equal(call.headers.cookie, undefined, 'only the listed request headers go to the service');
-    assert.equal(call.headers['x-forwarded-for'], '127.0.0.1');
-    assert.equal(call.headers['x-forwarded-uri'], '/room?x=1');
-    assert.equal(call.headers['x-forwarded-method'], 'GET');
-  });
-
-  void it('any other answer goes back to the client as is, body included; the upstream is not contacted', async () => {
-    const before = backend.requests.length;
-    const denied = await rawExchange(gw.port, upgradeRequest('/', ['Authorization: Bearer no']), /nope"\}/);
-    assert.equal(statusOf(denied), 403);
-    assert.match(denied, /\r\nx-reason: denied\r\n/i);
-    assert.match(denied, /\r\ncontent-type: application\/json\r\n/i);
-    assert.ok(denied.endsWith('{"error":"nope"}'), denied);
-    const redirect = await rawExchange(gw.port, upgradeRequest('/', ['Authorization: Bearer redirect']));
-    assert.equal(statusOf(redirect), 302);
-    assert.match(redirect, /\r\nlocation: https:\/\/login\.test\/\r\n/i);
-    assert.match(redirect, /\r\nset-cookie: state=1\r\n/i);
-    assert.equal(backend.requests.length, before);
-    const line = gw.logs.findLast((l) => l.msg === 'handshake rejected');
-    assert.equal(line?.code, 'AUTH_DENIED');
-    assert.equal(line?.status, 302);
-  });
-
-  void it('slower than its timeout → 503', async () => {
-    service.delay = 1_000;
-    try {
-      const { status } = await handshake(gw.port, ['Authorization: Bearer ok']);
-      assert.equal(status, 503);
-      assert.match(String(gw.logs.findLast((l) => l.msg === 'handshake rejected')?.reason), /no answer within 300ms/);
-    } finally {
-      service.delay = 0;
-    }
-  });
-
-  void it('the auth service down → 503, never a pass', async () => {
-    await service.close();
-    const before = backend.requests.length;
-    const { status, text } = await handshake(gw.port, ['Authorization: Bearer ok']);
-    assert.equal(status, 503, text);
-    assert.equal(backend.requests.length, before);
-    const res = await fetch(`http://127.0.0.1:${gw.port}/plain`, { headers: { authorization: 'Bearer ok' } });
-    assert.equal(res.status, 503);
-  });
-});
-
-void describe('several methods on one route', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(`
-listeners: [{ address: 127.0.0.1:0 }]
-routes: [{ match: { path: / }, upstream: app, auth: { apiKeys: { keys: [svc-key] }, jwt: { secret: "${SECRET}" } } }]
-upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
-shutdown: { drainTimeout: 0 }
-`);
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
-
-  void it('every configured method must pass', async () => {
-    const token = await hs256({ sub: 'x' });
-    assert.equal((await handshake(gw.port, ['X-Api-Key: svc-key', `Authorization: Bearer ${token}`])).status, 101);
-    assert.equal((await handshake(gw.port, [`Authorization: Bearer ${token}`])).status, 401);
-    assert.equal((await handshake(gw.port, ['X-Api-Key: svc-key'])).status, 401);
-    assert.equal(backend.requests.length, 1);
   });
 });
 
