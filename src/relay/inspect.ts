@@ -227,9 +227,13 @@ export class InspectRelay implements Relay, FlowOwner {
 
   /** @internal FIN from `side`. */
   sideEnded(side: RelaySide): void {
-    const isClient = side === this.down;
+    this.#hungUp(side === this.down, 'end without close frame');
+  }
+
+  /** `isClient`'s side is gone (FIN or closed): a loss, unless it said Close first. */
+  #hungUp(isClient: boolean, lost: string): void {
     if (!(isClient ? this.#recvClient : this.#recvUpstream)) {
-      this.#lost(isClient, 'end without close frame');
+      this.#lost(isClient, lost);
       return;
     }
     // It said Close and hung up: nothing more can be sent to it.
@@ -254,16 +258,7 @@ export class InspectRelay implements Relay, FlowOwner {
       this.#finish(side);
       return;
     }
-    const isClient = side === this.down;
-    if (!(isClient ? this.#recvClient : this.#recvUpstream)) {
-      this.#lost(isClient, 'reset');
-      return;
-    }
-    if (isClient) this.#sentClient = true;
-    else this.#sentUpstream = true;
-    this.#toward(isClient).shut();
-    this.#armCloseTimer();
-    this.#settle();
+    this.#hungUp(side === this.down, 'reset');
   }
 
   /** @internal The close handshake took too long. */
