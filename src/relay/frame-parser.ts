@@ -115,7 +115,8 @@ const FAILED = 4;
 // across chunks (2 + 8-byte length + 4-byte mask key), the mask key of the
 // control frame being read, and that frame's unmasked payload. allocUnsafe
 // takes it from Node's shared pool, so a connection does not cost an
-// ArrayBuffer of its own.
+// ArrayBuffer of its own; and it is only taken on first need (whole data
+// frames never touch it), so a direction that sees only data holds none.
 const HDR_AT = 0;
 const MASK_AT = 14;
 const CTL_AT = 18;
@@ -140,7 +141,7 @@ export class FrameTracker {
   #msgRsv1 = false;
 
   #state = GET_HEADER;
-  readonly #scratch = Buffer.allocUnsafe(SCRATCH_SIZE);
+  #scratchBuf: Buffer | null = null;
   #hdrLen = 0;
   #hdrNeed = 0;
 
@@ -171,6 +172,10 @@ export class FrameTracker {
     this.#maxMessageBytes = opts.maxMessageBytes;
     this.#sink = opts.payload ?? null;
     this.maskKey = this.#sink === null ? null : this.#scratch.subarray(MASK_AT, MASK_AT + 4);
+  }
+
+  get #scratch(): Buffer {
+    return (this.#scratchBuf ??= Buffer.allocUnsafe(SCRATCH_SIZE));
   }
 
   /** Opcode (1 or 2) of the data message in progress, 0 when none. */
