@@ -315,8 +315,13 @@ export class InspectRelay implements Relay, FlowOwner {
 
   /** Ends each connection whose close handshake is over. */
   #settle(): void {
+    // RFC 6455 §7.1.1: the server closes the TCP connection first, so that it,
+    // not the client, holds TIME_WAIT. Toward the client the gateway is the
+    // server and ends at once; toward the upstream it is the client and waits
+    // for the upstream's FIN (the close timer cuts an upstream that never
+    // sends one). Ending upstream connections first would pile TIME_WAIT
+    // sockets onto the gateway's ephemeral ports toward each backend.
     if (this.#sentClient && this.#recvClient) endSide(this.down);
-    if (this.#sentUpstream && this.#recvUpstream) endSide(this.up);
   }
 
   #armCloseTimer(): void {
