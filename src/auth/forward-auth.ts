@@ -4,12 +4,14 @@ import type { AuthConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import type { AuthResources } from './auth-resources.js';
 import type { AuthGrant, AuthRequest, Authenticator } from './authenticator.js';
+import { HOP_BY_HOP } from '../http/hop-by-hop.js';
 
 type ForwardConfig = NonNullable<AuthConfig['forward']>;
 
 /** A denial's body is passed on to the client up to this size. */
 const MAX_BODY_BYTES = 64 * 1024;
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer', 'content-length']);
+// Never copied to or from the auth service; its body is not relayed, so neither is its length.
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'content-length']);
 
 /**
  * Forward auth: a GET to an HTTP service for each handshake, over a
@@ -120,7 +122,7 @@ async function readCapped(body: AsyncIterable<Buffer> & { destroy(): unknown }):
 function passOn(headers: Record<string, string | string[] | undefined>): string[] {
   const lines: string[] = [];
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name)) continue;
+    if (value === undefined || NOT_FORWARDED.has(name)) continue;
     for (const v of Array.isArray(value) ? value : [value]) {
       if (!/[\r\n\0]/.test(v)) lines.push(`${name}: ${v}`);
     }

@@ -1,9 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { forwardedNode } from './forwarded.js';
+import { HOP_BY_HOP } from '../http/hop-by-hop.js';
 
-// RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. The
-// gateway writes its own Connection/Upgrade pair for the upstream hop.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer']);
 // Rebuilt by the gateway; copied from the client only when it is a trusted proxy.
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
 

@@ -12,8 +12,8 @@ import type { Logger } from '../observability/logger.js';
 import type { AuthResult } from '../auth/route-auth.js';
 import { peerAddress } from '../listener/peer-address.js';
 import { upstreamSecureContext } from '../upstream/upstream-tls.js';
+import { HOP_BY_HOP } from '../http/hop-by-hop.js';
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
 /**

@@ -1,3 +1,5 @@
+import { HOP_BY_HOP } from '../http/hop-by-hop.js';
+
 /** An upstream's response head, parsed once at the handshake. */
 export interface ResponseHead {
   readonly status: number;
@@ -36,8 +38,6 @@ export function parseResponseHead(text: string): ResponseHead | undefined {
   };
 }
 
-// Fields the gateway writes itself on the client hop, or that must not cross it.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer']);
 
 /** The 101 for the client: the upstream's headers minus hop-by-hop ones, with our own Connection/Upgrade. */
 export function clientSwitchingHead(head: ResponseHead): string {
