@@ -10,6 +10,7 @@ import { logTargetEvent } from './observability/target-log.js';
 import { Listener } from './listener/listener.js';
 import { looksLikeUpgrade, validateUpgrade } from './handshake/validate-upgrade.js';
 import { reject, rejectError } from './handshake/reject.js';
+import type { UpgradeRequest } from './handshake/request-head.js';
 import { peerAddress } from './listener/peer-address.js';
 import { AuthResources } from './auth/auth-resources.js';
 import type { AuthResult } from './auth/route-auth.js';
@@ -344,7 +345,7 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
     this.#perRoute.set(name, (this.#perRoute.get(name) ?? 1) - 1);
   }
 
-  #onUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer, secure: boolean): void => {
+  #onUpgrade = (req: UpgradeRequest, socket: Socket, head: Buffer, secure: boolean): void => {
     // Node's HTTP server drops its own error listener on upgrade.
     socket.on('error', destroySocket);
     const snap = this.#snap;
@@ -373,7 +374,7 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
   };
 
   /** Logs (at most 100 lines a second, with a count of those left out) and answers a refused handshake. */
-  #reject(req: IncomingMessage, socket: Socket, err: GatewayError, client = peerAddress(socket)): void {
+  #reject(req: UpgradeRequest, socket: Socket, err: GatewayError, client = peerAddress(socket)): void {
     this.logRejected({ client, path: pathOf(req.url), status: err.status, code: err.code, reason: err.message });
     if (err.code === 'VERSION_UNSUPPORTED') reject(socket, err.spec.httpStatus, err.spec.text, ['Sec-WebSocket-Version: 13']);
     else rejectError(socket, err);

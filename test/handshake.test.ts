@@ -78,6 +78,58 @@ void describe('handshake validation (RFC 6455 §4.2.1)', () => {
     assert.ok(i < request.length, 'cut before the head was complete');
     assert.ok(answer === '' || statusOf(answer) === 408, answer);
   });
+
+  void it('a head that arrives in pieces is upgraded, with the bytes sent behind it', async () => {
+    const socket = connect(gw.port, '127.0.0.1');
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    let answer = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => (answer = Buffer.concat([answer, d])));
+    const request = upgradeRequest('/pieces');
+    // A masked text frame "hi" right behind the head, in the same write.
+    const frame = Buffer.from([0x81, 0x82, 1, 2, 3, 4, 'h'.charCodeAt(0) ^ 1, 'i'.charCodeAt(0) ^ 2]);
+    for (const piece of [request.slice(0, 7), request.slice(7, 40), request.slice(40, -3)]) {
+      socket.write(piece);
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    socket.write(Buffer.concat([Buffer.from(request.slice(-3)), frame]));
+    const deadline = Date.now() + 10_000;
+    while (!answer.includes('\x81\x02hi', 0, 'latin1') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    socket.destroy();
+    const text = answer.toString('latin1');
+    assert.equal(statusOf(text), 101, text);
+    assert.ok(text.endsWith('\x81\x02hi'), `the echo of the early frame: ${JSON.stringify(text)}`);
+  });
+
+  void it('a client that ends its connection inside the head → 400 and a log line', async () => {
+    const answer = await new Promise<string>((resolve) => {
+      const socket = connect(gw.port, '127.0.0.1');
+      let text = '';
+      socket.on('error', () => {});
+      socket.on('data', (d: Buffer) => (text += d.toString()));
+      socket.on('close', () => resolve(text));
+      socket.end('GET / HTTP/1.1\r\nHost: loc');
+    });
+    assert.equal(statusOf(answer), 400, answer);
+    assert.ok(gw.logs.some((l) => l.msg === 'request rejected' && l.reason === 'HPE_INVALID_EOF_STATE'));
+  });
+});
+
+void describe('connections still sending their head', () => {
+  void it('are closed when the gateway stops', async () => {
+    const backend = await startBackend();
+    const gw = await startGateway(simpleConfig([backend.url]));
+    const socket = connect(gw.port, '127.0.0.1');
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    socket.write('GET / HTTP/1.1\r\nHost: localhost\r\n');
+    await new Promise((r) => setTimeout(r, 50));
+    const closed = once(socket, 'close');
+    await gw.close();
+    await closed;
+    await backend.close();
+    assert.equal(backend.requests.length, 0);
+  });
 });
 
 void describe('routing', () => {

@@ -1,8 +1,8 @@
-import type { IncomingMessage } from 'node:http';
+import type { UpgradeRequest } from '../handshake/request-head.js';
 
 /** What an authenticator sees of a handshake (or of a plain HTTP request on the route). */
 export interface AuthRequest {
-  readonly req: IncomingMessage;
+  readonly req: UpgradeRequest;
   /** The client address the gateway uses (PROXY protocol or trusted forwarding applied). */
   readonly client: string;
   /** The client reached the gateway over TLS. */

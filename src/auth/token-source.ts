@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { UpgradeRequest } from '../handshake/request-head.js';
 
 /** One `jwt.from` entry, parsed once. */
 export type TokenSource =
@@ -26,7 +26,7 @@ export interface FoundToken {
 const JWT_SHAPE = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 /** The first token found, looking in the configured order. */
-export function findToken(req: IncomingMessage, sources: readonly TokenSource[]): FoundToken | undefined {
+export function findToken(req: UpgradeRequest, sources: readonly TokenSource[]): FoundToken | undefined {
   for (const source of sources) {
     switch (source.kind) {
       case 'header': {

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { UpgradeRequest } from './request-head.js';
 import { forwardedNode } from './forwarded.js';
 import { HOP_BY_HOP } from '../http/hop-by-hop.js';
 
@@ -29,7 +29,7 @@ export interface ForwardContext {
  * set, everything else (Sec-WebSocket-Key, -Protocol, -Extensions included)
  * passed through untouched so the upstream's answer is valid for the client.
  */
-export function forwardHeaders(req: IncomingMessage, ctx: ForwardContext): string[] {
+export function forwardHeaders(req: UpgradeRequest, ctx: ForwardContext): string[] {
   const raw = req.rawHeaders;
   const named = connectionTokens(req.headers.connection);
   const out: string[] = [];
@@ -73,7 +73,7 @@ export function forwardHeaders(req: IncomingMessage, ctx: ForwardContext): strin
 }
 
 /** The upstream's opening handshake as one string, ready to write to the dialed socket. */
-export function buildUpstreamHandshake(req: IncomingMessage, ctx: ForwardContext): string {
+export function buildUpstreamHandshake(req: UpgradeRequest, ctx: ForwardContext): string {
   const headers = forwardHeaders(req, ctx);
   let head = `GET ${ctx.path} HTTP/1.1\r\n`;
   for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;

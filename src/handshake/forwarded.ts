@@ -1,5 +1,5 @@
 import { BlockList, isIPv6 } from 'node:net';
-import type { IncomingMessage } from 'node:http';
+import type { UpgradeRequest } from './request-head.js';
 
 /**
  * Who the client is, given the socket peer and the forwarding headers it sent.
@@ -27,7 +27,7 @@ export class TrustedProxies {
   }
 
   /** The client's address as the gateway should use it (logs, hashing, limits). */
-  clientAddress(peer: string, req: IncomingMessage): string {
+  clientAddress(peer: string, req: UpgradeRequest): string {
     if (!this.trusts(peer)) return peer;
     const xff = req.headers['x-forwarded-for'];
     if (xff === undefined) return peer;

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { UpgradeRequest } from './request-head.js';
 import { GatewayError } from '../errors.js';
 
 const BASE64_KEY = /^[A-Za-z0-9+/]{22}==$/;
@@ -7,7 +7,7 @@ const BASE64_KEY = /^[A-Za-z0-9+/]{22}==$/;
  * RFC 6455 §4.2.1, checked in the RFC's order so the first broken rule is the
  * one reported. Returns undefined when the request is a valid opening handshake.
  */
-export function validateUpgrade(req: IncomingMessage): GatewayError | undefined {
+export function validateUpgrade(req: UpgradeRequest): GatewayError | undefined {
   if (req.method !== 'GET') return malformed(`method ${req.method ?? '?'} is not GET`);
   if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) {
     return malformed(`HTTP/${req.httpVersion} is not HTTP/1.1`);
@@ -43,6 +43,6 @@ export function tokenListHas(value: string | string[] | undefined, token: string
 }
 
 /** True for requests that try to be WebSocket upgrades, valid or not. */
-export function looksLikeUpgrade(req: IncomingMessage): boolean {
+export function looksLikeUpgrade(req: UpgradeRequest): boolean {
   return req.headers.upgrade !== undefined || req.headers['sec-websocket-key'] !== undefined;
 }

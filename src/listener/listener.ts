@@ -10,9 +10,11 @@ import { LogThrottle } from '../policy/log-throttle.js';
 import { CertificateStore, CertificateWatcher } from './certificates.js';
 import { peerAddress, setPeer, type Peer } from './peer-address.js';
 import { ProxyHeaderReader } from './proxy-protocol.js';
+import { HeadReaders } from './head-reader.js';
+import type { UpgradeRequest } from '../handshake/request-head.js';
 
 export interface ListenerHandlers {
-  upgrade(req: IncomingMessage, socket: Socket, head: Buffer, secure: boolean): void;
+  upgrade(req: UpgradeRequest, socket: Socket, head: Buffer, secure: boolean): void;
   request(req: IncomingMessage, res: ServerResponse, secure: boolean): void;
   clientError(err: NodeJS.ErrnoException, socket: Socket): void;
   /**
@@ -28,9 +30,10 @@ export interface ListenerHandlers {
 type ConnectionListener = (this: Server, socket: Socket) => void;
 
 /**
- * An accepting socket. Node's HTTP parser (llhttp) reads the request head;
- * its header-size limit and headers timeout are the gateway's maxHeaderBytes
- * and handshakeTimeout, so a slowloris is cut by the server itself.
+ * An accepting socket. On plain listeners, WebSocket upgrades are read by
+ * the gateway's own HeadReaders; everything else, and every request on TLS
+ * listeners, by Node's HTTP parser (llhttp). Both cut a head past the
+ * gateway's maxHeaderBytes (431) or not complete within handshakeTimeout (408).
  *
  * In front of the parser, on every new connection: the PROXY protocol header
  * (when configured), the listener's IP lists, the gateway's accept hook. For
@@ -47,6 +50,8 @@ export class Listener {
   readonly #handlers: ListenerHandlers;
   readonly #dispatch: readonly ConnectionListener[];
   readonly #certs: CertificateStore | undefined;
+  /** Plain listeners only: on TLS, Node's server reads the decrypted head. */
+  readonly #heads: HeadReaders | undefined;
   readonly #refusals = new LogThrottle(10);
   #filter: IpFilter | undefined;
   #watcher: CertificateWatcher | undefined;
@@ -81,6 +86,13 @@ export class Listener {
         SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, certs.contextFor(servername)),
       }) as unknown as Server;
       this.server.on('tlsClientError', this.#onTlsError);
+    }
+    if (!secure) {
+      this.#heads = new HeadReaders(limits.maxHeaderBytes, limits.handshakeTimeout, {
+        upgrade: (req, socket, rest) => handlers.upgrade(req, socket, rest, false),
+        other: (socket) => this.#toHttpServer(socket),
+        clientError: handlers.clientError,
+      });
     }
     this.#dispatch = this.server.listeners('connection') as ConnectionListener[];
     this.server.removeAllListeners('connection');
@@ -182,9 +194,18 @@ export class Listener {
       return;
     }
     if (rest !== undefined) socket.unshift(rest);
+    if (this.#heads !== undefined) {
+      this.#heads.read(socket);
+      if (paused) socket.resume();
+      return;
+    }
     for (const listener of this.#dispatch) listener.call(this.server, socket);
-    // The HTTP parser reads on once the flow resumes; TLS reads the socket's buffer and handle itself.
-    if (paused && this.#certs === undefined) socket.resume();
+  }
+
+  /** Node's HTTP server takes over; it reads what was put back first, once the flow resumes. */
+  #toHttpServer(socket: Socket): void {
+    for (const listener of this.#dispatch) listener.call(this.server, socket);
+    socket.resume();
   }
 
   #refuse(socket: Socket, code: ErrorCode, msg: string, reason: string | undefined): void {
@@ -204,6 +225,7 @@ export class Listener {
   close(): Promise<void> {
     this.#watcher?.close();
     this.#watcher = undefined;
+    this.#heads?.close();
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());

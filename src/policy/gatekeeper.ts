@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { AuthResult } from '../auth/route-auth.js';
 import { GatewayError } from '../errors.js';
+import type { UpgradeRequest } from '../handshake/request-head.js';
 import { peerAddress } from '../listener/peer-address.js';
 import type { Logger } from '../observability/logger.js';
 import type { Snapshot } from '../snapshot.js';
@@ -60,7 +61,7 @@ export class Gatekeeper {
    * per-address rate and session count. On success the session holds the
    * returned entry until release().
    */
-  admitHandshake(guard: RouteGuard, req: IncomingMessage, client: string): IpEntry | GatewayError {
+  admitHandshake(guard: RouteGuard, req: UpgradeRequest, client: string): IpEntry | GatewayError {
     const denied = guard.check(req, client, true);
     if (denied !== undefined) return denied;
     return this.#perIp.admit(guard.scope, client, guard.perIp, Date.now());

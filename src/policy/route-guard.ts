@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { UpgradeRequest } from '../handshake/request-head.js';
 import type { Config, PerIpLimits, RouteConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import type { AuthResources } from '../auth/auth-resources.js';
@@ -28,7 +28,7 @@ export class RouteGuard {
   }
 
   /** The stateless checks: the client's address, then (for WebSocket handshakes) its Origin. */
-  check(req: IncomingMessage, client: string, websocket: boolean): GatewayError | undefined {
+  check(req: UpgradeRequest, client: string, websocket: boolean): GatewayError | undefined {
     if (this.ipFilter !== undefined && !this.ipFilter.allows(client)) {
       return new GatewayError('IP_FORBIDDEN', `${client} is not allowed on this route`);
     }

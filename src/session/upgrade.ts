@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RouteConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import { rejectError } from '../handshake/reject.js';
 import { buildUpstreamHandshake } from '../handshake/forward.js';
+import type { UpgradeRequest } from '../handshake/request-head.js';
 import type { AuthResult, RouteAuth } from '../auth/route-auth.js';
 import type { IpEntry } from '../policy/per-ip-table.js';
 import { peerAddress, peerPort } from '../listener/peer-address.js';
@@ -47,7 +47,7 @@ export class Session {
   readonly #snap: Snapshot;
   readonly #pool: UpstreamPool;
   /** Held only until the upstream answers: an idle session must not keep the request alive. */
-  #req: IncomingMessage | undefined;
+  #req: UpgradeRequest | undefined;
   readonly #socket: Socket;
   #early: Buffer | undefined;
   readonly #secure: boolean;
@@ -70,7 +70,7 @@ export class Session {
     snap: Snapshot,
     route: RouteConfig,
     pool: UpstreamPool,
-    req: IncomingMessage,
+    req: UpgradeRequest,
     socket: Socket,
     early: Buffer,
     secure: boolean,

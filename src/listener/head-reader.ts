@@ -1,0 +1,152 @@
+import type { Socket } from 'node:net';
+import { parseUpgradeHead, type RequestHead } from '../handshake/request-head.js';
+
+export interface HeadReaderHooks {
+  /** A plain WebSocket upgrade; `rest` holds the bytes read behind its head. */
+  upgrade(req: RequestHead, socket: Socket, rest: Buffer): void;
+  /** Anything else: the bytes read so far are back in the socket, for Node's HTTP server to parse. */
+  other(socket: Socket): void;
+  /** Head too large, too slow, or cut short: answered as Node's server would report it. */
+  clientError(err: NodeJS.ErrnoException, socket: Socket): void;
+}
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const GET = Buffer.from('GET ');
+
+/**
+ * Reads request heads off new plain connections and sends WebSocket upgrades
+ * straight to the gateway. Node's http.Server costs a parser, an
+ * IncomingMessage and its per-socket bookkeeping on every connection, a
+ * sizeable part of a handshake; here it is one Buffer search and a small
+ * parse. Whatever is not a plain upgrade (see parseUpgradeHead) is put back
+ * and given to the HTTP server, so passthrough and errors are Node's own.
+ *
+ * The limits are the HTTP server's: at most `maxBytes` of head (431 past
+ * it), and the whole head within `timeoutMs` (408), checked by one sweep
+ * for all connections as Node's server does, not a timer each.
+ */
+export class HeadReaders {
+  readonly #pending = new Set<HeadReader>();
+  #sweep: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly maxBytes: number,
+    readonly timeoutMs: number,
+    readonly hooks: HeadReaderHooks,
+  ) {}
+
+  read(socket: Socket): void {
+    this.#pending.add(new HeadReader(this, socket));
+    this.#sweep ??= setInterval(sweep, Math.max(50, Math.min(1_000, Math.floor(this.timeoutMs / 4))), this).unref();
+  }
+
+  /** @internal */
+  done(reader: HeadReader): void {
+    this.#pending.delete(reader);
+  }
+
+  /** @internal */
+  expire(now: number): void {
+    for (const reader of this.#pending) if (now - reader.since >= this.timeoutMs) reader.timedOut();
+    if (this.#pending.size === 0) this.stop();
+  }
+
+  /** Stops the sweep and drops the connections still sending their head. */
+  close(): void {
+    for (const reader of this.#pending) reader.socket.destroy();
+    this.#pending.clear();
+    this.stop();
+  }
+
+  stop(): void {
+    clearInterval(this.#sweep);
+    this.#sweep = undefined;
+  }
+}
+
+function sweep(readers: HeadReaders): void {
+  readers.expire(Date.now());
+}
+
+class HeadReader {
+  readonly since = Date.now();
+  #buf: Buffer | undefined;
+
+  constructor(
+    readonly owner: HeadReaders,
+    readonly socket: Socket,
+  ) {
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+  }
+
+  #onData = (chunk: Buffer): void => {
+    const before = this.#buf === undefined ? 0 : this.#buf.length;
+    const buf = (this.#buf = before === 0 ? chunk : Buffer.concat([this.#buf!, chunk]));
+    if (!startsLikeGet(buf)) return this.#other();
+    const end = buf.indexOf(CRLFCRLF, Math.max(0, before - 3));
+    if (end === -1 || end + 4 > this.owner.maxBytes) {
+      if (buf.length > this.owner.maxBytes) this.#fail('HPE_HEADER_OVERFLOW', 'request head larger than maxHeaderBytes');
+      return;
+    }
+    const req = parseUpgradeHead(buf.toString('latin1', 0, end), this.socket);
+    if (req === undefined) return this.#other();
+    this.#detach();
+    this.socket.pause();
+    this.owner.hooks.upgrade(req, this.socket, buf.subarray(end + 4));
+  };
+
+  #onEnd = (): void => {
+    if (this.#buf === undefined) {
+      this.#detach();
+      this.socket.destroy();
+    } else {
+      this.#fail('HPE_INVALID_EOF_STATE', 'connection ended inside the request head');
+    }
+  };
+
+  #onError = (): void => {
+    this.#detach();
+    this.socket.destroy();
+  };
+
+  #onClose = (): void => {
+    this.#detach();
+  };
+
+  timedOut(): void {
+    this.#fail('ERR_HTTP_REQUEST_TIMEOUT', 'request head not received within handshakeTimeout');
+  }
+
+  #fail(code: string, message: string): void {
+    this.#detach();
+    this.owner.hooks.clientError(Object.assign(new Error(message), { code }), this.socket);
+  }
+
+  #other(): void {
+    this.#detach();
+    const socket = this.socket;
+    socket.pause();
+    if (this.#buf !== undefined) socket.unshift(this.#buf);
+    this.#buf = undefined;
+    this.owner.hooks.other(socket);
+  }
+
+  #detach(): void {
+    const socket = this.socket;
+    socket.off('data', this.#onData);
+    socket.off('end', this.#onEnd);
+    socket.off('error', this.#onError);
+    socket.off('close', this.#onClose);
+    this.owner.done(this);
+  }
+}
+
+/** The first bytes could still begin "GET ". */
+function startsLikeGet(buf: Buffer): boolean {
+  const n = Math.min(buf.length, 4);
+  for (let i = 0; i < n; i++) if (buf[i] !== GET[i]) return false;
+  return true;
+}
