@@ -138,6 +138,28 @@ void describe('passive ejection', () => {
     }
   });
 
+  void it('plain HTTP requests that cannot reach a target count towards its ejection too', async () => {
+    const live = await switchableBackend('live');
+    const dead = await rawServer((s) => s.destroy());
+    await dead.close();
+    const deadUrl = `ws://127.0.0.1:${dead.port}`;
+    const gw = await startGateway(config([live.url, deadUrl], '    outlier: { consecutiveFailures: 2, baseEjection: 10s }'));
+    try {
+      const attempts = (): number => gw.logs.filter((l) => l.msg === 'http passthrough attempt failed').length;
+      for (let i = 0; i < 8; i++) {
+        const res = await fetch(`http://127.0.0.1:${gw.port}/page`);
+        assert.equal(res.status, 503, 'the live backend answers every request (503 for anything but /health)');
+        assert.equal(await res.text(), 'live');
+      }
+      assert.equal(attempts(), 2, 'the dead target was tried until it was ejected, then no more');
+      assert.equal(gw.logs.find((l) => l.msg === 'target ejected')?.target, `app/${deadUrl}`);
+      assert.equal(targetOf(gw, 1).ejected, true);
+    } finally {
+      await gw.close();
+      await live.close();
+    }
+  });
+
   void it('an upstream whose only target is ejected answers 503 (maxEjectionPercent: 100)', async () => {
     const dead = await rawServer((s) => s.destroy());
     await dead.close();

@@ -13,13 +13,15 @@ import type { AuthResult } from '../auth/route-auth.js';
 import { peerAddress } from '../listener/peer-address.js';
 import { upstreamSecureContext } from '../upstream/upstream-tls.js';
 import { HOP_BY_HOP } from '../http/hop-by-hop.js';
+import { dialFailed, dialSucceeded } from '../health/outlier.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
 /**
  * A plain HTTP request on a route: sent to a target over a keep-alive pool,
  * bodies streamed both ways. Failed connects are retried on other targets
- * only for requests without a body that are safe to repeat.
+ * only for requests without a body that are safe to repeat, and feed the
+ * target's passive ejection as failed WebSocket dials do.
  */
 export async function passThrough(
   log: Logger,
@@ -45,6 +47,7 @@ export async function passThrough(
     const target = pool.pick(key, tried);
     if (target === undefined) return fail(log, res, lastError ?? new GatewayError('NO_TARGET', `upstream ${pool.name}: no available target`));
     target.active++;
+    let answered = false;
     try {
       target.http ??= new Pool(`${target.config.secure ? 'https' : 'http'}://${target.config.host}:${target.config.port}`, {
         connect: {
@@ -63,6 +66,8 @@ export async function passThrough(
         body: hasBody ? req : null,
         signal: abort.signal,
       });
+      answered = true;
+      dialSucceeded(target.state);
       const out: string[] = [];
       for (const [name, value] of Object.entries(answer.headers)) {
         if (value === undefined || HOP_BY_HOP.has(name)) continue;
@@ -76,6 +81,8 @@ export async function passThrough(
       if (abort.signal.aborted) return;
       const gw = new GatewayError(undiciErrorCode(err), `${target.config.url}: ${(err as Error).message}`, { cause: err });
       log.warn({ target: target.id, code: gw.code, err: gw.message }, 'http passthrough attempt failed');
+      // Like a failed WebSocket dial, a target that could not be reached or gave no answer counts towards its ejection.
+      if (!answered && gw.spec.source === 'upstream') dialFailed(target.state);
       if (res.headersSent) {
         res.destroy();
         return;
