@@ -267,6 +267,7 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
     }
     const targets = this.#registry.sync(config.upstreams);
     this.#snap = buildSnapshot(config, this.#registry, prepared);
+    this.sweeper.retune(sweepTick(config));
     this.#monitor.apply(config.upstreams, this.#registry);
     const listeners = plan.commit();
     this.#addresses = listeners.addresses;

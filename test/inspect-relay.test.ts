@@ -19,7 +19,7 @@ const PONG = 0xa;
 
 const LIMITS: RelayLimits = {
   maxBufferedBytes: 1 << 20,
-  idleSweeps: 0,
+  idleMs: 0,
   maxMessageBytes: 0,
   messageRate: 0,
   upstreamMessageRate: 0,

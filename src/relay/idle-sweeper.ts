@@ -1,10 +1,10 @@
 /** Something the sweeper watches: it sets `active` on traffic, the sweeper clears it. */
 export interface Sweepable {
   active: boolean;
-  /** Sweeps in a row that found no traffic. */
-  quietSweeps: number;
-  /** Quiet sweeps after which `onIdle` runs (0 = never). */
-  readonly idleSweeps: number;
+  /** Time the sweeps have found it quiet, ms (in whole ticks). */
+  quietMs: number;
+  /** Quiet time after which `onIdle` runs, ms (0 = never). */
+  readonly idleMs: number;
   onIdle(): void;
 }
 
@@ -12,28 +12,40 @@ export interface Sweepable {
  * Idle timeouts for every session from one timer. Refreshing a timer per
  * chunk costs a timer-list reinsertion on the hot path; here a chunk only sets
  * a flag, and one periodic pass finds the sessions that stayed quiet.
- * Precision is one tick.
+ * Precision is one tick. Quiet time is counted in ms, so a reload may change
+ * the tick under running sessions.
  */
 export class IdleSweeper<T extends Sweepable> {
-  readonly tickMs: number;
+  #tickMs: number;
   readonly #members = new Set<T>();
   #timer: NodeJS.Timeout | undefined;
 
   constructor(tickMs: number) {
-    this.tickMs = tickMs;
+    this.#tickMs = tickMs;
   }
 
-  /** Sweeps needed for a timeout of `ms` (rounded up; 0 disables). */
-  sweepsFor(ms: number): number {
-    return ms <= 0 ? 0 : Math.max(1, Math.ceil(ms / this.tickMs));
+  get tickMs(): number {
+    return this.#tickMs;
+  }
+
+  /** A new tick (a reload changed the shortest timeout), from the next sweep on. */
+  retune(tickMs: number): void {
+    if (tickMs === this.#tickMs) return;
+    this.#tickMs = tickMs;
+    if (this.#timer !== undefined) {
+      this.stop();
+      this.#start();
+    }
   }
 
   add(member: T): void {
     this.#members.add(member);
-    if (this.#timer === undefined) {
-      this.#timer = setInterval(sweep, this.tickMs, this);
-      this.#timer.unref();
-    }
+    if (this.#timer === undefined) this.#start();
+  }
+
+  #start(): void {
+    this.#timer = setInterval(sweep, this.#tickMs, this);
+    this.#timer.unref();
   }
 
   delete(member: T): void {
@@ -48,11 +60,12 @@ export class IdleSweeper<T extends Sweepable> {
 
   /** @internal */
   sweep(): void {
+    const tick = this.#tickMs;
     for (const m of this.#members) {
       if (m.active) {
         m.active = false;
-        m.quietSweeps = 0;
-      } else if (++m.quietSweeps >= m.idleSweeps && m.idleSweeps > 0) {
+        m.quietMs = 0;
+      } else if ((m.quietMs += tick) >= m.idleMs && m.idleMs > 0) {
         m.onIdle();
       }
     }

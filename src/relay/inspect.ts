@@ -59,8 +59,8 @@ export class InspectRelay implements Relay, FlowOwner {
   readonly up: RelaySide;
   /** Set on traffic (but not on pongs to the gateway's pings); the idle sweeper clears it. */
   active = true;
-  quietSweeps = 0;
-  readonly idleSweeps: number;
+  quietMs = 0;
+  readonly idleMs: number;
   readonly #limits: RelayLimits;
   readonly #onEnd: RelayDone;
   readonly #c2u: Flow;
@@ -85,7 +85,7 @@ export class InspectRelay implements Relay, FlowOwner {
   constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
     this.down = down as RelaySide;
     this.up = up as RelaySide;
-    this.idleSweeps = limits.idleSweeps;
+    this.idleMs = limits.idleMs;
     this.#limits = limits;
     this.#onEnd = done;
     // The limits protect backends from clients; what upstreams send is

@@ -8,8 +8,8 @@ import { InspectRelay } from './inspect.js';
 export interface RelayLimits {
   /** Pending writes on one side above which reading from the other side pauses. */
   readonly maxBufferedBytes: number;
-  /** Quiet sweeps of the IdleSweeper after which the session is closed (0 = never). */
-  readonly idleSweeps: number;
+  /** No traffic either way for this long closes the session, ms (0 = never); the IdleSweeper watches it. */
+  readonly idleMs: number;
   /** Inspect mode: largest client message, across fragments (0 = unlimited). */
   readonly maxMessageBytes: number;
   /** Inspect mode: client messages per second (0 = unlimited). */

@@ -37,8 +37,8 @@ export class Tunnel implements Relay {
   readonly messagesFromUpstream = 0;
   /** Set on every chunk; the idle sweeper clears it. Cheaper than a timer refresh per chunk. */
   active = true;
-  quietSweeps = 0;
-  readonly idleSweeps: number;
+  quietMs = 0;
+  readonly idleMs: number;
   readonly maxBuffered: number;
   readonly #onEnd: RelayDone;
   #end: RelayEnd | undefined;
@@ -49,7 +49,7 @@ export class Tunnel implements Relay {
     this.down = down as Side;
     this.up = up as unknown as Side;
     this.maxBuffered = limits.maxBufferedBytes;
-    this.idleSweeps = limits.idleSweeps;
+    this.idleMs = limits.idleMs;
     this.#onEnd = done;
     for (const [side, peer] of [
       [this.down, this.up],

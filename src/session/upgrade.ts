@@ -231,7 +231,7 @@ export class Session {
       result.socket,
       {
         maxBufferedBytes: limits.maxBufferedBytes,
-        idleSweeps: this.#host.sweeper.sweepsFor(limits.idleTimeout),
+        idleMs: limits.idleTimeout,
         maxMessageBytes: limits.maxMessageBytes,
         messageRate: limits.messageRate.perSecond,
         upstreamMessageRate: limits.upstreamMessageRate.perSecond,
