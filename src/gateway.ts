@@ -1,26 +1,18 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { ConfigWatcher } from './config/watch.js';
-import { GatewayError, type ErrorCode } from './errors.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { logTargetEvent } from './observability/target-log.js';
 import { Listener } from './listener/listener.js';
-import { looksLikeUpgrade, validateUpgrade } from './handshake/validate-upgrade.js';
-import { reject, rejectError } from './handshake/reject.js';
-import type { UpgradeRequest } from './handshake/request-head.js';
-import { peerAddress } from './listener/peer-address.js';
 import { AuthResources } from './auth/auth-resources.js';
-import type { AuthResult } from './auth/route-auth.js';
 import { Gatekeeper } from './policy/gatekeeper.js';
 import { securityWarnings } from './policy/security-warnings.js';
 import { IdleSweeper } from './relay/idle-sweeper.js';
 import type { Relay } from './relay/relay.js';
-import { Session } from './session/upgrade.js';
-import type { SessionHost } from './session/session-host.js';
-import { fail, passThrough } from './session/http-passthrough.js';
+import type { Session } from './session/upgrade.js';
+import { FrontDoor, type FrontDoorHost } from './session/front-door.js';
 import { buildSnapshot, prepareSnapshot, type Snapshot } from './snapshot.js';
 import { ListenerSet } from './listener-set.js';
 import { TargetRegistry } from './upstream/target-registry.js';
@@ -81,7 +73,7 @@ export function createGateway(config: Config, options: GatewayOptions = {}): Gat
   return new WsGateway(config, options);
 }
 
-class WsGateway implements Gateway, SessionHost, AdminHost {
+class WsGateway implements Gateway, FrontDoorHost, AdminHost {
   readonly log: Logger;
   accessLog: boolean;
   readonly sweeper: IdleSweeper<Relay>;
@@ -97,8 +89,7 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
   /** Reloads run one after the other. */
   #reloading: Promise<unknown> = Promise.resolve();
   #started = false;
-  readonly #sessions = new Set<Session>();
-  readonly #perRoute = new Map<string, number>();
+  readonly #door: FrontDoor;
   /** Forward-auth pools and JWKS caches, kept across reloads. */
   readonly #auth = new AuthResources();
   /** Per-address limit state and the rejection-log throttle, kept across reloads. */
@@ -118,14 +109,8 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
     this.#registry.sync(config.upstreams);
     this.#snap = buildSnapshot(config, this.#registry, prepareSnapshot(config, this.#auth));
     this.sweeper = new IdleSweeper(sweepTick(config));
-    const handlers = {
-      upgrade: this.#onUpgrade,
-      request: this.#onRequest,
-      clientError: this.#onClientError,
-      accept: (socket: Socket): boolean => this.#gate.acceptSocket(socket, this.#snap),
-      log: this.log,
-    };
-    this.#listeners = new ListenerSet((l, limits) => new Listener(l, limits, handlers));
+    const door = (this.#door = new FrontDoor(this, this.#gate));
+    this.#listeners = new ListenerSet((l, limits) => new Listener(l, limits, door));
   }
 
   get adminAddress(): AddressInfo | undefined {
@@ -136,12 +121,16 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
     return this.#addresses;
   }
 
+  get snapshot(): Snapshot {
+    return this.#snap;
+  }
+
   get draining(): boolean {
     return this.#draining;
   }
 
   stats(): GatewayStats {
-    return { sessions: this.#sessions.size, draining: this.#draining };
+    return { sessions: this.#door.sessions.size, draining: this.#draining };
   }
 
   nextId(): number {
@@ -182,7 +171,7 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
     if (this.#draining) return;
     this.#draining = true;
     const drainTimeout = this.#snap.config.shutdown.drainTimeout;
-    this.log.info({ sessions: this.#sessions.size, drainTimeout }, 'draining');
+    this.log.info({ sessions: this.#door.sessions.size, drainTimeout }, 'draining');
     this.#watcher?.close();
     this.#watcher = undefined;
     this.#monitor.stop();
@@ -191,10 +180,10 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
     const closed = this.#listeners.close();
     // Inspect mode says goodbye at once (1001 both ways) and waits for the
     // close handshakes; tunnel mode cannot, so its sessions run until the end.
-    if (this.#snap.relay.mode === 'inspect') for (const s of this.#sessions) s.close('shutdown');
+    if (this.#snap.relay.mode === 'inspect') for (const s of this.#door.sessions) s.close('shutdown');
     await this.#waitForSessions(drainTimeout);
     this.#registry.stopTimers();
-    for (const s of this.#sessions) s.close('shutdown');
+    for (const s of this.#door.sessions) s.close('shutdown');
     this.#listeners.closeAllConnections();
     await closed;
     this.sweeper.stop();
@@ -205,10 +194,10 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
   }
 
   #waitForSessions(ms: number): Promise<void> {
-    if (this.#sessions.size === 0 || ms <= 0) return Promise.resolve();
+    if (this.#door.sessions.size === 0 || ms <= 0) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
-      const poll = setInterval(() => this.#sessions.size === 0 && done(), 50);
+      const poll = setInterval(() => this.#door.sessions.size === 0 && done(), 50);
       function done(): void {
         clearTimeout(timer);
         clearInterval(poll);
@@ -339,103 +328,12 @@ class WsGateway implements Gateway, SessionHost, AdminHost {
   #onTargetEvent = (state: TargetState, event: TargetEvent): void => logTargetEvent(this.log, state, event);
 
   sessionEnded(session: Session): void {
-    this.#sessions.delete(session);
-    const ipEntry = session.admission.ipEntry;
-    if (ipEntry !== undefined) this.#gate.release(ipEntry);
-    const name = session.route.name;
-    this.#perRoute.set(name, (this.#perRoute.get(name) ?? 1) - 1);
-  }
-
-  #onUpgrade = (req: UpgradeRequest, socket: Socket, head: Buffer, secure: boolean): void => {
-    // Node's HTTP server drops its own error listener on upgrade.
-    socket.on('error', destroySocket);
-    const snap = this.#snap;
-    if (this.#draining) return this.#reject(req, socket, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
-    const invalid = validateUpgrade(req);
-    if (invalid !== undefined) return this.#reject(req, socket, invalid);
-    const path = pathOf(req.url);
-    const route = snap.routes.match(req.headers.host, path, req.headers);
-    if (route === undefined) return this.#reject(req, socket, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
-    // Policy, cheapest first; nothing here touches an upstream (docs/security.md).
-    const guard = snap.guards.get(route);
-    const client = snap.trusted.clientAddress(peerAddress(socket), req);
-    const ipEntry = this.#gate.admitHandshake(guard, req, client);
-    if (ipEntry instanceof GatewayError) return this.#reject(req, socket, ipEntry, client);
-    const inRoute = this.#perRoute.get(route.name) ?? 0;
-    if (this.#sessions.size >= snap.limits.maxConnections || inRoute >= route.limits.maxConnections) {
-      this.#gate.release(ipEntry);
-      return this.#reject(req, socket, new GatewayError('OVER_CAPACITY', `maxConnections reached (route ${route.name})`), client);
-    }
-    const admission = { client, ipEntry, auth: guard.auth };
-    const session = new Session(this, snap, route, snap.pools.get(route.upstream)!, req, socket, head, secure, admission);
-    this.#sessions.add(session);
-    this.#perRoute.set(route.name, inRoute + 1);
-    session.watchClient();
-    session.begin();
-  };
-
-  /** Logs (at most 100 lines a second, with a count of those left out) and answers a refused handshake. */
-  #reject(req: UpgradeRequest, socket: Socket, err: GatewayError, client = peerAddress(socket)): void {
-    this.logRejected({ client, path: pathOf(req.url), status: err.status, code: err.code, reason: err.message });
-    if (err.code === 'VERSION_UNSUPPORTED') reject(socket, err.spec.httpStatus, err.spec.text, ['Sec-WebSocket-Version: 13']);
-    else rejectError(socket, err);
+    this.#door.ended(session);
   }
 
   logRejected(fields: Record<string, unknown>): void {
     this.#gate.logRejected(fields);
   }
-
-  #onRequest = (req: IncomingMessage, res: ServerResponse, secure: boolean): void => {
-    const snap = this.#snap;
-    if (looksLikeUpgrade(req)) {
-      // An upgrade attempt the HTTP parser did not treat as one (no Connection: upgrade).
-      const err = validateUpgrade(req) ?? new GatewayError('HANDSHAKE_MALFORMED', 'not a valid upgrade request');
-      return this.#failRequest(res, err);
-    }
-    if (this.#draining) return this.#failRequest(res, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
-    const path = pathOf(req.url);
-    const route = snap.routes.match(req.headers.host, path, req.headers);
-    if (route === undefined) return this.#failRequest(res, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
-    // Plain requests pass the route's IP lists and authentication too: a route's backend is never reachable around them.
-    const client = snap.trusted.clientAddress(peerAddress(req.socket), req);
-    this.#gate.admitRequest(
-      snap.guards.get(route),
-      req,
-      res,
-      { client, secure },
-      (granted: AuthResult | undefined) => {
-        passThrough(this.log, snap, route, snap.pools.get(route.upstream)!, req, res, secure, granted).catch((err: unknown) => {
-          this.log.error({ err }, 'http passthrough failed');
-          res.destroy();
-        });
-      },
-      (err: GatewayError) => this.#failRequest(res, err),
-    );
-  };
-
-  #failRequest(res: ServerResponse, err: GatewayError): void {
-    if (err.code === 'VERSION_UNSUPPORTED') res.setHeader('Sec-WebSocket-Version', '13');
-    fail(this.log, res, err);
-  }
-
-  #onClientError = (err: NodeJS.ErrnoException, socket: Socket): void => {
-    socket.on('error', destroySocket);
-    const code: ErrorCode | undefined =
-      err.code === 'HPE_HEADER_OVERFLOW'
-        ? 'HEADERS_TOO_LARGE'
-        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? 'HANDSHAKE_TIMEOUT'
-          : err.code === 'ECONNRESET' || err.code === 'EPIPE'
-            ? undefined
-            : 'HANDSHAKE_MALFORMED';
-    if (code === undefined) {
-      socket.destroy();
-      return;
-    }
-    const spec = new GatewayError(code, err.message).spec;
-    this.log.info({ client: peerAddress(socket), status: spec.httpStatus, code, reason: err.code ?? err.message }, 'request rejected');
-    reject(socket, spec.httpStatus, spec.text);
-  };
 }
 
 function sameAddress(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
@@ -443,16 +341,6 @@ function sameAddress(a: { host: string; port: number }, b: { host: string; port:
 }
 
 function noop(): void {}
-
-function destroySocket(this: Socket): void {
-  this.destroy();
-}
-
-function pathOf(url: string | undefined): string {
-  if (url === undefined) return '/';
-  const q = url.indexOf('?');
-  return q === -1 ? url : url.slice(0, q);
-}
 
 /** One sweep tick serves every idle timeout: fine enough for the shortest, never busier than 20/s. */
 function sweepTick(config: Config): number {

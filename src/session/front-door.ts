@@ -1,0 +1,153 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { AuthResult } from '../auth/route-auth.js';
+import { GatewayError, type ErrorCode } from '../errors.js';
+import { reject, rejectError } from '../handshake/reject.js';
+import type { UpgradeRequest } from '../handshake/request-head.js';
+import { looksLikeUpgrade, validateUpgrade } from '../handshake/validate-upgrade.js';
+import type { ListenerHandlers } from '../listener/listener.js';
+import { peerAddress } from '../listener/peer-address.js';
+import type { Gatekeeper } from '../policy/gatekeeper.js';
+import type { Snapshot } from '../snapshot.js';
+import { fail, passThrough } from './http-passthrough.js';
+import type { SessionHost } from './session-host.js';
+import { Session } from './upgrade.js';
+
+/** What the front door needs from the gateway besides what sessions need. */
+export interface FrontDoorHost extends SessionHost {
+  /** The configuration new requests are served with. */
+  readonly snapshot: Snapshot;
+}
+
+/**
+ * Where every request enters once a listener has read its head. A WebSocket
+ * upgrade is validated, routed and admitted (policy, per-address and
+ * capacity limits, cheapest first; docs/security.md) and becomes a Session;
+ * a plain request goes through the same route checks to HTTP passthrough; a
+ * head that cannot be read is answered here. It counts the open sessions,
+ * overall and per route, for maxConnections.
+ */
+export class FrontDoor implements ListenerHandlers {
+  readonly sessions = new Set<Session>();
+  readonly #perRoute = new Map<string, number>();
+  readonly #host: FrontDoorHost;
+  readonly #gate: Gatekeeper;
+
+  constructor(host: FrontDoorHost, gate: Gatekeeper) {
+    this.#host = host;
+    this.#gate = gate;
+  }
+
+  get log(): FrontDoorHost['log'] {
+    return this.#host.log;
+  }
+
+  /** A session has ended: its place, per-address count included, is free. */
+  ended(session: Session): void {
+    this.sessions.delete(session);
+    const ipEntry = session.admission.ipEntry;
+    if (ipEntry !== undefined) this.#gate.release(ipEntry);
+    const name = session.route.name;
+    this.#perRoute.set(name, (this.#perRoute.get(name) ?? 1) - 1);
+  }
+
+  accept = (socket: Socket): boolean => this.#gate.acceptSocket(socket, this.#host.snapshot);
+
+  upgrade = (req: UpgradeRequest, socket: Socket, head: Buffer, secure: boolean): void => {
+    // Node's HTTP server drops its own error listener on upgrade; the head reader drops its own too.
+    socket.on('error', destroySocket);
+    const host = this.#host;
+    const snap = host.snapshot;
+    if (host.draining) return this.#reject(req, socket, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
+    const invalid = validateUpgrade(req);
+    if (invalid !== undefined) return this.#reject(req, socket, invalid);
+    const path = pathOf(req.url);
+    const route = snap.routes.match(req.headers.host, path, req.headers);
+    if (route === undefined) return this.#reject(req, socket, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
+    const guard = snap.guards.get(route);
+    const client = snap.trusted.clientAddress(peerAddress(socket), req);
+    const ipEntry = this.#gate.admitHandshake(guard, req, client);
+    if (ipEntry instanceof GatewayError) return this.#reject(req, socket, ipEntry, client);
+    const inRoute = this.#perRoute.get(route.name) ?? 0;
+    if (this.sessions.size >= snap.limits.maxConnections || inRoute >= route.limits.maxConnections) {
+      this.#gate.release(ipEntry);
+      return this.#reject(req, socket, new GatewayError('OVER_CAPACITY', `maxConnections reached (route ${route.name})`), client);
+    }
+    const admission = { client, ipEntry, auth: guard.auth };
+    const session = new Session(host, snap, route, snap.pools.get(route.upstream)!, req, socket, head, secure, admission);
+    this.sessions.add(session);
+    this.#perRoute.set(route.name, inRoute + 1);
+    session.watchClient();
+    session.begin();
+  };
+
+  /** Logs (at most 100 lines a second, with a count of those left out) and answers a refused handshake. */
+  #reject(req: UpgradeRequest, socket: Socket, err: GatewayError, client = peerAddress(socket)): void {
+    this.#gate.logRejected({ client, path: pathOf(req.url), status: err.status, code: err.code, reason: err.message });
+    if (err.code === 'VERSION_UNSUPPORTED') reject(socket, err.spec.httpStatus, err.spec.text, ['Sec-WebSocket-Version: 13']);
+    else rejectError(socket, err);
+  }
+
+  request = (req: IncomingMessage, res: ServerResponse, secure: boolean): void => {
+    const host = this.#host;
+    const snap = host.snapshot;
+    if (looksLikeUpgrade(req)) {
+      // An upgrade attempt the HTTP parser did not treat as one (no Connection: upgrade).
+      const err = validateUpgrade(req) ?? new GatewayError('HANDSHAKE_MALFORMED', 'not a valid upgrade request');
+      return this.#failRequest(res, err);
+    }
+    if (host.draining) return this.#failRequest(res, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
+    const path = pathOf(req.url);
+    const route = snap.routes.match(req.headers.host, path, req.headers);
+    if (route === undefined) return this.#failRequest(res, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
+    // Plain requests pass the route's IP lists and authentication too: a route's backend is never reachable around them.
+    const client = snap.trusted.clientAddress(peerAddress(req.socket), req);
+    this.#gate.admitRequest(
+      snap.guards.get(route),
+      req,
+      res,
+      { client, secure },
+      (granted: AuthResult | undefined) => {
+        passThrough(host.log, snap, route, snap.pools.get(route.upstream)!, req, res, secure, granted).catch((err: unknown) => {
+          host.log.error({ err }, 'http passthrough failed');
+          res.destroy();
+        });
+      },
+      (err: GatewayError) => this.#failRequest(res, err),
+    );
+  };
+
+  #failRequest(res: ServerResponse, err: GatewayError): void {
+    if (err.code === 'VERSION_UNSUPPORTED') res.setHeader('Sec-WebSocket-Version', '13');
+    fail(this.#host.log, res, err);
+  }
+
+  clientError = (err: NodeJS.ErrnoException, socket: Socket): void => {
+    socket.on('error', destroySocket);
+    const code: ErrorCode | undefined =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? 'HEADERS_TOO_LARGE'
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? 'HANDSHAKE_TIMEOUT'
+          : err.code === 'ECONNRESET' || err.code === 'EPIPE'
+            ? undefined
+            : 'HANDSHAKE_MALFORMED';
+    if (code === undefined) {
+      socket.destroy();
+      return;
+    }
+    const spec = new GatewayError(code, err.message).spec;
+    this.#host.log.info({ client: peerAddress(socket), status: spec.httpStatus, code, reason: err.code ?? err.message }, 'request rejected');
+    reject(socket, spec.httpStatus, spec.text);
+  };
+}
+
+function destroySocket(this: Socket): void {
+  this.destroy();
+}
+
+function pathOf(url: string | undefined): string {
+  if (url === undefined) return '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
