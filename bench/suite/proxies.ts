@@ -104,6 +104,16 @@ export const PROXIES: readonly ProxyDef[] = [
       return started(spawnPinned(ctx, 'http-proxy', process.execPath, ['--import', 'tsx', 'bench/http-proxy.ts'], env), port);
     },
   },
+  {
+    // Node's own floor: raw sockets, no checks (bench/node-floor.ts). wsgate cannot cost less than this.
+    name: 'node-floor',
+    unavailable: () => undefined,
+    start: async (ctx) => {
+      const port = await freePort();
+      const env = { PORT: String(port), BACKEND_PORT: String(ctx.backendPort) };
+      return started(spawnPinned(ctx, 'node-floor', process.execPath, ['--import', 'tsx', 'bench/node-floor.ts'], env), port);
+    },
+  },
   ...(['tunnel', 'inspect'] as const).map(
     (mode): ProxyDef => ({
       name: `wsgate-${mode}`,
