@@ -89,16 +89,16 @@ function parse(): Parsed {
   const rounds = Number(values.rounds ?? (quick ? '1' : '2'));
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 9) fail('--rounds: must be a whole number from 1 to 9');
   let seconds = quick ? 1 : 2;
-  let chattySeconds = quick ? 1 : 5;
+  let longSeconds = quick ? 1 : 5;
   let warmup = quick ? 0 : 1;
   try {
-    if (values.duration !== undefined) seconds = chattySeconds = parseDuration('duration', values.duration) / 1000;
+    if (values.duration !== undefined) seconds = longSeconds = parseDuration('duration', values.duration) / 1000;
     if (values.warmup !== undefined) warmup = /^0+(ms|s)?$/.test(values.warmup) ? 0 : parseDuration('warmup', values.warmup) / 1000;
   } catch (err) {
     fail((err as Error).message);
   }
   return {
-    settings: { quick, rate, seconds, chattySeconds, warmup },
+    settings: { quick, rate, seconds, longSeconds, warmup },
     rounds,
     only,
     out: resolve(values.out ?? join(root, 'bench')),
@@ -306,7 +306,7 @@ function resultsMarkdown(r: {
       `${s.quick ? ' (quick smoke variant: tiny loads, not comparable)' : ''}.`,
     '',
     `Machine: ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}; ${tools}. Load average before the run: ${m.loadAverageBefore}.`,
-    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty ${s.chattySeconds} s)` +
+    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty and churn ${s.longSeconds} s)` +
       `${r.rounds > 1 ? `; ${r.rounds} rounds through nginx and wsgate, alternating, each figure the median` : ''}.`,
     '',
     `Chatty rate: ${r.calibration.how}.`,

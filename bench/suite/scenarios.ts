@@ -11,10 +11,14 @@ export interface SuiteSettings {
   readonly quick: boolean;
   /** chatty: messages/s in total; undefined until calibrated (or given with --rate). */
   readonly rate: number | undefined;
-  /** Measured load of each scenario but chatty, seconds. */
+  /** Measured load of idle, max and bulk, seconds. */
   readonly seconds: number;
-  /** Measured load of chatty, seconds: latency percentiles want more samples. */
-  readonly chattySeconds: number;
+  /**
+   * Measured load of chatty and churn, seconds: latency percentiles want more
+   * samples, and a window of a few GC cycles keeps a garbage-collected proxy's
+   * figure from depending on whether a major GC fell inside it.
+   */
+  readonly longSeconds: number;
   /** Unmeasured load before it, seconds (not for idle). */
   readonly warmup: number;
 }
@@ -188,7 +192,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     name: 'chatty',
     direct: true,
     run: async (proxy, s, side) => {
-      const m = await measure(proxy, chattyArgs(s, s.rate, s.chattySeconds), side);
+      const m = await measure(proxy, chattyArgs(s, s.rate, s.longSeconds), side);
       const r = m.result;
       return outcome(m, {
         cpuUsPerMsg: per(m.cpuUs, r.messages.receivedInWindow),
@@ -226,7 +230,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     direct: true,
     run: async (proxy, s, side) => {
       const conns = s.quick ? 4 : 32;
-      const m = await measure(proxy, ['--churn', '--connections', String(conns), '--size', '64', ...timing(s)], side);
+      const m = await measure(proxy, ['--churn', '--connections', String(conns), '--size', '64', ...timing(s, s.longSeconds)], side);
       const r = m.result;
       return outcome(m, {
         hsPerSec: r.handshakes.perSecond,
