@@ -33,7 +33,7 @@ const USAGE = `usage: npm run bench -- [options]
   --duration D     measured load of each scenario (default 2s, chatty 5s; --quick 1s)
   --warmup D       unmeasured load before it (default 1s; --quick 0)
   --rounds N       runs of each scenario through nginx and wsgate, alternating;
-                   figures are the median (default 2; --quick 1)
+                   figures are the median (default 3; --quick 1)
   --out DIR        write RESULTS.md and results/ under DIR instead of bench/
   --wsgate FILE    wsgate's built entry point (default dist/main.js)
 `;
@@ -86,7 +86,7 @@ function parse(): Parsed {
   for (const name of only) if (!known.has(name)) fail(`--only: unknown name "${name}" (known: ${[...known].join(', ')})`);
   const rate = values.rate === undefined ? undefined : Number(values.rate);
   if (rate !== undefined && !(rate > 0 && rate <= 1_000_000)) fail('--rate: must be a number of messages/s between 1 and 1000000');
-  const rounds = Number(values.rounds ?? (quick ? '1' : '2'));
+  const rounds = Number(values.rounds ?? (quick ? '1' : '3'));
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 9) fail('--rounds: must be a whole number from 1 to 9');
   let seconds = quick ? 1 : 2;
   let longSeconds = quick ? 1 : 5;
