@@ -4,7 +4,7 @@
 // Counts user space only: the kernel's share (system calls, TCP) is left out.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { commandOutput, freePort, spawnChild, waitForPort, type Child } from './suite/proc.js';
@@ -21,6 +21,8 @@ const USAGE = `usage: node --import tsx bench/instructions.ts [options]
   --warmup S       seconds of churn before counting (default 60: under valgrind
                    the JIT needs thousands of handshakes to settle)
   --duration S     seconds of churn counted (default 20)
+  --wsgate FILE    wsgate's built entry point (default dist/main.js), e.g. a
+                   build of another version of the code, for an A/B
 `;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -35,6 +37,7 @@ const { values } = parseArgs({
     proxy: { type: 'string', default: 'wsgate-tunnel' },
     warmup: { type: 'string', default: '60' },
     duration: { type: 'string', default: '20' },
+    wsgate: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -50,8 +53,8 @@ if (!(warmup >= 0 && duration > 0)) fail('--warmup and --duration are seconds');
 for (const tool of ['valgrind', 'callgrind_control']) {
   if (commandOutput('which', [tool]) === undefined) fail(`${tool} is not installed (apt-get install -y valgrind)`);
 }
-const main = join(root, 'dist/main.js');
-if (!existsSync(main)) fail('dist/main.js is not built (npm run build)');
+const main = resolve(values.wsgate ?? join(root, 'dist/main.js'));
+if (!existsSync(main)) fail(`${main} is not built (npm run build)`);
 
 const tmp = mkdtempSync(join(tmpdir(), 'wsgate-instructions-'));
 const children: Child[] = [];

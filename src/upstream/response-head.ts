@@ -6,6 +6,8 @@ export interface ResponseHead {
   readonly reason: string;
   /** Header lines in order, names as sent. */
   readonly lines: readonly (readonly [string, string])[];
+  /** The names of `lines` in lower case, index for index. */
+  readonly lower: readonly string[];
   /** First value of a header, by lower-case name. */
   get(name: string): string | undefined;
 }
@@ -19,6 +21,7 @@ export function parseResponseHead(text: string): ResponseHead | undefined {
   const m = STATUS_LINE.exec(rows[0] ?? '');
   if (m === null) return undefined;
   const lines: [string, string][] = [];
+  const lower: string[] = [];
   for (let i = 1; i < rows.length; i++) {
     const row = rows[i]!;
     const colon = row.indexOf(':');
@@ -26,14 +29,16 @@ export function parseResponseHead(text: string): ResponseHead | undefined {
     const name = row.slice(0, colon);
     if (!TOKEN.test(name)) return undefined;
     lines.push([name, row.slice(colon + 1).trim()]);
+    lower.push(name.toLowerCase());
   }
   return {
     status: Number(m[1]),
     reason: m[2] ?? '',
     lines,
+    lower,
     get(name: string): string | undefined {
-      for (const [n, v] of lines) if (n.length === name.length && n.toLowerCase() === name) return v;
-      return undefined;
+      const i = lower.indexOf(name);
+      return i === -1 ? undefined : lines[i]![1];
     },
   };
 }
@@ -42,8 +47,9 @@ export function parseResponseHead(text: string): ResponseHead | undefined {
 /** The 101 for the client: the upstream's headers minus hop-by-hop ones, with our own Connection/Upgrade. */
 export function clientSwitchingHead(head: ResponseHead): string {
   let out = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n';
-  for (const [name, value] of head.lines) {
-    if (!HOP_BY_HOP.has(name.toLowerCase())) out += `${name}: ${value}\r\n`;
+  const { lines, lower } = head;
+  for (let i = 0; i < lines.length; i++) {
+    if (!HOP_BY_HOP.has(lower[i]!)) out += `${lines[i]![0]}: ${lines[i]![1]}\r\n`;
   }
   return out + '\r\n';
 }
@@ -51,9 +57,9 @@ export function clientSwitchingHead(head: ResponseHead): string {
 /** A non-101 answer passed on to the client as is, except that the connection closes after it. */
 export function clientAnswerHead(head: ResponseHead): string {
   let out = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
-  for (const [name, value] of head.lines) {
-    const lower = name.toLowerCase();
-    if (lower !== 'connection' && lower !== 'keep-alive') out += `${name}: ${value}\r\n`;
+  const { lines, lower } = head;
+  for (let i = 0; i < lines.length; i++) {
+    if (lower[i] !== 'connection' && lower[i] !== 'keep-alive') out += `${lines[i]![0]}: ${lines[i]![1]}\r\n`;
   }
   return out + 'Connection: close\r\n\r\n';
 }
