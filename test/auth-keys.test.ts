@@ -3,44 +3,35 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { rawExchange, startBackend, startGateway, statusOf, upgradeRequest, type Backend, type RunningGateway } from './helpers.js';
+import { rawExchange, startBackend, startGateway, statusOf, upgradeRequest, type Backend, type RunningGateway, withGateway } from './helpers.js';
 import { SECRET, handshake, hs256, noSecretsIn } from './auth-fixtures.js';
 
 void describe('API keys', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(`
+  const fx = withGateway(startBackend, (backend) => `
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app, auth: { apiKeys: { header: x-api-key, keys: ["\${K1}", "second-key-value"] } } }]
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 shutdown: { drainTimeout: 0 }
 `, { K1: 'first-key-value' });
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
 
   void it('either key passes; missing → 401, wrong → 401, both with WWW-Authenticate; keys are never logged', async () => {
-    assert.equal((await handshake(gw.port, ['X-Api-Key: first-key-value'])).status, 101);
-    assert.equal((await handshake(gw.port, ['X-Api-Key: second-key-value'])).status, 101);
-    const missing = await handshake(gw.port);
+    assert.equal((await handshake(fx.gw.port, ['X-Api-Key: first-key-value'])).status, 101);
+    assert.equal((await handshake(fx.gw.port, ['X-Api-Key: second-key-value'])).status, 101);
+    const missing = await handshake(fx.gw.port);
     assert.equal(missing.status, 401);
     assert.match(missing.text, /WWW-Authenticate: ApiKey realm="wsgate", header="x-api-key"/);
-    const wrong = await handshake(gw.port, ['X-Api-Key: first-key-valuf']);
+    const wrong = await handshake(fx.gw.port, ['X-Api-Key: first-key-valuf']);
     assert.equal(wrong.status, 401);
     assert.match(wrong.text, /WWW-Authenticate: ApiKey/);
-    assert.equal(backend.requests.length, 2);
-    noSecretsIn(gw.logs, 'first-key-value', 'second-key-value', 'first-key-valuf');
+    assert.equal(fx.backend.requests.length, 2);
+    noSecretsIn(fx.gw.logs, 'first-key-value', 'second-key-value', 'first-key-valuf');
   });
 
   void it('a refused handshake gives its per-IP slot back at once', async () => {
     const tight = await startGateway(`
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app, auth: { apiKeys: { keys: [only-key] } } }]
-upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
+upstreams: { app: { targets: [{ url: "${fx.backend.url}" }] } }
 limits: { perIp: { maxConnections: 1 } }
 shutdown: { drainTimeout: 0 }
 `);
@@ -171,27 +162,18 @@ shutdown: { drainTimeout: 0 }
 });
 
 void describe('several methods on one route', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(`
+  const fx = withGateway(startBackend, (backend) => `
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app, auth: { apiKeys: { keys: [svc-key] }, jwt: { secret: "${SECRET}" } } }]
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 shutdown: { drainTimeout: 0 }
 `);
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
 
   void it('every configured method must pass', async () => {
     const token = await hs256({ sub: 'x' });
-    assert.equal((await handshake(gw.port, ['X-Api-Key: svc-key', `Authorization: Bearer ${token}`])).status, 101);
-    assert.equal((await handshake(gw.port, [`Authorization: Bearer ${token}`])).status, 401);
-    assert.equal((await handshake(gw.port, ['X-Api-Key: svc-key'])).status, 401);
-    assert.equal(backend.requests.length, 1);
+    assert.equal((await handshake(fx.gw.port, ['X-Api-Key: svc-key', `Authorization: Bearer ${token}`])).status, 101);
+    assert.equal((await handshake(fx.gw.port, [`Authorization: Bearer ${token}`])).status, 401);
+    assert.equal((await handshake(fx.gw.port, ['X-Api-Key: svc-key'])).status, 401);
+    assert.equal(fx.backend.requests.length, 1);
   });
 });

@@ -16,19 +16,11 @@ import {
   upgradeRequest,
   type Backend,
   type RunningGateway,
+  withGateway,
 } from './helpers.js';
 
 void describe('handshake validation (RFC 6455 §4.2.1)', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(simpleConfig([backend.url], 'limits: { maxHeaderBytes: 4KiB, handshakeTimeout: 500ms }'));
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
+  const fx = withGateway(startBackend, (backend) => simpleConfig([backend.url], 'limits: { maxHeaderBytes: 4KiB, handshakeTimeout: 500ms }'));
 
   const cases: [string, string, number][] = [
     ['POST instead of GET', upgradeRequest().replace('GET', 'POST'), 400],
@@ -42,28 +34,28 @@ void describe('handshake validation (RFC 6455 §4.2.1)', () => {
   ];
   for (const [name, request, status] of cases) {
     void it(`${name} → ${status}, backend untouched`, async () => {
-      const before = backend.requests.length;
-      const answer = await rawExchange(gw.port, request);
+      const before = fx.backend.requests.length;
+      const answer = await rawExchange(fx.gw.port, request);
       assert.equal(statusOf(answer), status, answer);
       if (status === 426) assert.match(answer, /\r\nSec-WebSocket-Version: 13\r\n/);
-      assert.equal(backend.requests.length, before);
+      assert.equal(fx.backend.requests.length, before);
     });
   }
 
   void it('logs the reason of a rejected handshake', async () => {
-    await rawExchange(gw.port, upgradeRequest().replace('Sec-WebSocket-Version: 13', 'Sec-WebSocket-Version: 8'));
-    const line = gw.logs.find((l) => l.msg === 'handshake rejected' && l.status === 426);
+    await rawExchange(fx.gw.port, upgradeRequest().replace('Sec-WebSocket-Version: 13', 'Sec-WebSocket-Version: 8'));
+    const line = fx.gw.logs.find((l) => l.msg === 'handshake rejected' && l.status === 426);
     assert.ok(line, 'a log line for the 426');
     assert.match(String(line.reason), /Sec-WebSocket-Version 8/);
   });
 
   void it('headers over maxHeaderBytes → 431', async () => {
-    const answer = await rawExchange(gw.port, upgradeRequest('/', [`X-Big: ${'a'.repeat(8_000)}`]));
+    const answer = await rawExchange(fx.gw.port, upgradeRequest('/', [`X-Big: ${'a'.repeat(8_000)}`]));
     assert.equal(statusOf(answer), 431, answer);
   });
 
   void it('a slowloris sending one header byte at a time is cut after handshakeTimeout', async () => {
-    const socket = connect(gw.port, '127.0.0.1');
+    const socket = connect(fx.gw.port, '127.0.0.1');
     socket.on('error', () => {});
     await once(socket, 'connect');
     const request = upgradeRequest();
@@ -80,7 +72,7 @@ void describe('handshake validation (RFC 6455 §4.2.1)', () => {
   });
 
   void it('a head that arrives in pieces is upgraded, with the bytes sent behind it', async () => {
-    const socket = connect(gw.port, '127.0.0.1');
+    const socket = connect(fx.gw.port, '127.0.0.1');
     socket.on('error', () => {});
     await once(socket, 'connect');
     let answer = Buffer.alloc(0);
@@ -103,7 +95,7 @@ void describe('handshake validation (RFC 6455 §4.2.1)', () => {
 
   void it('a client that ends its connection inside the head → 400 and a log line', async () => {
     const answer = await new Promise<string>((resolve) => {
-      const socket = connect(gw.port, '127.0.0.1');
+      const socket = connect(fx.gw.port, '127.0.0.1');
       let text = '';
       socket.on('error', () => {});
       socket.on('data', (d: Buffer) => (text += d.toString()));
@@ -111,7 +103,7 @@ void describe('handshake validation (RFC 6455 §4.2.1)', () => {
       socket.end('GET / HTTP/1.1\r\nHost: loc');
     });
     assert.equal(statusOf(answer), 400, answer);
-    assert.ok(gw.logs.some((l) => l.msg === 'request rejected' && l.reason === 'HPE_INVALID_EOF_STATE'));
+    assert.ok(fx.gw.logs.some((l) => l.msg === 'request rejected' && l.reason === 'HPE_INVALID_EOF_STATE'));
   });
 });
 

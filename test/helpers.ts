@@ -1,6 +1,7 @@
 // Shared fixtures for the integration tests: real backends, a real gateway,
 // raw sockets. Everything binds 127.0.0.1 on ephemeral ports.
 import { once } from 'node:events';
+import { after, before } from 'node:test';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
@@ -52,6 +53,28 @@ export interface RunningGateway {
   /** Parsed JSON log lines. */
   readonly logs: Record<string, unknown>[];
   close(): Promise<void>;
+}
+
+/**
+ * A backend and a gateway in front of it, for one describe block: both
+ * started before its tests and closed after them. The config is built from
+ * the started backend (its url, say); `env` fills its ${VAR}s.
+ */
+export function withGateway<B extends { close(): Promise<unknown> }>(
+  startBackendOf: () => Promise<B>,
+  config: (backend: B) => string,
+  env?: Record<string, string>,
+): { readonly backend: B; readonly gw: RunningGateway } {
+  const fx = {} as { backend: B; gw: RunningGateway };
+  before(async () => {
+    fx.backend = await startBackendOf();
+    fx.gw = await startGateway(config(fx.backend), env);
+  });
+  after(async () => {
+    await fx.gw.close();
+    await fx.backend.close();
+  });
+  return fx;
 }
 
 /** Starts an embedded gateway from YAML text; `${VAR}`s come from `env`. */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { WebSocket } from 'ws';
-import { eventually, openClient, startBackend, startGateway, type Backend, type RunningGateway } from './helpers.js';
+import { eventually, openClient, startBackend, startGateway, type Backend, type RunningGateway, withGateway } from './helpers.js';
 import { closeOf, closePayload, frame, inspectConfig, rawClient, rawUpstream, sleep, type RawUpstream } from './inspect-fixtures.js';
 
 const BIN = 0x2;
@@ -27,20 +27,11 @@ async function closeOfClient(ws: WebSocket): Promise<{ code: number; reason: str
 }
 
 void describe('inspect relay: messages through ws endpoints', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(inspectConfig([backend.url]));
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
+  const fx = withGateway(startBackend, (backend) => inspectConfig([backend.url]));
 
   for (const size of [0, 125, 126, 65535, 65536, 16 * 1024 * 1024]) {
     void it(`a ${size}-byte binary message is echoed intact`, async () => {
-      const ws = await openClient(gw.url);
+      const ws = await openClient(fx.gw.url);
       const data = randomBytes(size);
       ws.send(data);
       const [back] = (await once(ws, 'message')) as [Buffer];
@@ -51,7 +42,7 @@ void describe('inspect relay: messages through ws endpoints', () => {
   }
 
   void it('text, binary and many small messages; counters in the access log', async () => {
-    const ws = await openClient(gw.url);
+    const ws = await openClient(fx.gw.url);
     const got: string[] = [];
     ws.on('message', (m: Buffer) => got.push(m.toString()));
     for (let i = 0; i < 200; i++) ws.send(i % 2 ? `text ${i}` : Buffer.from(`bin ${i}`));
@@ -59,8 +50,8 @@ void describe('inspect relay: messages through ws endpoints', () => {
     assert.deepEqual(got.slice(0, 3), ['bin 0', 'text 1', 'bin 2']);
     ws.close(1000, 'done');
     assert.deepEqual(await closeOfClient(ws), { code: 1000, reason: 'done' });
-    await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.messagesIn === 200), 5_000, 'access log');
-    const line = gw.logs.find((l) => l.msg === 'session closed' && l.messagesIn === 200)!;
+    await eventually(() => fx.gw.logs.some((l) => l.msg === 'session closed' && l.messagesIn === 200), 5_000, 'access log');
+    const line = fx.gw.logs.find((l) => l.msg === 'session closed' && l.messagesIn === 200)!;
     assert.equal(line.messagesOut, 200);
     assert.equal(line.closedBy, 'client');
     assert.equal(line.reason, 'close 1000');
@@ -69,19 +60,10 @@ void describe('inspect relay: messages through ws endpoints', () => {
 });
 
 void describe('inspect relay: permessage-deflate end to end', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend({ perMessageDeflate: { threshold: 0 } });
-    gw = await startGateway(inspectConfig([backend.url]));
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
+  const fx = withGateway(() => startBackend({ perMessageDeflate: { threshold: 0 } }), (backend) => inspectConfig([backend.url]));
 
   void it('is negotiated through the gateway; compressed (RSV1) messages pass', async () => {
-    const ws = await openClient(gw.url, { perMessageDeflate: { threshold: 0 } });
+    const ws = await openClient(fx.gw.url, { perMessageDeflate: { threshold: 0 } });
     assert.match(ws.extensions, /permessage-deflate/);
     for (const msg of ['hello', 'x'.repeat(100_000), JSON.stringify({ a: Array.from({ length: 1000 }, (_, i) => i) })]) {
       ws.send(msg);
@@ -263,53 +245,44 @@ void describe('inspect relay: the gateway ends sessions with 1001', () => {
 });
 
 void describe('inspect relay: the upstream ends', () => {
-  let up: RawUpstream;
-  let gw: RunningGateway;
-  before(async () => {
-    up = await rawUpstream();
-    gw = await startGateway(inspectConfig([up.url]));
-  });
-  after(async () => {
-    await gw.close();
-    await up.close();
-  });
+  const fx = withGateway(rawUpstream, (up) => inspectConfig([up.url]));
 
   void it('upstream reset mid-connection → the client gets 1011', async () => {
-    const n = up.peers.length;
-    const ws = await openClient(gw.url);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const ws = await openClient(fx.gw.url);
+    const upstream = await fx.backend.peer(n);
     const closed = closeOfClient(ws);
     upstream.socket.resetAndDestroy();
     assert.equal((await closed).code, 1011);
-    await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.closedBy === 'upstream' && l.reason === 'reset'), 5_000);
+    await eventually(() => fx.gw.logs.some((l) => l.msg === 'session closed' && l.closedBy === 'upstream' && l.reason === 'reset'), 5_000);
   });
 
   void it('upstream EOF without a close frame → the client gets 1011', async () => {
-    const n = up.peers.length;
-    const ws = await openClient(gw.url);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const ws = await openClient(fx.gw.url);
+    const upstream = await fx.backend.peer(n);
     const closed = closeOfClient(ws);
     upstream.socket.end();
     assert.equal((await closed).code, 1011);
   });
 
   void it("upstream close frame 4000 'bye' → the client gets 4000 'bye', and its answer goes upstream", async () => {
-    const n = up.peers.length;
-    const ws = await openClient(gw.url);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const ws = await openClient(fx.gw.url);
+    const upstream = await fx.backend.peer(n);
     const closed = closeOfClient(ws);
     upstream.send(frame(CLOSE, closePayload(4000, 'bye'), { mask: false }));
     assert.deepEqual(await closed, { code: 4000, reason: 'bye' });
     const answer = await upstream.next((f) => f.opcode === CLOSE);
     assert.equal(closeOf(answer).code, 4000);
     await upstream.ended();
-    await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.closedBy === 'upstream' && l.reason === 'close 4000'), 5_000);
+    await eventually(() => fx.gw.logs.some((l) => l.msg === 'session closed' && l.closedBy === 'upstream' && l.reason === 'close 4000'), 5_000);
   });
 
   void it('an upstream that never answers a client Close is cut after the close timeout', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     const t0 = Date.now();
     client.send(frame(CLOSE, closePayload(1000)));
     const got = await upstream.next((f) => f.opcode === CLOSE);

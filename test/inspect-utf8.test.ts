@@ -1,10 +1,10 @@
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { isUtf8 } from 'node:buffer';
 import fc from 'fast-check';
 import { Utf8Stream } from '../src/relay/utf8-stream.js';
-import { startGateway, type RunningGateway } from './helpers.js';
-import { closeOf, closePayload, frame, inspectConfig, rawClient, rawUpstream, type RawUpstream } from './inspect-fixtures.js';
+import { withGateway } from './helpers.js';
+import { closeOf, closePayload, frame, inspectConfig, rawClient, rawUpstream } from './inspect-fixtures.js';
 
 const TEXT = 0x1;
 const BIN = 0x2;
@@ -80,21 +80,12 @@ void describe('Utf8Stream', () => {
 });
 
 void describe('inspect relay: validateUtf8', () => {
-  let up: RawUpstream;
-  let gw: RunningGateway;
-  before(async () => {
-    up = await rawUpstream();
-    gw = await startGateway(inspectConfig([up.url], '', 'validateUtf8: true'));
-  });
-  after(async () => {
-    await gw.close();
-    await up.close();
-  });
+  const fx = withGateway(rawUpstream, (up) => inspectConfig([up.url], '', 'validateUtf8: true'));
 
   void it('valid text split across fragments and writes passes; binary is not checked', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     const text = Buffer.from('añb€c𝄞d');
     // Fragments cut inside characters, each fragment written in two parts.
     const frags = [frame(TEXT, text.subarray(0, 2), { fin: false }), frame(CONT, text.subarray(2, 6), { fin: false }), frame(CONT, text.subarray(6))];
@@ -117,9 +108,9 @@ void describe('inspect relay: validateUtf8', () => {
   ];
   for (const [name, bytes] of bad) {
     void it(`text with ${name} → 1007 to the client, 1001 to the upstream; the bad frame is not forwarded`, async () => {
-      const n = up.peers.length;
-      const client = await rawClient(gw.port);
-      const upstream = await up.peer(n);
+      const n = fx.backend.peers.length;
+      const client = await rawClient(fx.gw.port);
+      const upstream = await fx.backend.peer(n);
       client.send(bytes);
       const close = await client.closeFrame();
       assert.equal(close.code, 1007, close.reason);

@@ -1,7 +1,7 @@
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, eventually, type RunningGateway } from './helpers.js';
-import { closeOf, closePayload, frame, inspectConfig, rawClient, rawUpstream, sleep, type RawPeer, type RawUpstream } from './inspect-fixtures.js';
+import { startGateway, eventually, withGateway } from './helpers.js';
+import { closeOf, closePayload, frame, inspectConfig, rawClient, rawUpstream, sleep, type RawPeer } from './inspect-fixtures.js';
 
 // RFC 6455 §5 through the gateway in inspect mode: a hand-made client (or
 // upstream) breaks one rule; the offender must get the right close code, the
@@ -31,16 +31,7 @@ async function upstreamClosedWith(peer: RawPeer, code: number): Promise<void> {
 }
 
 void describe('inspect relay: RFC 6455 §5 validation', () => {
-  let up: RawUpstream;
-  let gw: RunningGateway;
-  before(async () => {
-    up = await rawUpstream();
-    gw = await startGateway(inspectConfig([up.url], 'maxMessageBytes: 1KiB'));
-  });
-  after(async () => {
-    await gw.close();
-    await up.close();
-  });
+  const fx = withGateway(rawUpstream, (up) => inspectConfig([up.url], 'maxMessageBytes: 1KiB'));
 
   // [name, bytes, close code, rule in the log, valid frames of `bytes` forwarded before the bad one]
   const clientCases: [string, Buffer, number, string, number?][] = [
@@ -66,23 +57,23 @@ void describe('inspect relay: RFC 6455 §5 validation', () => {
 
   for (const [name, bad, code, rule, forwarded = 0] of clientCases) {
     void it(`${name} → ${code} to the client, 1001 to the upstream, rule logged`, async () => {
-      const n = up.peers.length;
-      const client = await rawClient(gw.port);
-      const upstream = await up.peer(n);
+      const n = fx.backend.peers.length;
+      const client = await rawClient(fx.gw.port);
+      const upstream = await fx.backend.peer(n);
       // A valid message first: it must reach the upstream before the Close.
       client.send(frame(TEXT, 'before'));
       await upstream.next((f) => f.opcode === TEXT);
       client.send(bad);
       await Promise.all([expectClosedWith(client, code), upstreamClosedWith(upstream, 1001)]);
       assert.equal(upstream.frames.filter((f) => f.opcode !== CLOSE).length, 1 + forwarded, upstream.describe());
-      await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && String(l.reason).includes(rule)), 5_000, `access log with ${rule}`);
+      await eventually(() => fx.gw.logs.some((l) => l.msg === 'session closed' && String(l.reason).includes(rule)), 5_000, `access log with ${rule}`);
     });
   }
 
   void it('the fragments of a too-big message before the failing header are forwarded, the rest is not', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     client.send(Buffer.concat([frame(BIN, Buffer.alloc(600, 1), { fin: false }), frame(CONT, Buffer.alloc(600, 2))]));
     await Promise.all([expectClosedWith(client, 1009), upstreamClosedWith(upstream, 1001)]);
     const data = upstream.frames.filter((f) => f.opcode !== CLOSE);
@@ -96,18 +87,18 @@ void describe('inspect relay: RFC 6455 §5 validation', () => {
   ];
 
   void it('maxMessageBytes limits clients only: a large upstream message reaches the client', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     upstream.send(frame(BIN, Buffer.alloc(4000, 3), { mask: false }));
     const got = await client.next((x) => x.opcode === BIN);
     assert.equal(got.payload.length, 4000);
   });
   for (const [name, bad, code] of upstreamCases) {
     void it(`${name} → ${code} to the upstream, 1011 to the client`, async () => {
-      const n = up.peers.length;
-      const client = await rawClient(gw.port);
-      const upstream = await up.peer(n);
+      const n = fx.backend.peers.length;
+      const client = await rawClient(fx.gw.port);
+      const upstream = await fx.backend.peer(n);
       upstream.send(bad);
       const f = await upstream.next((x) => x.opcode === CLOSE);
       assert.equal(closeOf(f).code, code);
@@ -120,9 +111,9 @@ void describe('inspect relay: RFC 6455 §5 validation', () => {
   }
 
   void it('a split header that turns out invalid: the upstream is cut (no boundary for a Close)', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     // A 64-bit length with the top bit set, sent in two parts: the first
     // part is already forwarded when the rule is found broken.
     const head = Buffer.concat([Buffer.from([0x82, 0xff, 0x80, 0, 0, 0]), Buffer.from([0, 0, 0, 1]), Buffer.alloc(4)]);
@@ -136,21 +127,12 @@ void describe('inspect relay: RFC 6455 §5 validation', () => {
 });
 
 void describe('inspect relay: bytes through unchanged', () => {
-  let up: RawUpstream;
-  let gw: RunningGateway;
-  before(async () => {
-    up = await rawUpstream();
-    gw = await startGateway(inspectConfig([up.url]));
-  });
-  after(async () => {
-    await gw.close();
-    await up.close();
-  });
+  const fx = withGateway(rawUpstream, (up) => inspectConfig([up.url]));
 
   void it('headers split at every byte offset reach the upstream byte for byte', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     const frames = [
       frame(TEXT, 'short'),
       frame(BIN, Buffer.alloc(300, 7)), // 16-bit length
@@ -181,7 +163,7 @@ void describe('inspect relay: bytes through unchanged', () => {
     }
     const expected = Buffer.concat(sent);
     await upstream.receivedAtLeast(expected.length, 15_000).catch((e: Error) => {
-      throw new Error(`${e.message}; ${JSON.stringify(gw.logs.slice(-3))}`);
+      throw new Error(`${e.message}; ${JSON.stringify(fx.gw.logs.slice(-3))}`);
     });
     assert.ok(Buffer.concat(upstream.received).equals(expected), 'identical bytes upstream');
     // And back: the upstream's frames reach the client unchanged, split anyhow.
@@ -197,9 +179,9 @@ void describe('inspect relay: bytes through unchanged', () => {
   });
 
   void it('pings between fragments are forwarded; the message arrives whole', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     client.send(
       Buffer.concat([
         frame(TEXT, 'Hel', { fin: false }),
@@ -228,21 +210,12 @@ void describe('inspect relay: bytes through unchanged', () => {
 });
 
 void describe('inspect relay: messageRate', () => {
-  let up: RawUpstream;
-  let gw: RunningGateway;
-  before(async () => {
-    up = await rawUpstream();
-    gw = await startGateway(inspectConfig([up.url], 'messageRate: 20/s'));
-  });
-  after(async () => {
-    await gw.close();
-    await up.close();
-  });
+  const fx = withGateway(rawUpstream, (up) => inspectConfig([up.url], 'messageRate: 20/s'));
 
   void it('a burst within the rate passes; a flood gets 1008, the upstream 1001', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     client.send(Buffer.concat(Array.from({ length: 10 }, (_, i) => frame(TEXT, `m${i}`))));
     await upstream.next((f) => f.payload.toString() === 'm9');
     await sleep(600); // refills the bucket
@@ -250,24 +223,24 @@ void describe('inspect relay: messageRate', () => {
     await Promise.all([expectClosedWith(client, 1008), upstreamClosedWith(upstream, 1001)]);
     const flood = upstream.frames.filter((f) => f.payload.toString().startsWith('flood')).length;
     assert.ok(flood >= 1 && flood < 100, `${flood} flood messages forwarded`);
-    await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && String(l.reason).includes('messages per second')), 5_000);
+    await eventually(() => fx.gw.logs.some((l) => l.msg === 'session closed' && String(l.reason).includes('messages per second')), 5_000);
   });
 
   void it('messageRate limits clients only: an upstream burst reaches the client', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     upstream.send(Buffer.concat(Array.from({ length: 100 }, (_, i) => frame(TEXT, `push${i}`, { mask: false }))));
     await client.next((f) => f.payload.toString() === 'push99');
     assert.equal(client.closed, false);
   });
 
   void it('upstreamMessageRate limits the upstream: a flood gets 1008, its client 1011', async () => {
-    const g = await startGateway(inspectConfig([up.url], 'upstreamMessageRate: 20/s'));
+    const g = await startGateway(inspectConfig([fx.backend.url], 'upstreamMessageRate: 20/s'));
     try {
-      const n = up.peers.length;
+      const n = fx.backend.peers.length;
       const client = await rawClient(g.port);
-      const upstream = await up.peer(n);
+      const upstream = await fx.backend.peer(n);
       upstream.send(Buffer.concat(Array.from({ length: 100 }, (_, i) => frame(TEXT, `push${i}`, { mask: false }))));
       const f = await upstream.next((x) => x.opcode === CLOSE);
       assert.equal(closeOf(f).code, 1008);
@@ -278,9 +251,9 @@ void describe('inspect relay: messageRate', () => {
   });
 
   void it('a client within the rate for a while is not closed', async () => {
-    const n = up.peers.length;
-    const client = await rawClient(gw.port);
-    const upstream = await up.peer(n);
+    const n = fx.backend.peers.length;
+    const client = await rawClient(fx.gw.port);
+    const upstream = await fx.backend.peer(n);
     for (let i = 0; i < 15; i++) {
       client.send(frame(TEXT, `slow${i}`));
       await sleep(60); // ~16/s

@@ -17,6 +17,7 @@ import {
   upgradeRequest,
   type Backend,
   type RunningGateway,
+  withGateway,
 } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
 
@@ -35,11 +36,7 @@ function v2Header(src: readonly number[], sport: number): Buffer {
 }
 
 void describe('PROXY protocol on a listener', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(`
+  const fx = withGateway(startBackend, (backend) => `
 listeners: [{ address: 127.0.0.1:0, proxyProtocol: true, ipDeny: [203.0.113.99] }]
 routes:
   - { name: main, match: { path: / }, upstream: app, ipDeny: [203.0.113.66] }
@@ -47,22 +44,17 @@ upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 limits: { handshakeTimeout: 500ms }
 shutdown: { drainTimeout: 0 }
 `);
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
 
   void it('v1: the source address is the client everywhere (forwarding headers included)', async () => {
-    const answer = await rawExchange(gw.port, `PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n${upgradeRequest()}`, /\r\n\r\n/);
+    const answer = await rawExchange(fx.gw.port, `PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n${upgradeRequest()}`, /\r\n\r\n/);
     assert.equal(statusOf(answer), 101, answer);
-    const h = backend.requests.at(-1)!.headers;
+    const h = fx.backend.requests.at(-1)!.headers;
     assert.equal(h['x-forwarded-for'], '203.0.113.7');
     assert.equal(h.forwarded, 'for=203.0.113.7;host="localhost";proto=http');
   });
 
   void it('v1 in its own packet, the request later; and TCP6', async () => {
-    const socket = connect(gw.port, '127.0.0.1');
+    const socket = connect(fx.gw.port, '127.0.0.1');
     socket.on('error', () => {});
     await once(socket, 'connect');
     socket.write('PROXY TCP6 2001:db8::7 2001:db8::1 51000 443\r\n');
@@ -71,49 +63,49 @@ shutdown: { drainTimeout: 0 }
     const [chunk] = (await once(socket, 'data')) as [Buffer];
     socket.destroy();
     assert.equal(statusOf(chunk.toString()), 101);
-    assert.equal(backend.requests.at(-1)!.headers['x-forwarded-for'], '2001:db8::7');
+    assert.equal(fx.backend.requests.at(-1)!.headers['x-forwarded-for'], '2001:db8::7');
   });
 
   void it('v2 (binary), glued to the request', async () => {
-    const answer = await rawExchange(gw.port, Buffer.concat([v2Header([198, 51, 100, 9], 40_000), Buffer.from(upgradeRequest())]), /\r\n\r\n/);
+    const answer = await rawExchange(fx.gw.port, Buffer.concat([v2Header([198, 51, 100, 9], 40_000), Buffer.from(upgradeRequest())]), /\r\n\r\n/);
     assert.equal(statusOf(answer), 101, answer);
-    assert.equal(backend.requests.at(-1)!.headers['x-forwarded-for'], '198.51.100.9');
+    assert.equal(fx.backend.requests.at(-1)!.headers['x-forwarded-for'], '198.51.100.9');
   });
 
   void it('v2 LOCAL (a balancer health check) keeps the connection address', async () => {
     const local = Buffer.alloc(16);
     V2_SIG.copy(local);
     local[12] = 0x20;
-    const answer = await rawExchange(gw.port, Buffer.concat([local, Buffer.from(upgradeRequest())]), /\r\n\r\n/);
+    const answer = await rawExchange(fx.gw.port, Buffer.concat([local, Buffer.from(upgradeRequest())]), /\r\n\r\n/);
     assert.equal(statusOf(answer), 101, answer);
-    assert.equal(backend.requests.at(-1)!.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(fx.backend.requests.at(-1)!.headers['x-forwarded-for'], '127.0.0.1');
   });
 
   void it('route and listener IP lists see the PROXY source', async () => {
-    const denied = await rawExchange(gw.port, `PROXY TCP4 203.0.113.66 10.0.0.1 1 443\r\n${upgradeRequest()}`, /\r\n\r\n/);
+    const denied = await rawExchange(fx.gw.port, `PROXY TCP4 203.0.113.66 10.0.0.1 1 443\r\n${upgradeRequest()}`, /\r\n\r\n/);
     assert.equal(statusOf(denied), 403);
-    const before = backend.requests.length;
-    const closed = await rawExchange(gw.port, `PROXY TCP4 203.0.113.99 10.0.0.1 1 443\r\n${upgradeRequest()}`);
+    const before = fx.backend.requests.length;
+    const closed = await rawExchange(fx.gw.port, `PROXY TCP4 203.0.113.99 10.0.0.1 1 443\r\n${upgradeRequest()}`);
     assert.equal(closed, '', 'the listener list closes the connection without an answer');
-    assert.equal(backend.requests.length, before);
+    assert.equal(fx.backend.requests.length, before);
   });
 
   void it('a connection without a valid header is closed, and logged', async () => {
-    const before = backend.requests.length;
-    assert.equal(await rawExchange(gw.port, upgradeRequest()), '');
-    assert.equal(await rawExchange(gw.port, `PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n${upgradeRequest()}`), '');
-    assert.equal(backend.requests.length, before);
-    await eventually(() => gw.logs.some((l) => l.msg === 'PROXY protocol header invalid; connection closed' && /6 fields/.test(String(l.reason))));
-    assert.ok(gw.logs.some((l) => l.msg === 'PROXY protocol header invalid; connection closed' && /no PROXY protocol header/.test(String(l.reason))));
+    const before = fx.backend.requests.length;
+    assert.equal(await rawExchange(fx.gw.port, upgradeRequest()), '');
+    assert.equal(await rawExchange(fx.gw.port, `PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n${upgradeRequest()}`), '');
+    assert.equal(fx.backend.requests.length, before);
+    await eventually(() => fx.gw.logs.some((l) => l.msg === 'PROXY protocol header invalid; connection closed' && /6 fields/.test(String(l.reason))));
+    assert.ok(fx.gw.logs.some((l) => l.msg === 'PROXY protocol header invalid; connection closed' && /no PROXY protocol header/.test(String(l.reason))));
   });
 
   void it('a header that never completes is cut after handshakeTimeout', async () => {
-    const socket = connect(gw.port, '127.0.0.1');
+    const socket = connect(fx.gw.port, '127.0.0.1');
     socket.on('error', () => {});
     await once(socket, 'connect');
     socket.write('PROXY TCP4 1.2.3.4');
     await once(socket, 'close');
-    await eventually(() => gw.logs.some((l) => l.reason === 'no complete PROXY header in time'));
+    await eventually(() => fx.gw.logs.some((l) => l.reason === 'no complete PROXY header in time'));
   });
 });
 

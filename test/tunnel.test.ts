@@ -1,4 +1,4 @@
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
@@ -14,8 +14,7 @@ import {
   startBackend,
   startGateway,
   upgradeRequest,
-  type Backend,
-  type RunningGateway,
+  withGateway,
 } from './helpers.js';
 
 const TUNNEL = 'relay: { mode: tunnel }';
@@ -40,19 +39,10 @@ export function acceptUpgrade(socket: Socket, extra: Buffer = Buffer.alloc(0)): 
 }
 
 void describe('tunnel relay', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { handshakeTimeout: 300ms, idleTimeout: 5s }`));
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
+  const fx = withGateway(startBackend, (backend) => simpleConfig([backend.url], `${TUNNEL}\nlimits: { handshakeTimeout: 300ms, idleTimeout: 5s }`));
 
   void it('relays text and binary both ways', async () => {
-    const ws = await openClient(gw.url);
+    const ws = await openClient(fx.gw.url);
     assert.equal(await echo(ws, 'hello'), 'hello');
     const bin = Buffer.alloc(200_000, 7);
     ws.send(bin);
@@ -76,7 +66,7 @@ void describe('tunnel relay', () => {
   });
 
   void it('no HTTP timeout applies after the 101', async () => {
-    const ws = await openClient(gw.url);
+    const ws = await openClient(fx.gw.url);
     for (let i = 0; i < 8; i++) {
       await new Promise((r) => setTimeout(r, 150));
       assert.equal(await echo(ws, `tick ${i}`), `tick ${i}`);
@@ -86,19 +76,19 @@ void describe('tunnel relay', () => {
   });
 
   void it('a client close reaches the upstream, and the session ends', async () => {
-    const ws = await openClient(gw.url);
-    const serverSide = [...backend.wss.clients].at(-1)!;
+    const ws = await openClient(fx.gw.url);
+    const serverSide = [...fx.backend.wss.clients].at(-1)!;
     const closed = once(serverSide, 'close');
     ws.close(4001, 'done');
     const [code, reason] = (await closed) as [number, Buffer];
     assert.equal(code, 4001);
     assert.equal(reason.toString(), 'done');
-    await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'session count back to 0');
+    await eventually(() => fx.gw.gw.stats().sessions === 0, 5_000, 'session count back to 0');
   });
 
   void it('an upstream reset closes the client within a second or so', async () => {
-    const ws = await openClient(gw.url);
-    const serverSide = [...backend.wss.clients].at(-1)!;
+    const ws = await openClient(fx.gw.url);
+    const serverSide = [...fx.backend.wss.clients].at(-1)!;
     const t0 = Date.now();
     serverSide.terminate();
     await once(ws, 'close');
@@ -106,16 +96,16 @@ void describe('tunnel relay', () => {
   });
 
   void it('writes one access-log line per closed session', async () => {
-    const ws = await openClient(gw.url);
+    const ws = await openClient(fx.gw.url);
     await echo(ws, 'x'.repeat(10));
     ws.close();
-    await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
-    const line = gw.logs.findLast((l) => l.msg === 'session closed')!;
+    await eventually(() => fx.gw.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
+    const line = fx.gw.logs.findLast((l) => l.msg === 'session closed')!;
     for (const field of ['session', 'client', 'route', 'target', 'durationMs', 'bytesIn', 'bytesOut', 'closedBy', 'reason']) {
       assert.ok(field in line, `access log has ${field}`);
     }
     assert.equal(line.client, '127.0.0.1');
-    assert.equal(line.target, backend.url);
+    assert.equal(line.target, fx.backend.url);
   });
 });
 
