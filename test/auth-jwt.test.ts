@@ -4,14 +4,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, type JWTPayload } from 'jose';
 import { WebSocket } from 'ws';
 import { parseConfig } from '../src/config/load.js';
 import { createGateway } from '../src/gateway.js';
-import { echo, startBackend, startGateway, type Backend, type RunningGateway } from './helpers.js';
+import { echo, startBackend, startGateway, type Backend, type RunningGateway, listenLocal, closeHttp } from './helpers.js';
 import { SECRET, handshake, hs256, noSecretsIn, now, signWith, unsigned } from './auth-fixtures.js';
 
 void describe('JWT with a shared secret (HS256)', () => {
@@ -199,15 +198,10 @@ async function startJwks(): Promise<Jwks> {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ keys: state.keys }));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(server);
   return Object.assign(state, {
     url: `http://127.0.0.1:${port}/.well-known/jwks.json`,
-    close: () => {
-      server.closeAllConnections();
-      return new Promise<void>((r) => server.close(() => r()));
-    },
+    close: () => closeHttp(server),
   });
 }
 

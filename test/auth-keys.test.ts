@@ -1,9 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { createServer, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { rawExchange, startBackend, startGateway, statusOf, upgradeRequest, type Backend, type RunningGateway, withGateway } from './helpers.js';
+import { rawExchange, startBackend, startGateway, statusOf, upgradeRequest, type Backend, type RunningGateway, withGateway, listenLocal, closeHttp } from './helpers.js';
 import { SECRET, handshake, hs256, noSecretsIn } from './auth-fixtures.js';
 
 void describe('API keys', () => {
@@ -72,15 +70,10 @@ async function startAuthService(): Promise<AuthService> {
     if (state.delay > 0) setTimeout(answer, state.delay);
     else answer();
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(server);
   return Object.assign(state, {
     url: `http://127.0.0.1:${port}/check?from=wsgate`,
-    close: () => {
-      server.closeAllConnections();
-      return new Promise<void>((r) => server.close(() => r()));
-    },
+    close: () => closeHttp(server),
   });
 }
 

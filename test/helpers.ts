@@ -3,7 +3,8 @@
 import { once } from 'node:events';
 import { after, before } from 'node:test';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import type { Server as HttpsServer } from 'node:https';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 import { parseConfig } from '../src/config/load.js';
 import { createGateway, type Gateway } from '../src/gateway.js';
@@ -18,6 +19,23 @@ export interface Backend {
   close(): Promise<void>;
 }
 
+/** Listens on 127.0.0.1, on a free port; resolves to the port. */
+export async function listenLocal(server: NetServer): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as AddressInfo).port;
+}
+
+/** Closes an HTTP(S) server and every connection it still has (and the ws server on it, if any). */
+export async function closeHttp(server: Server | HttpsServer, wss?: WebSocketServer): Promise<void> {
+  if (wss !== undefined) {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+  }
+  server.closeAllConnections();
+  await new Promise<void>((r) => server.close(() => r()));
+}
+
 /** A ws echo backend that records the requests it accepts. */
 export async function startBackend(options: Omit<ServerOptions, 'server' | 'port'> = {}): Promise<Backend> {
   const server = createServer((_req, res) => res.end('http ok\n'));
@@ -28,9 +46,7 @@ export async function startBackend(options: Omit<ServerOptions, 'server' | 'port
     ws.on('error', () => ws.terminate());
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(server);
   return {
     port,
     url: `ws://127.0.0.1:${port}`,
@@ -38,10 +54,7 @@ export async function startBackend(options: Omit<ServerOptions, 'server' | 'port
     server,
     requests,
     async close() {
-      for (const c of wss.clients) c.terminate();
-      wss.close();
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      await closeHttp(server, wss);
     },
   };
 }
@@ -183,10 +196,9 @@ export async function rawServer(onSocket: (s: Socket) => void): Promise<{ port: 
     s.on('close', () => sockets.delete(s));
     onSocket(s);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const port = await listenLocal(server);
   return {
-    port: (server.address() as AddressInfo).port,
+    port,
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));

@@ -2,8 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { simpleConfig, startGateway, type RunningGateway } from './helpers.js';
+import { simpleConfig, startGateway, type RunningGateway, listenLocal } from './helpers.js';
 
 /** Sends one HTTP request through the gateway; resolves with status, headers and body. */
 async function send(
@@ -35,9 +34,7 @@ void describe('HTTP passthrough', () => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(`you asked for ${req.url} with xff ${String(req.headers['x-forwarded-for'])}`);
     });
-    backend.listen(0, '127.0.0.1');
-    await once(backend, 'listening');
-    const port = (backend.address() as AddressInfo).port;
+    const port = await listenLocal(backend);
     gw = await startGateway(simpleConfig([`http://127.0.0.1:${port}`]));
   });
   after(async () => {
@@ -69,9 +66,7 @@ void describe('HTTP passthrough', () => {
 
   void it('a dead upstream → 502', async () => {
     const dead = createServer();
-    dead.listen(0, '127.0.0.1');
-    await once(dead, 'listening');
-    const port = (dead.address() as AddressInfo).port;
+    const port = await listenLocal(dead);
     dead.close();
     const g = await startGateway(simpleConfig([`http://127.0.0.1:${port}`]));
     try {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
-import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { parseProxyHeader } from '../src/listener/proxy-protocol.js';
@@ -18,6 +18,7 @@ import {
   type Backend,
   type RunningGateway,
   withGateway,
+  listenLocal,
 } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
 
@@ -143,10 +144,9 @@ async function proxyFront(server: { emit(event: 'connection', socket: Socket): b
     };
     socket.on('data', onData);
   });
-  front.listen(0, '127.0.0.1');
-  await once(front, 'listening');
+  const port = await listenLocal(front);
   return {
-    port: (front.address() as AddressInfo).port,
+    port,
     seen,
     async close() {
       for (const s of sockets) s.destroy();

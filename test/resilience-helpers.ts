@@ -3,11 +3,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Gateway } from '../src/gateway.js';
+import { listenLocal, closeHttp } from './helpers.js';
 
 const BACKEND = join(import.meta.dirname, 'chaos-backend.ts');
 
@@ -74,9 +74,7 @@ export async function switchableBackend(name: string): Promise<SwitchableBackend
     ws.send(`hello ${name}`);
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(server);
   const backend: SwitchableBackend = {
     name,
     port,
@@ -84,10 +82,7 @@ export async function switchableBackend(name: string): Promise<SwitchableBackend
     healthy: true,
     server,
     async close() {
-      for (const c of wss.clients) c.terminate();
-      wss.close();
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      await closeHttp(server, wss);
     },
   };
   return backend;

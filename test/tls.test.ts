@@ -4,12 +4,11 @@ import { once } from 'node:events';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { parseConfig } from '../src/config/load.js';
 import { createGateway } from '../src/gateway.js';
-import { echo, eventually, startBackend, startGateway, type RunningGateway } from './helpers.js';
+import { echo, eventually, startBackend, startGateway, type RunningGateway, listenLocal, closeHttp } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
 
 /** The certificate a TLS client is shown, by common name (undefined when the handshake fails). */
@@ -151,17 +150,13 @@ async function startTlsBackend(cert: string, key: string): Promise<TlsBackend> {
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
   });
   server.on('tlsClientError', () => {});
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const port = await listenLocal(server);
   return {
-    port: (server.address() as AddressInfo).port,
+    port,
     requests,
     server,
     async close() {
-      for (const c of wss.clients) c.terminate();
-      wss.close();
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      await closeHttp(server, wss);
     },
   };
 }

@@ -2,7 +2,6 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import {
   echo,
   openClient,
@@ -14,14 +13,13 @@ import {
   statusOf,
   upgradeRequest,
   type Backend,
+  listenLocal,
 } from './helpers.js';
 
 /** A port with nothing listening on it. */
 async function deadPort(): Promise<number> {
   const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as AddressInfo).port;
+  const port = await listenLocal(s);
   await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
