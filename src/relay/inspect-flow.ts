@@ -4,6 +4,7 @@ import { CloseCode, Opcode } from './frames.js';
 import { isGatewayPong } from './keepalive.js';
 import { TokenBucket } from './message-rate.js';
 import { Utf8Stream } from './utf8-stream.js';
+import { buffered, pauseReading, readingPaused, resumeReading, send } from './handle-io.js';
 
 // One direction of an inspect relay: bytes read from `src`, tracked frame by
 // frame, written to `dst`.
@@ -279,7 +280,7 @@ export class Flow implements FrameEvents, PayloadSink {
   #closeOut(): void {
     this.outClosed = true;
     this.slow = true;
-    if (this.src.isPaused() && !this.src.destroyed) this.src.resume();
+    if (readingPaused(this.src)) resumeReading(this.src);
   }
 
   release(): void {
@@ -291,7 +292,7 @@ export class Flow implements FrameEvents, PayloadSink {
     const dst = this.dst;
     const drops = this.#drops;
     if (at < 0 && (drops === null || drops.length === 0)) {
-      if (end > 0) dst.write(end === chunk.length ? chunk : chunk.subarray(0, end));
+      if (end > 0) send(dst, end === chunk.length ? chunk : chunk.subarray(0, end));
     } else {
       dst.cork();
       let pos = 0;
@@ -320,7 +321,7 @@ export class Flow implements FrameEvents, PayloadSink {
       if (!this.outClosed && end > pos) dst.write(chunk.subarray(pos, end));
       dst.uncork();
     }
-    if (!this.outClosed && dst.writableLength >= this.maxBuffered) this.src.pause();
+    if (!this.outClosed && buffered(dst) >= this.maxBuffered) pauseReading(this.src);
   }
 
   #flushQueue(): void {
@@ -353,8 +354,7 @@ export function receive(f: Flow, chunk: Buffer): void {
     f.bytes += chunk.length;
     f.heard = true;
     f.owner.active = true;
-    const dst = f.dst;
-    if (!dst.write(chunk) && dst.writableLength >= f.maxBuffered) f.src.pause();
+    if (send(f.dst, chunk) >= f.maxBuffered) pauseReading(f.src);
     return;
   }
   f.chunk(chunk, code, -1);

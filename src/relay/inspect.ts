@@ -4,6 +4,7 @@ import type { Party, RelayEnd } from './tunnel.js';
 import { CloseCode, encodeClose } from './frames.js';
 import { Flow, kFlow, receive, type FlowOwner, type Side } from './inspect-flow.js';
 import { gatewayPing } from './keepalive.js';
+import { readingPaused, resumeReading, startIo, type IoHandlers } from './handle-io.js';
 
 // Inspect mode: the relay follows the frames both ways (inspect-flow.ts) so
 // it can enforce RFC 6455 §5 and the message limits, answer for the gateway
@@ -111,8 +112,6 @@ export class InspectRelay implements Relay, FlowOwner {
     for (const side of [this.down, this.up]) {
       side[kRelay] = this;
       side.on('error', onError);
-      side.on('data', onData);
-      side.on('drain', onDrain);
       side.on('end', onEnd);
       side.on('close', onClose);
     }
@@ -135,10 +134,8 @@ export class InspectRelay implements Relay, FlowOwner {
   }
 
   start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
-    if (toClient !== undefined && toClient.length > 0) receive(this.#u2c, toClient);
-    if (toUpstream !== undefined && toUpstream.length > 0) receive(this.#c2u, toUpstream);
-    if (!this.down.destroyed) this.down.resume();
-    if (!this.up.destroyed) this.up.resume();
+    startIo(this.up, IO, toClient);
+    startIo(this.down, IO, toUpstream);
     const { pingInterval, maxLifetime } = this.#limits;
     if (pingInterval > 0 && this.#open === 2) this.#keepalive = later(onKeepalive, pingInterval, this);
     if (maxLifetime > 0 && this.#open === 2) {
@@ -196,7 +193,7 @@ export class InspectRelay implements Relay, FlowOwner {
     if (this.#closeTimer !== undefined || this.#open < 2) return;
     const f = this.#c2u;
     let next = this.#limits.pingInterval;
-    if (f.heard || this.down.isPaused()) {
+    if (f.heard || readingPaused(this.down)) {
       // Heard from (or we are not reading it: backpressure): alive.
       f.heard = false;
       this.#awaitingPong = false;
@@ -372,15 +369,16 @@ function onCloseTimeout(r: InspectRelay): void {
   r.cut();
 }
 
-function onData(this: RelaySide, chunk: Buffer): void {
-  receive(this[kFlow], chunk);
-}
-
-function onDrain(this: RelaySide): void {
-  // `this` can take more: resume the side that writes into it.
-  const peer = this[kFlow].dst;
-  if (peer.isPaused() && !peer.destroyed) peer.resume();
-}
+const IO: IoHandlers = {
+  chunk(side: Socket, chunk: Buffer): void {
+    receive((side as RelaySide)[kFlow], chunk);
+  },
+  drain(this: Socket): void {
+    // `this` can take more: resume the side that writes into it.
+    const peer = (this as RelaySide)[kFlow].dst;
+    if (readingPaused(peer)) resumeReading(peer);
+  },
+};
 
 function onEnd(this: RelaySide): void {
   this[kRelay].sideEnded(this);

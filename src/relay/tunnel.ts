@@ -1,16 +1,17 @@
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { Relay, RelayDone, RelayLimits } from './relay.js';
+import { buffered, pauseReading, readingPaused, resumeReading, send, startIo, type IoHandlers } from './handle-io.js';
 
 // Tunnel mode: bytes both ways, untouched. This is the hot path, so the
 // listeners are module-level functions bound to the socket (`this`), the
 // per-socket state lives on the socket under symbols, and a chunk is written
-// to the other side exactly as it was read: no copy, no allocation.
+// to the other side exactly as it was read: no copy, no allocation. Reads and
+// writes go through handle-io.ts, beneath Node's streams where it can.
 
 const kPeer = Symbol('wsgate.peer');
 const kRelay = Symbol('wsgate.relay');
 
-interface Side extends Duplex {
+interface Side extends Socket {
   [kPeer]: Side;
   [kRelay]: Tunnel;
 }
@@ -45,9 +46,9 @@ export class Tunnel implements Relay {
   #open = 2;
   #linger: NodeJS.Timeout | undefined;
 
-  constructor(down: Socket | Duplex, up: Socket, limits: RelayLimits, done: RelayDone) {
+  constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
     this.down = down as Side;
-    this.up = up as unknown as Side;
+    this.up = up as Side;
     this.maxBuffered = limits.maxBufferedBytes;
     this.idleMs = limits.idleMs;
     this.#onEnd = done;
@@ -58,8 +59,6 @@ export class Tunnel implements Relay {
       side[kPeer] = peer;
       side[kRelay] = this;
       side.on('error', onError);
-      side.on('data', onData);
-      side.on('drain', onDrain);
       side.on('end', onEnd);
       side.on('close', onClose);
     }
@@ -67,10 +66,8 @@ export class Tunnel implements Relay {
 
   /** Starts the flow; `toClient`/`toUpstream` are bytes read ahead during the handshake. */
   start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
-    if (toClient !== undefined && toClient.length > 0) relay(this.up, toClient);
-    if (toUpstream !== undefined && toUpstream.length > 0) relay(this.down, toUpstream);
-    this.down.resume();
-    this.up.resume();
+    startIo(this.up, IO, toClient);
+    startIo(this.down, IO, toUpstream);
   }
 
   /** The gateway ends the session (idle, shutdown, drain): both sides are cut now. */
@@ -115,7 +112,7 @@ export class Tunnel implements Relay {
     this.#record(side === this.down ? 'client' : 'upstream', 'reset');
     const peer = side[kPeer];
     // Let a peer that is flushing its final bytes (say, a close frame) finish, briefly.
-    if (peer.writableEnded && peer.writableLength > 0) this.#lingerThenCut();
+    if (peer.writableEnded && buffered(peer) > 0) this.#lingerThenCut();
     else peer.destroy();
   }
 
@@ -135,19 +132,17 @@ function relay(from: Side, chunk: Buffer): void {
   if (from === t.down) t.bytesFromClient += chunk.length;
   else t.bytesFromUpstream += chunk.length;
   t.active = true;
-  // write() returns false past the socket's own small high-water mark; only
-  // pause once the configured budget is used, and resume on 'drain'.
-  if (!peer.write(chunk) && peer.writableLength >= t.maxBuffered) from.pause();
+  // Pause once the configured budget is used; resume on drain.
+  if (send(peer, chunk) >= t.maxBuffered) pauseReading(from);
 }
 
-function onData(this: Side, chunk: Buffer): void {
-  relay(this, chunk);
-}
-
-function onDrain(this: Side): void {
-  const peer = this[kPeer];
-  if (peer.isPaused() && !peer.destroyed) peer.resume();
-}
+const IO: IoHandlers = {
+  chunk: relay as IoHandlers['chunk'],
+  drain(this: Socket): void {
+    const peer = (this as Side)[kPeer];
+    if (readingPaused(peer)) resumeReading(peer);
+  },
+};
 
 function onEnd(this: Side): void {
   this[kRelay].sideEnded(this);

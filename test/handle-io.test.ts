@@ -1,0 +1,151 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import { buffered, onHandleIo, pauseReading, readingPaused, resumeReading, send, startIo, type IoHandlers } from '../src/relay/handle-io.js';
+import { eventually, listenLocal } from './helpers.js';
+
+// handle-io.ts on real loopback sockets. test/stream-io.test.ts runs this file
+// again with WSGATE_STREAM_IO=1, on the public stream API.
+const viaHandle = process.env.WSGATE_STREAM_IO !== '1';
+
+interface Pair {
+  /** The accepted side, driven by startIo. */
+  readonly relayed: Socket;
+  /** The other end, a plain socket the test reads and writes. */
+  readonly peer: Socket;
+  close(): Promise<void>;
+}
+
+async function socketPair(): Promise<Pair> {
+  const server = createServer({ pauseOnConnect: true, allowHalfOpen: true });
+  const port = await listenLocal(server);
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const peer = connect({ host: '127.0.0.1', port });
+  peer.on('error', () => {});
+  const [relayed] = await accepted;
+  relayed.on('error', () => {});
+  return {
+    relayed,
+    peer,
+    async close() {
+      relayed.destroy();
+      peer.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+interface Collector extends IoHandlers {
+  readonly chunks: Buffer[];
+  readonly drains: number;
+  text(): string;
+}
+
+function collector(): Collector {
+  const chunks: Buffer[] = [];
+  let drains = 0;
+  return {
+    chunks,
+    get drains() {
+      return drains;
+    },
+    chunk: (_socket, chunk) => void chunks.push(chunk),
+    drain: () => void drains++,
+    text: () => Buffer.concat(chunks).toString(),
+  };
+}
+
+void describe('handle-io: relayed sockets', () => {
+  void it(`a plain TCP socket is ${viaHandle ? 'driven through its handle' : 'read through its stream API'}; chunks arrive in order, read-ahead bytes first`, async () => {
+    const p = await socketPair();
+    try {
+      // Bytes that reach the socket before the relay takes over are buffered by it.
+      p.peer.write('early ');
+      p.relayed.resume();
+      p.relayed.pause();
+      await eventually(() => p.relayed.readableLength > 0, 5_000, 'the early bytes to be buffered');
+      const h = collector();
+      startIo(p.relayed, h, Buffer.from('first '));
+      assert.equal(onHandleIo(p.relayed), viaHandle);
+      p.peer.write('one ');
+      p.peer.write('two');
+      await eventually(() => h.text() === 'first early one two', 5_000, 'the chunks in order');
+      assert.ok(h.chunks.every((c) => Buffer.isBuffer(c)));
+    } finally {
+      await p.close();
+    }
+  });
+
+  void it('send() writes to the socket; EOF from the peer reaches the socket as its own end event', async () => {
+    const p = await socketPair();
+    try {
+      startIo(p.relayed, collector(), undefined);
+      const got: Buffer[] = [];
+      p.peer.on('data', (c: Buffer) => got.push(c));
+      send(p.relayed, Buffer.from('hello '));
+      p.relayed.write('from the stream ');
+      send(p.relayed, Buffer.from('and back'));
+      await eventually(() => Buffer.concat(got).toString() === 'hello from the stream and back', 5_000, 'the writes in order');
+      const ended = once(p.relayed, 'end');
+      p.peer.end();
+      await ended;
+      // Half-open: the relayed socket can still write after the peer's FIN.
+      send(p.relayed, Buffer.from('!'));
+      p.relayed.end();
+      await once(p.peer, 'end');
+      assert.equal(Buffer.concat(got).toString(), 'hello from the stream and back!');
+    } finally {
+      await p.close();
+    }
+  });
+
+  void it("a reset from the peer reaches the socket as its own 'error' (ECONNRESET) and 'close'", async () => {
+    const p = await socketPair();
+    try {
+      startIo(p.relayed, collector(), undefined);
+      const errored = once(p.relayed, 'error') as Promise<[NodeJS.ErrnoException]>;
+      // (events.once() would reject on the 'error' that comes first.)
+      const closed = new Promise((r) => p.relayed.once('close', r));
+      p.peer.resetAndDestroy();
+      const [err] = await errored;
+      assert.equal(err.code, 'ECONNRESET');
+      await closed;
+    } finally {
+      await p.close();
+    }
+  });
+
+  void it('backpressure: buffered() counts what has not gone out; pauseReading() holds chunks back until resumeReading(); drain is reported', async () => {
+    const p = await socketPair();
+    try {
+      const h = collector();
+      startIo(p.relayed, h, undefined);
+      // The peer does not read: writes to the relayed socket pile up.
+      p.peer.pause();
+      const chunk = Buffer.alloc(256 * 1024, 1);
+      let sent = 0;
+      while (buffered(p.relayed) === 0 && sent < 256 * 1024 * 1024) {
+        send(p.relayed, chunk);
+        sent += chunk.length;
+      }
+      assert.ok(buffered(p.relayed) > 0, 'writes were held back');
+      let drained = 0;
+      p.peer.on('data', (c: Buffer) => (drained += c.length));
+      p.peer.resume();
+      await eventually(() => h.drains > 0 && buffered(p.relayed) === 0, 20_000, 'drain');
+      await eventually(() => drained === sent, 20_000, 'every byte at the peer');
+
+      pauseReading(p.relayed);
+      assert.ok(readingPaused(p.relayed));
+      p.peer.write('held');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(h.text(), '', 'nothing read while paused');
+      resumeReading(p.relayed);
+      assert.ok(!readingPaused(p.relayed));
+      await eventually(() => h.text() === 'held', 5_000, 'the held bytes');
+    } finally {
+      await p.close();
+    }
+  });
+});
