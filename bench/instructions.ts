@@ -1,6 +1,7 @@
-// Instructions per handshake, counted by valgrind's callgrind: a figure that
-// does not move with the machine's load, for an A/B of two versions of the
-// handshake path when CPU-time figures swing by ±20% (bench/README.md).
+// Instructions per handshake or per echo, counted by valgrind's callgrind: a
+// figure that does not move with the machine's load, for an A/B of two
+// versions of the handshake or relay path when CPU-time figures swing by
+// ±20% (bench/README.md).
 // Counts user space only: the kernel's share (system calls, TCP) is left out.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,15 +13,19 @@ import { commandOutput, freePort, spawnChild, waitForPort, type Child } from './
 const USAGE = `usage: node --import tsx bench/instructions.ts [options]
 
   Runs one proxy under valgrind (callgrind) in front of the echo backend,
-  warms it up with churn (connect, upgrade, one echo, close), then counts the
-  instructions of the next churn run and prints them per handshake: the main
-  thread (the JavaScript, Node's C++ and V8's runtime) and all threads (plus
-  GC and JIT compiler threads). About 2 minutes; needs valgrind and a build.
+  warms it up with the load, then counts the instructions of the next
+  --duration seconds of it and prints them per handshake (churn: connect,
+  upgrade, one echo, close) or per echo (chatty: 64-byte messages at a fixed
+  rate over 100 open connections): the main thread (the JavaScript, Node's C++
+  and V8's runtime) and all threads (plus GC and JIT compiler threads). About
+  2 minutes; needs valgrind and a build.
 
   --proxy NAME     wsgate-tunnel (default), wsgate-inspect or node-floor
-  --warmup S       seconds of churn before counting (default 60: under valgrind
+  --load KIND      churn (default) or chatty
+  --rate N         chatty: messages/s in total (default 300)
+  --warmup S       seconds of load before counting (default 60: under valgrind
                    the JIT needs thousands of handshakes to settle)
-  --duration S     seconds of churn counted (default 20)
+  --duration S     seconds of load counted (default 20)
   --wsgate FILE    wsgate's built entry point (default dist/main.js), e.g. a
                    build of another version of the code, for an A/B
 `;
@@ -35,6 +40,8 @@ function fail(message: string): never {
 const { values } = parseArgs({
   options: {
     proxy: { type: 'string', default: 'wsgate-tunnel' },
+    load: { type: 'string', default: 'churn' },
+    rate: { type: 'string', default: '300' },
     warmup: { type: 'string', default: '60' },
     duration: { type: 'string', default: '20' },
     wsgate: { type: 'string' },
@@ -47,6 +54,10 @@ if (values.help === true) {
 }
 const proxy = values.proxy;
 if (!['wsgate-tunnel', 'wsgate-inspect', 'node-floor'].includes(proxy)) fail(`--proxy: unknown "${proxy}"\n${USAGE}`);
+const load = values.load;
+if (load !== 'churn' && load !== 'chatty') fail(`--load: churn or chatty, not "${load}"`);
+const rate = Number(values.rate);
+if (!(Number.isInteger(rate) && rate > 0 && rate <= 5000)) fail('--rate: messages/s from 1 to 5000');
 const warmup = Number(values.warmup);
 const duration = Number(values.duration);
 if (!(warmup >= 0 && duration > 0)) fail('--warmup and --duration are seconds');
@@ -70,14 +81,65 @@ async function startEcho(): Promise<number> {
   throw new Error(`the echo backend did not start:\n${echo.output()}`);
 }
 
-/** One churn run through the proxy; the number of handshakes it made. */
-async function churn(url: string, seconds: number): Promise<number> {
-  const args = [main, 'bench', url, '--churn', '--connections', '4', '--size', '64', '--duration', `${seconds}s`, '--timeout', '30s', '--json', '--no-progress'];
+/** One load run through the proxy; its result. */
+async function runLoad(url: string, loadArgs: readonly string[], seconds: number): Promise<Result> {
+  const args = [main, 'bench', url, ...loadArgs, '--size', '64', '--duration', `${seconds}s`, '--timeout', '30s', '--json', '--no-progress'];
   const run = spawnChild('load', process.execPath, args, { cwd: root });
   await run.exited;
   const json = /\{[\s\S]*\}\s*$/.exec(run.output());
   if (json === null) throw new Error(`the load tool gave no result:\n${run.output()}`);
-  return (JSON.parse(json[0]) as { handshakes: { count: number } }).handshakes.count;
+  return JSON.parse(json[0]) as Result;
+}
+
+interface Result {
+  readonly handshakes: { readonly count: number };
+  readonly messages: { readonly unsent: number };
+  readonly behindSchedule: boolean;
+}
+
+const sleep = (s: number): Promise<void> => new Promise((r) => setTimeout(r, s * 1000));
+
+/**
+ * Counts `duration` seconds of load after `warmup` seconds of it: the
+ * instructions between callgrind's zero and dump, and the units of work
+ * (handshakes or echoes) done in between.
+ */
+async function count(gw: Child, url: string): Promise<{ units: number; unit: string; plural: string }> {
+  if (load === 'churn') {
+    const churn = ['--churn', '--connections', '4'];
+    if (warmup > 0) await runLoad(url, churn, warmup);
+    commandOutput('callgrind_control', ['-z', String(gw.pid)], 60_000);
+    const handshakes = (await runLoad(url, churn, duration)).handshakes.count;
+    commandOutput('callgrind_control', ['-d', String(gw.pid)], 60_000);
+    return { units: handshakes, unit: 'handshake', plural: 'handshakes' };
+  }
+  // One open-loop run on its fixed schedule, counted in the middle: the
+  // connections' handshakes and closes stay out of the count, and the echoes
+  // in the window are the rate times its length.
+  const connections = 100;
+  const chatty = ['--rate', String(rate), '--connections', String(connections), '--warmup', `${warmup + 5}s`];
+  const run = runLoad(url, chatty, duration + 10);
+  const deadline = Date.now() + 120_000;
+  while (established(url) < connections) {
+    if (Date.now() > deadline) throw new Error('the load tool did not open its connections in 2 minutes');
+    await sleep(0.5);
+  }
+  await sleep(warmup);
+  const t0 = Date.now();
+  commandOutput('callgrind_control', ['-z', String(gw.pid)], 60_000);
+  await sleep(duration);
+  commandOutput('callgrind_control', ['-d', String(gw.pid)], 60_000);
+  const seconds = (Date.now() - t0) / 1000;
+  const result = await run;
+  if (result.behindSchedule || result.messages.unsent > 0) throw new Error('the load fell behind its schedule: lower --rate');
+  return { units: Math.round(rate * seconds), unit: 'echo', plural: 'echoes' };
+}
+
+/** Established connections to the proxy's port (the load tool's). */
+function established(url: string): number {
+  const port = new URL(url).port;
+  const out = commandOutput('ss', ['-Htn', 'state', 'established', `( dport = :${port} )`]) ?? '';
+  return out.split('\n').filter((l) => l.trim() !== '').length;
 }
 
 /** The instruction count of a callgrind dump file. */
@@ -100,19 +162,16 @@ try {
   children.push(gw);
   await waitForPort(gw, port, 180_000);
   const url = `ws://127.0.0.1:${port}/`;
-  process.stdout.write(`${proxy} under callgrind: ${warmup} s of warm-up churn, then ${duration} s counted\n`);
-  if (warmup > 0) await churn(url, warmup);
-  commandOutput('callgrind_control', ['-z', String(gw.pid)], 60_000);
-  const handshakes = await churn(url, duration);
-  commandOutput('callgrind_control', ['-d', String(gw.pid)], 60_000);
+  process.stdout.write(`${proxy} under callgrind: ${warmup} s of ${load} load to warm up, then ${duration} s counted\n`);
+  const { units, unit, plural } = await count(gw, url);
   const dumps = readdirSync(tmp)
     .filter((f) => f.startsWith(`cg.${gw.pid}.1-`))
     .map((f) => join(tmp, f));
   const mainThread = summary(`${out}.${gw.pid}.1-01`);
   const all = dumps.reduce((sum, f) => sum + summary(f), 0);
-  if (handshakes === 0 || mainThread === 0) throw new Error(`nothing counted (${handshakes} handshakes, ${dumps.length} dump files)`);
-  const k = (n: number): string => `${Math.round(n / handshakes / 1000).toLocaleString('en-US')}k`;
-  process.stdout.write(`${handshakes} handshakes counted; instructions per handshake: main thread ${k(mainThread)}, all threads ${k(all)}\n`);
+  if (units === 0 || mainThread === 0) throw new Error(`nothing counted (${units} units, ${dumps.length} dump files)`);
+  const k = (n: number): string => `${(n / units / 1000).toLocaleString('en-US', { maximumFractionDigits: 1 })}k`;
+  process.stdout.write(`${units} ${plural} counted; instructions per ${unit}: main thread ${k(mainThread)}, all threads ${k(all)}\n`);
 } catch (err) {
   process.stderr.write(`instructions: ${(err as Error).message}\n`);
   process.exitCode = 1;
