@@ -10,6 +10,7 @@ import { AuthResources } from './auth/auth-resources.js';
 import { Gatekeeper } from './policy/gatekeeper.js';
 import { securityWarnings } from './policy/security-warnings.js';
 import { IdleSweeper } from './relay/idle-sweeper.js';
+import { HANDLE_IO } from './relay/handle-io.js';
 import type { Relay } from './relay/relay.js';
 import type { Session } from './session/upgrade.js';
 import { FrontDoor, type FrontDoorHost } from './session/front-door.js';
@@ -162,6 +163,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
         listeners: this.#addresses.map((a) => `${a.address}:${a.port}`),
         admin: this.#adminAddress && `${this.#adminAddress.address}:${this.#adminAddress.port}`,
         relay: this.#snap.relay.mode,
+        relayIo: HANDLE_IO ? 'handle' : 'stream',
       },
       'wsgate started',
     );

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { Buffer } from 'node:buffer';
 import { getSystemErrorName } from 'node:util';
 
 // The relay's reads and writes on a plain TCP socket go straight to its libuv
@@ -76,6 +77,8 @@ function loadBinding(): Binding | null {
 }
 
 const binding = loadBinding();
+/** Plain TCP sockets are relayed through their handles (false: the stream API for every socket). */
+export const HANDLE_IO: boolean = binding !== null;
 const state = binding?.wrap.streamBaseState ?? new Int32Array(0);
 const kReadBytes = binding?.wrap.kReadBytesOrError ?? 0;
 const kOffset = binding?.wrap.kArrayBufferOffset ?? 0;
