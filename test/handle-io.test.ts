@@ -2,10 +2,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
-import { buffered, onHandleIo, pauseReading, readingPaused, resumeReading, send, startIo, type IoHandlers } from '../src/relay/handle-io.js';
+import { Port, type PortHandlers } from '../src/relay/handle-io.js';
 import { eventually, listenLocal } from './helpers.js';
 
-// handle-io.ts on real loopback sockets. test/stream-io.test.ts runs this file
+// handle-io.ts's Port on real loopback sockets. test/stream-io.test.ts runs this file
 // again with WSGATE_STREAM_IO=1, on the public stream API.
 const viaHandle = process.env.WSGATE_STREAM_IO !== '1';
 
@@ -36,7 +36,7 @@ async function socketPair(): Promise<Pair> {
   };
 }
 
-interface Collector extends IoHandlers {
+interface Collector extends PortHandlers<null> {
   readonly chunks: Buffer[];
   readonly drains: number;
   text(): string;
@@ -50,10 +50,16 @@ function collector(): Collector {
     get drains() {
       return drains;
     },
-    chunk: (_socket, chunk) => void chunks.push(chunk),
+    chunk: (_port, chunk) => void chunks.push(chunk),
     drain: () => void drains++,
     text: () => Buffer.concat(chunks).toString(),
   };
+}
+
+function port(socket: Socket, handlers: PortHandlers<null>): Port<null> {
+  const p = new Port(socket, handlers);
+  p.owner = null;
+  return p;
 }
 
 void describe('handle-io: relayed sockets', () => {
@@ -66,8 +72,9 @@ void describe('handle-io: relayed sockets', () => {
       p.relayed.pause();
       await eventually(() => p.relayed.readableLength > 0, 5_000, 'the early bytes to be buffered');
       const h = collector();
-      startIo(p.relayed, h, Buffer.from('first '));
-      assert.equal(onHandleIo(p.relayed), viaHandle);
+      const io = port(p.relayed, h);
+      assert.equal(io.onHandle, viaHandle);
+      io.start(Buffer.from('first '));
       p.peer.write('one ');
       p.peer.write('two');
       await eventually(() => h.text() === 'first early one two', 5_000, 'the chunks in order');
@@ -80,18 +87,19 @@ void describe('handle-io: relayed sockets', () => {
   void it('send() writes to the socket; EOF from the peer reaches the socket as its own end event', async () => {
     const p = await socketPair();
     try {
-      startIo(p.relayed, collector(), undefined);
+      const io = port(p.relayed, collector());
+      io.start(undefined);
       const got: Buffer[] = [];
       p.peer.on('data', (c: Buffer) => got.push(c));
-      send(p.relayed, Buffer.from('hello '));
-      p.relayed.write('from the stream ');
-      send(p.relayed, Buffer.from('and back'));
+      io.send(Buffer.from('hello '));
+      io.write(Buffer.from('from the stream '));
+      io.send(Buffer.from('and back'));
       await eventually(() => Buffer.concat(got).toString() === 'hello from the stream and back', 5_000, 'the writes in order');
       const ended = once(p.relayed, 'end');
       p.peer.end();
       await ended;
       // Half-open: the relayed socket can still write after the peer's FIN.
-      send(p.relayed, Buffer.from('!'));
+      io.send(Buffer.from('!'));
       p.relayed.end();
       await once(p.peer, 'end');
       assert.equal(Buffer.concat(got).toString(), 'hello from the stream and back!');
@@ -103,7 +111,7 @@ void describe('handle-io: relayed sockets', () => {
   void it("a reset from the peer reaches the socket as its own 'error' (ECONNRESET) and 'close'", async () => {
     const p = await socketPair();
     try {
-      startIo(p.relayed, collector(), undefined);
+      port(p.relayed, collector()).start(undefined);
       const errored = once(p.relayed, 'error') as Promise<[NodeJS.ErrnoException]>;
       // (events.once() would reject on the 'error' that comes first.)
       const closed = new Promise((r) => p.relayed.once('close', r));
@@ -116,33 +124,34 @@ void describe('handle-io: relayed sockets', () => {
     }
   });
 
-  void it('backpressure: buffered() counts what has not gone out; pauseReading() holds chunks back until resumeReading(); drain is reported', async () => {
+  void it('backpressure: buffered counts what has not gone out; pause() holds chunks back until resume(); drain is reported', async () => {
     const p = await socketPair();
     try {
       const h = collector();
-      startIo(p.relayed, h, undefined);
+      const io = port(p.relayed, h);
+      io.start(undefined);
       // The peer does not read: writes to the relayed socket pile up.
       p.peer.pause();
       const chunk = Buffer.alloc(256 * 1024, 1);
       let sent = 0;
-      while (buffered(p.relayed) === 0 && sent < 256 * 1024 * 1024) {
-        send(p.relayed, chunk);
+      while (io.buffered === 0 && sent < 256 * 1024 * 1024) {
+        io.send(chunk);
         sent += chunk.length;
       }
-      assert.ok(buffered(p.relayed) > 0, 'writes were held back');
+      assert.ok(io.buffered > 0, 'writes were held back');
       let drained = 0;
       p.peer.on('data', (c: Buffer) => (drained += c.length));
       p.peer.resume();
-      await eventually(() => h.drains > 0 && buffered(p.relayed) === 0, 20_000, 'drain');
+      await eventually(() => h.drains > 0 && io.buffered === 0, 20_000, 'drain');
       await eventually(() => drained === sent, 20_000, 'every byte at the peer');
 
-      pauseReading(p.relayed);
-      assert.ok(readingPaused(p.relayed));
+      io.pause();
+      assert.ok(io.paused);
       p.peer.write('held');
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(h.text(), '', 'nothing read while paused');
-      resumeReading(p.relayed);
-      assert.ok(!readingPaused(p.relayed));
+      io.resume();
+      assert.ok(!io.paused);
       await eventually(() => h.text() === 'held', 5_000, 'the held bytes');
     } finally {
       await p.close();

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { InspectRelay } from '../src/relay/inspect.js';
-import { readingPaused } from '../src/relay/handle-io.js';
+import { portOf } from '../src/relay/handle-io.js';
 import type { Relay, RelayLimits } from '../src/relay/relay.js';
 import type { RelayEnd } from '../src/relay/tunnel.js';
 import { eventually } from './helpers.js';
@@ -183,11 +183,11 @@ void describe('InspectRelay', () => {
     // More than the kernel's socket buffers can hide.
     const msgs = Array.from({ length: 256 }, () => frame(BIN, randomBytes(64 * 1024)));
     for (const m of msgs) s.client.send(m);
-    await eventually(() => readingPaused(s.down), 10_000, 'client side paused');
+    await eventually(() => portOf(s.down)!.paused, 10_000, 'client side paused');
     s.upstream.socket.resume();
     await s.upstream.receivedAtLeast(msgs.reduce((n, m) => n + m.length, 0), 15_000);
     assert.ok(Buffer.concat(s.upstream.received).equals(Buffer.concat(msgs)));
-    await eventually(() => !readingPaused(s.down), 5_000, 'client side resumed');
+    await eventually(() => !portOf(s.down)!.paused, 5_000, 'client side resumed');
     s.client.socket.destroy();
     await s.done;
   });

@@ -27,7 +27,7 @@ interface WriteReq {
   /** Keeps the chunk alive while libuv still points into it. */
   buffer: Buffer | null;
   bytes: number;
-  io: HandleIo;
+  port: Port;
 }
 
 interface Handle {
@@ -36,7 +36,7 @@ interface Handle {
   readStart(): number;
   readStop(): number;
   writeBuffer(req: WriteReq, data: Uint8Array): number;
-  [kIo]?: HandleIo;
+  [kPort]?: Port;
 }
 
 interface StreamWrap {
@@ -53,7 +53,7 @@ interface Binding {
   readonly UV_EOF: number;
 }
 
-const kIo = Symbol('wsgate.io');
+const kPort = Symbol('wsgate.port');
 
 /** Node's internals this module needs, or null when they are not there as expected. */
 function loadBinding(): Binding | null {
@@ -85,79 +85,155 @@ const kOffset = binding?.wrap.kArrayBufferOffset ?? 0;
 const kAsync = binding?.wrap.kLastWriteWasAsync ?? 0;
 const UV_EOF = binding?.UV_EOF ?? 0;
 
-/** The relay's handlers for one socket; `this` is the socket in both, as with stream events. */
-export interface IoHandlers {
-  chunk(socket: Socket, chunk: Buffer): void;
-  /** Everything written to the socket has gone out. */
-  drain(this: Socket): void;
+/** What a relay does with its ports' events; the port's `owner` is the relay's own context. */
+export interface PortHandlers<O> {
+  /** A chunk read from the port's socket. */
+  chunk(port: Port<O>, chunk: Buffer): void;
+  /** Everything written to the port's socket has gone out. */
+  drain(port: Port<O>): void;
 }
 
-/** The direct-handle state of one relayed socket. */
-class HandleIo {
-  /** Bytes in writes libuv has not finished. */
-  pending = 0;
-  /** Reading was stopped for backpressure. */
-  stopped = false;
-  /** EOF was read: never start reading again. */
-  eof = false;
-  /** Reused while writes complete at once; an async write keeps its own. */
-  req: WriteReq | null = null;
-
-  constructor(
-    readonly socket: Socket,
-    readonly handle: Handle,
-    readonly handlers: IoHandlers,
-  ) {}
-}
-
-interface IoSocket extends Socket {
-  [kIo]?: HandleIo;
-  [kHandlers]?: IoHandlers;
+interface PortSocket extends Socket {
+  [kPort]?: Port;
   _handle: Handle | null;
   _readableState: { ended: boolean };
 }
 
-const kHandlers = Symbol('wsgate.io-handlers');
+/** One relayed socket, read and written through its handle when it can be, else through its stream API. */
+export class Port<O = unknown> {
+  readonly socket: Socket;
+  readonly handlers: PortHandlers<O>;
+  /** Set by the relay before start(). */
+  owner!: O;
+  /** null: the stream API. */
+  readonly handle: Handle | null;
+  /** Bytes in handle writes libuv has not finished. */
+  pending = 0;
+  /** Reading is stopped for backpressure. */
+  paused = false;
+  /** EOF was read: never start reading again. */
+  eof = false;
+  /** Bytes may be waiting in the socket's own write queue: look before writing to the handle. */
+  viaStream = true;
+  /** Reused while writes complete at once; an async write keeps its own. */
+  req: WriteReq | null = null;
 
-function onData(this: IoSocket, chunk: Buffer): void {
-  this[kHandlers]!.chunk(this, chunk);
-}
+  constructor(socket: Socket, handlers: PortHandlers<O>) {
+    this.socket = socket;
+    this.handlers = handlers;
+    const handle = (socket as PortSocket)._handle as Handle | null | undefined;
+    this.handle = isTcpHandle(handle) && !socket.destroyed ? handle : null;
+  }
 
-/**
- * Starts reading `socket` for the relay: through its handle when it is a
- * plain TCP socket, else through 'data' events; the handlers get the chunks
- * and the drains either way. `first` (bytes read ahead during the handshake)
- * and then whatever the socket had buffered come before anything read now.
- */
-export function startIo(socket: Socket, handlers: IoHandlers, first: Buffer | undefined): void {
-  const s = socket as IoSocket;
-  const handle = s._handle as Handle | null | undefined;
-  if (!isTcpHandle(handle) || s.destroyed) {
-    s[kHandlers] = handlers;
-    socket.on('data', onData);
-    socket.on('drain', handlers.drain);
-    // resume() lets buffered chunks flow from the next tick, after `first`;
-    // a pause by the handler for `first` still holds.
-    socket.resume();
-    if (first !== undefined && first.length > 0) handlers.chunk(socket, first);
-    return;
+  /** The relay drives the socket's handle directly. */
+  get onHandle(): boolean {
+    return this.handle !== null;
   }
-  const io = new HandleIo(socket, handle, handlers);
-  s[kIo] = io;
-  handle[kIo] = io;
-  handle.onread = onRead;
-  // The socket's own 'drain' still matters for what goes through socket.write().
-  socket.on('drain', handlers.drain);
-  if (first !== undefined && first.length > 0) handlers.chunk(socket, first);
-  // A paused socket may hold chunks read before the relay took over.
-  if (socket.readableLength > 0 && !s.destroyed) {
-    const early = socket.read() as Buffer | null;
-    if (early !== null) handlers.chunk(socket, early);
+
+  /**
+   * Starts reading. `first` (bytes read ahead during the handshake) and then
+   * whatever the socket had buffered go to the chunk handler before anything
+   * read from now on.
+   */
+  start(first: Buffer | undefined): void {
+    const socket = this.socket as PortSocket;
+    socket[kPort] = this as Port;
+    // The socket's own 'drain' still matters for what goes through socket.write().
+    socket.on('drain', onStreamDrain);
+    const handle = this.handle;
+    if (handle === null) {
+      socket.on('data', onStreamData);
+      // resume() lets buffered chunks flow from the next tick, after `first`;
+      // a pause by the handler for `first` still holds.
+      socket.resume();
+      if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
+      return;
+    }
+    handle[kPort] = this as Port;
+    handle.onread = onRead;
+    if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
+    // A paused socket may hold chunks read before the relay took over.
+    if (socket.readableLength > 0 && !socket.destroyed) {
+      const early = socket.read() as Buffer | null;
+      if (early !== null) this.handlers.chunk(this, early);
+    }
+    if (socket._readableState.ended) this.eof = true;
+    else if (!this.paused && !socket.destroyed && !handle.reading) {
+      handle.reading = true;
+      handle.readStart();
+    }
   }
-  if (s._readableState.ended) io.eof = true;
-  else if (!io.stopped && !s.destroyed && !handle.reading) {
-    handle.reading = true;
-    handle.readStart();
+
+  /** Writes `chunk` (the hot path); returns the bytes now waiting to go out. */
+  send(chunk: Buffer): number {
+    const handle = this.handle;
+    if (handle === null || (this.viaStream && !this.#streamQueueEmpty())) {
+      this.socket.write(chunk);
+      return this.pending + this.socket.writableLength;
+    }
+    let req = this.req;
+    if (req === null) {
+      req = new binding!.wrap.WriteWrap();
+      req.handle = handle;
+      req.oncomplete = onWriteDone;
+      req.port = this as Port;
+      req.buffer = null;
+    }
+    // A destroyed socket's closed handle answers with an error: dropped, as
+    // a destroyed socket's write is.
+    const err = handle.writeBuffer(req, chunk);
+    if (err !== 0) {
+      this.socket.destroy(uvError(err, 'write'));
+      return 0;
+    }
+    if (state[kAsync] === 0) {
+      this.req = req;
+      return this.pending;
+    }
+    // libuv holds the rest until the socket can take it.
+    this.req = null;
+    req.bytes = chunk.length;
+    req.buffer = chunk;
+    return (this.pending += chunk.length);
+  }
+
+  /** Writes through the socket's stream API (the slow paths: cork, frames of the gateway's own). */
+  write(chunk: Buffer): void {
+    this.viaStream = true;
+    this.socket.write(chunk);
+  }
+
+  /** Bytes waiting to go out. */
+  get buffered(): number {
+    return this.pending + this.socket.writableLength;
+  }
+
+  /** Stops reading (backpressure) until resume(). */
+  pause(): void {
+    this.paused = true;
+    const handle = this.handle;
+    if (handle === null) this.socket.pause();
+    else if (handle.reading) {
+      handle.reading = false;
+      handle.readStop();
+    }
+  }
+
+  resume(): void {
+    this.paused = false;
+    const handle = this.handle;
+    if (handle === null) {
+      if (!this.socket.destroyed) this.socket.resume();
+    } else if (!handle.reading && !this.eof && !this.socket.destroyed) {
+      handle.reading = true;
+      handle.readStart();
+    }
+  }
+
+  #streamQueueEmpty(): boolean {
+    if (this.socket.writableLength !== 0) return false;
+    this.viaStream = false;
+    return true;
   }
 }
 
@@ -167,34 +243,44 @@ function isTcpHandle(handle: unknown): handle is Handle {
 
 function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
   const n = state[kReadBytes]!;
-  const io = this[kIo]!;
+  const port = this[kPort]!;
   if (n > 0) {
-    io.handlers.chunk(io.socket, Buffer.from(arrayBuffer!, state[kOffset]!, n));
+    port.handlers.chunk(port, Buffer.from(arrayBuffer!, state[kOffset]!, n));
     return;
   }
   if (n === 0) return;
   // EOF and errors go back to the socket as Node's own onread hands them:
   // its 'end', 'error' and 'close' follow as usual.
-  const socket = io.socket;
+  const socket = port.socket;
   if (n !== UV_EOF) {
     socket.destroy(uvError(n, 'read'));
     return;
   }
-  if (io.eof) return;
-  io.eof = true;
+  if (port.eof) return;
+  port.eof = true;
   socket.push(null);
   socket.read(0);
 }
 
 function onWriteDone(this: WriteReq, status: number): void {
-  const io = this.io;
-  io.pending -= this.bytes;
+  const port = this.port;
+  port.pending -= this.bytes;
   this.buffer = null;
   if (status < 0) {
-    io.socket.destroy(uvError(status, 'write'));
+    port.socket.destroy(uvError(status, 'write'));
     return;
   }
-  if (io.pending === 0 && io.socket.writableLength === 0) io.handlers.drain.call(io.socket);
+  if (port.pending === 0 && port.socket.writableLength === 0) port.handlers.drain(port);
+}
+
+function onStreamData(this: PortSocket, chunk: Buffer): void {
+  const port = this[kPort]!;
+  port.handlers.chunk(port, chunk);
+}
+
+function onStreamDrain(this: PortSocket): void {
+  const port = this[kPort]!;
+  if (port.pending === 0) port.handlers.drain(port);
 }
 
 function uvError(code: number, syscall: string): NodeJS.ErrnoException {
@@ -202,79 +288,7 @@ function uvError(code: number, syscall: string): NodeJS.ErrnoException {
   return Object.assign(new Error(`${syscall} ${name}`), { errno: code, code: name, syscall });
 }
 
-/** Writes `chunk` to `socket`; returns the bytes now waiting to go out to it. */
-export function send(socket: Socket, chunk: Buffer): number {
-  const io = (socket as IoSocket)[kIo];
-  if (io === undefined || socket.writableLength !== 0) {
-    if (socket.write(chunk)) return 0;
-    return io === undefined ? socket.writableLength : io.pending + socket.writableLength;
-  }
-  const handle = io.handle;
-  if ((socket as IoSocket)._handle !== handle) return 0; // destroyed: dropped, as a destroyed socket's write is
-  let req = io.req;
-  if (req === null) {
-    req = new binding!.wrap.WriteWrap();
-    req.handle = handle;
-    req.oncomplete = onWriteDone;
-    req.io = io;
-    req.buffer = null;
-  }
-  const err = handle.writeBuffer(req, chunk);
-  if (err !== 0) {
-    socket.destroy(uvError(err, 'write'));
-    return 0;
-  }
-  if (state[kAsync] === 0) {
-    io.req = req;
-    return io.pending;
-  }
-  // libuv holds the rest until the socket can take it.
-  io.req = null;
-  req.bytes = chunk.length;
-  req.buffer = chunk;
-  return (io.pending += chunk.length);
-}
-
-/** Bytes waiting to go out to `socket`. */
-export function buffered(socket: Socket): number {
-  const io = (socket as IoSocket)[kIo];
-  return io === undefined ? socket.writableLength : io.pending + socket.writableLength;
-}
-
-/** Stops reading `socket` (backpressure) until resumeReading(). */
-export function pauseReading(socket: Socket): void {
-  const io = (socket as IoSocket)[kIo];
-  if (io === undefined) {
-    socket.pause();
-    return;
-  }
-  io.stopped = true;
-  if (io.handle.reading && (socket as IoSocket)._handle === io.handle) {
-    io.handle.reading = false;
-    io.handle.readStop();
-  }
-}
-
-export function resumeReading(socket: Socket): void {
-  const io = (socket as IoSocket)[kIo];
-  if (io === undefined) {
-    if (socket.isPaused() && !socket.destroyed) socket.resume();
-    return;
-  }
-  io.stopped = false;
-  if (!io.handle.reading && !io.eof && (socket as IoSocket)._handle === io.handle) {
-    io.handle.reading = true;
-    io.handle.readStart();
-  }
-}
-
-/** Reading `socket` is stopped for backpressure. */
-export function readingPaused(socket: Socket): boolean {
-  const io = (socket as IoSocket)[kIo];
-  return io === undefined ? socket.isPaused() : io.stopped;
-}
-
-/** The relay drives this socket's handle directly (for tests and logs). */
-export function onHandleIo(socket: Socket): boolean {
-  return (socket as IoSocket)[kIo] !== undefined;
+/** The port of a relayed socket (for tests and introspection). */
+export function portOf(socket: Socket): Port | undefined {
+  return (socket as PortSocket)[kPort];
 }

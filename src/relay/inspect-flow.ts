@@ -4,7 +4,7 @@ import { CloseCode, Opcode } from './frames.js';
 import { isGatewayPong } from './keepalive.js';
 import { TokenBucket } from './message-rate.js';
 import { Utf8Stream } from './utf8-stream.js';
-import { buffered, pauseReading, readingPaused, resumeReading, send } from './handle-io.js';
+import type { Port, PortHandlers } from './handle-io.js';
 
 // One direction of an inspect relay: bytes read from `src`, tracked frame by
 // frame, written to `dst`.
@@ -15,13 +15,7 @@ import { buffered, pauseReading, readingPaused, resumeReading, send } from './ha
 // injected, a broken rule — raises `slow`, and the chunk goes through
 // `Flow.chunk`, which writes the chunk in pieces around those frames.
 // Chunks are never copied: pieces are subarrays of the received Buffer.
-
-export const kFlow = Symbol('wsgate.flow');
-
-/** A relayed socket; `[kFlow]` is the flow that reads from it. */
-export interface Side extends Socket {
-  [kFlow]: Flow;
-}
+// Reads and writes go through the sockets' Ports (handle-io.ts).
 
 /** What a flow reports to the relay that owns it. */
 export interface FlowOwner {
@@ -48,8 +42,10 @@ export interface FlowOptions {
 
 export class Flow implements FrameEvents, PayloadSink {
   readonly owner: FlowOwner;
-  readonly src: Side;
-  readonly dst: Side;
+  readonly src: Socket;
+  readonly dst: Socket;
+  readonly srcPort: Port<Flow>;
+  readonly dstPort: Port<Flow>;
   readonly fromClient: boolean;
   readonly tracker: FrameTracker;
   readonly maxBuffered: number;
@@ -90,11 +86,13 @@ export class Flow implements FrameEvents, PayloadSink {
   #utf8Chunk: Buffer | null = null;
   #utf8Cut = -1;
 
-  constructor(owner: FlowOwner, src: Socket, dst: Socket, opts: FlowOptions) {
+  constructor(owner: FlowOwner, src: Port<Flow>, dst: Port<Flow>, opts: FlowOptions) {
     this.owner = owner;
-    this.src = src as Side;
-    this.dst = dst as Side;
-    this.src[kFlow] = this;
+    this.srcPort = src;
+    this.dstPort = dst;
+    src.owner = this;
+    this.src = src.socket;
+    this.dst = dst.socket;
     this.fromClient = opts.fromClient;
     this.maxBuffered = opts.maxBufferedBytes;
     this.#utf8 = opts.validateUtf8 ? new Utf8Stream() : null;
@@ -248,7 +246,7 @@ export class Flow implements FrameEvents, PayloadSink {
     if (this.outClosed || this.#closeQueued) return true;
     if (this.stuck) return false;
     if (this.#queue === null && (this.failed || this.tracker.atFrameBoundary)) {
-      this.dst.write(frame);
+      this.dstPort.write(frame);
       if (isClose) {
         this.#closeOut();
         this.owner.closeWritten(this);
@@ -280,7 +278,7 @@ export class Flow implements FrameEvents, PayloadSink {
   #closeOut(): void {
     this.outClosed = true;
     this.slow = true;
-    if (readingPaused(this.src)) resumeReading(this.src);
+    if (this.srcPort.paused) this.srcPort.resume();
   }
 
   release(): void {
@@ -290,9 +288,10 @@ export class Flow implements FrameEvents, PayloadSink {
   /** Writes chunk[0, end) minus dropped pongs, with the queued frames at boundary `at` (-1: none). */
   #forward(chunk: Buffer, end: number, at: number): void {
     const dst = this.dst;
+    const port = this.dstPort;
     const drops = this.#drops;
     if (at < 0 && (drops === null || drops.length === 0)) {
-      if (end > 0) send(dst, end === chunk.length ? chunk : chunk.subarray(0, end));
+      if (end > 0) port.send(end === chunk.length ? chunk : chunk.subarray(0, end));
     } else {
       dst.cork();
       let pos = 0;
@@ -303,31 +302,31 @@ export class Flow implements FrameEvents, PayloadSink {
           if (s >= end) break;
           // A boundary is never inside a dropped frame: it is before it or past it.
           if (ins >= 0 && ins <= s) {
-            if (ins > pos) dst.write(chunk.subarray(pos, ins));
+            if (ins > pos) port.write(chunk.subarray(pos, ins));
             pos = ins;
             ins = -1;
             this.#flushQueue();
             if (this.outClosed) break;
           }
-          if (s > pos) dst.write(chunk.subarray(pos, s));
+          if (s > pos) port.write(chunk.subarray(pos, s));
           pos = drops[i + 1]!;
         }
       }
       if (ins >= pos && !this.outClosed) {
-        if (ins > pos) dst.write(chunk.subarray(pos, ins));
+        if (ins > pos) port.write(chunk.subarray(pos, ins));
         pos = ins;
         this.#flushQueue();
       }
-      if (!this.outClosed && end > pos) dst.write(chunk.subarray(pos, end));
+      if (!this.outClosed && end > pos) port.write(chunk.subarray(pos, end));
       dst.uncork();
     }
-    if (!this.outClosed && buffered(dst) >= this.maxBuffered) pauseReading(this.src);
+    if (!this.outClosed && port.buffered >= this.maxBuffered) this.srcPort.pause();
   }
 
   #flushQueue(): void {
     const queue = this.#queue!;
     this.#queue = null;
-    for (const frame of queue) this.dst.write(frame);
+    for (const frame of queue) this.dstPort.write(frame);
     if (this.#closeQueued) {
       this.#closeQueued = false;
       this.#closeOut();
@@ -344,7 +343,7 @@ export class Flow implements FrameEvents, PayloadSink {
 }
 
 /** One chunk read from `f.src`. The fast path is the first branch. */
-export function receive(f: Flow, chunk: Buffer): void {
+function receive(f: Flow, chunk: Buffer): void {
   if (f.slow) {
     f.scanSlow(chunk);
     return;
@@ -354,8 +353,20 @@ export function receive(f: Flow, chunk: Buffer): void {
     f.bytes += chunk.length;
     f.heard = true;
     f.owner.active = true;
-    if (send(f.dst, chunk) >= f.maxBuffered) pauseReading(f.src);
+    if (f.dstPort.send(chunk) >= f.maxBuffered) f.srcPort.pause();
     return;
   }
   f.chunk(chunk, code, -1);
 }
+
+/** The Port handlers of an inspect relay: a port's owner is the flow that reads from it. */
+export const FLOW_IO: PortHandlers<Flow> = {
+  chunk(port: Port<Flow>, chunk: Buffer): void {
+    receive(port.owner, chunk);
+  },
+  drain(port: Port<Flow>): void {
+    // `port` can take more: resume the side that writes into it.
+    const from = port.owner.dstPort;
+    if (from.paused) from.resume();
+  },
+};

@@ -2,9 +2,9 @@ import type { Socket } from 'node:net';
 import type { Relay, RelayDone, RelayLimits } from './relay.js';
 import type { Party, RelayEnd } from './tunnel.js';
 import { CloseCode, encodeClose } from './frames.js';
-import { Flow, kFlow, receive, type FlowOwner, type Side } from './inspect-flow.js';
+import { Flow, FLOW_IO, type FlowOwner } from './inspect-flow.js';
 import { gatewayPing } from './keepalive.js';
-import { readingPaused, resumeReading, startIo, type IoHandlers } from './handle-io.js';
+import { Port } from './handle-io.js';
 
 // Inspect mode: the relay follows the frames both ways (inspect-flow.ts) so
 // it can enforce RFC 6455 §5 and the message limits, answer for the gateway
@@ -44,7 +44,7 @@ const MAX_TIMER_MS = 0x7fffffff;
 
 const kRelay = Symbol('wsgate.inspect');
 
-interface RelaySide extends Side {
+interface RelaySide extends Socket {
   [kRelay]: InspectRelay;
 }
 
@@ -93,7 +93,9 @@ export class InspectRelay implements Relay, FlowOwner {
     // trusted (no size limit, no UTF-8 check) unless upstreamMessageRate is set.
     // Plain literals, no spread: V8 clones a spread object in its runtime,
     // which made up most of a session's setup cost.
-    this.#c2u = new Flow(this, down, up, {
+    const downPort = new Port(down, FLOW_IO);
+    const upPort = new Port(up, FLOW_IO);
+    this.#c2u = new Flow(this, downPort, upPort, {
       fromClient: true,
       rsv1Allowed: limits.rsv1Allowed,
       maxBufferedBytes: limits.maxBufferedBytes,
@@ -101,7 +103,7 @@ export class InspectRelay implements Relay, FlowOwner {
       messageRate: limits.messageRate,
       validateUtf8: limits.validateUtf8,
     });
-    this.#u2c = new Flow(this, up, down, {
+    this.#u2c = new Flow(this, upPort, downPort, {
       fromClient: false,
       rsv1Allowed: limits.rsv1Allowed,
       maxBufferedBytes: limits.maxBufferedBytes,
@@ -134,8 +136,8 @@ export class InspectRelay implements Relay, FlowOwner {
   }
 
   start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
-    startIo(this.up, IO, toClient);
-    startIo(this.down, IO, toUpstream);
+    this.#u2c.srcPort.start(toClient);
+    this.#c2u.srcPort.start(toUpstream);
     const { pingInterval, maxLifetime } = this.#limits;
     if (pingInterval > 0 && this.#open === 2) this.#keepalive = later(onKeepalive, pingInterval, this);
     if (maxLifetime > 0 && this.#open === 2) {
@@ -193,7 +195,7 @@ export class InspectRelay implements Relay, FlowOwner {
     if (this.#closeTimer !== undefined || this.#open < 2) return;
     const f = this.#c2u;
     let next = this.#limits.pingInterval;
-    if (f.heard || readingPaused(this.down)) {
+    if (f.heard || f.srcPort.paused) {
       // Heard from (or we are not reading it: backpressure): alive.
       f.heard = false;
       this.#awaitingPong = false;
@@ -368,17 +370,6 @@ function onLifetime(r: InspectRelay): void {
 function onCloseTimeout(r: InspectRelay): void {
   r.cut();
 }
-
-const IO: IoHandlers = {
-  chunk(side: Socket, chunk: Buffer): void {
-    receive((side as RelaySide)[kFlow], chunk);
-  },
-  drain(this: Socket): void {
-    // `this` can take more: resume the side that writes into it.
-    const peer = (this as RelaySide)[kFlow].dst;
-    if (readingPaused(peer)) resumeReading(peer);
-  },
-};
 
 function onEnd(this: RelaySide): void {
   this[kRelay].sideEnded(this);

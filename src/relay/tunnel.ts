@@ -1,18 +1,16 @@
 import type { Socket } from 'node:net';
 import type { Relay, RelayDone, RelayLimits } from './relay.js';
-import { buffered, pauseReading, readingPaused, resumeReading, send, startIo, type IoHandlers } from './handle-io.js';
+import { Port, type PortHandlers } from './handle-io.js';
 
 // Tunnel mode: bytes both ways, untouched. This is the hot path, so the
-// listeners are module-level functions bound to the socket (`this`), the
-// per-socket state lives on the socket under symbols, and a chunk is written
-// to the other side exactly as it was read: no copy, no allocation. Reads and
-// writes go through handle-io.ts, beneath Node's streams where it can.
+// listeners are module-level functions, a chunk read from one side's Port
+// (handle-io.ts: beneath Node's streams where it can) is written to the
+// other's exactly as it was read: no copy, no allocation, and the socket
+// events that end a session find the tunnel under a symbol on the socket.
 
-const kPeer = Symbol('wsgate.peer');
 const kRelay = Symbol('wsgate.relay');
 
 interface Side extends Socket {
-  [kPeer]: Side;
   [kRelay]: Tunnel;
 }
 
@@ -31,6 +29,8 @@ export const LINGER_MS = 1_000;
 export class Tunnel implements Relay {
   readonly down: Side;
   readonly up: Side;
+  readonly downPort: Port<Tunnel>;
+  readonly upPort: Port<Tunnel>;
   bytesFromClient = 0;
   bytesFromUpstream = 0;
   // Tunnel mode does not see messages.
@@ -49,14 +49,13 @@ export class Tunnel implements Relay {
   constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
     this.down = down as Side;
     this.up = up as Side;
+    this.downPort = new Port(down, IO);
+    this.upPort = new Port(up, IO);
+    this.downPort.owner = this.upPort.owner = this;
     this.maxBuffered = limits.maxBufferedBytes;
     this.idleMs = limits.idleMs;
     this.#onEnd = done;
-    for (const [side, peer] of [
-      [this.down, this.up],
-      [this.up, this.down],
-    ] as const) {
-      side[kPeer] = peer;
+    for (const side of [this.down, this.up]) {
       side[kRelay] = this;
       side.on('error', onError);
       side.on('end', onEnd);
@@ -66,8 +65,8 @@ export class Tunnel implements Relay {
 
   /** Starts the flow; `toClient`/`toUpstream` are bytes read ahead during the handshake. */
   start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
-    startIo(this.up, IO, toClient);
-    startIo(this.down, IO, toUpstream);
+    this.upPort.start(toClient);
+    this.downPort.start(toUpstream);
   }
 
   /** The gateway ends the session (idle, shutdown, drain): both sides are cut now. */
@@ -89,7 +88,7 @@ export class Tunnel implements Relay {
   /** @internal called by the listeners below */
   sideEnded(side: Side): void {
     this.#record(side === this.down ? 'client' : 'upstream', 'end');
-    const peer = side[kPeer];
+    const peer = side === this.down ? this.up : this.down;
     if (!peer.writableEnded) peer.end();
     this.#lingerThenCut();
   }
@@ -99,7 +98,7 @@ export class Tunnel implements Relay {
     const by = side === this.down ? 'client' : 'upstream';
     this.#record(by, err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : `error: ${err.message}`);
     side.destroy();
-    side[kPeer].destroy();
+    (side === this.down ? this.up : this.down).destroy();
   }
 
   /** @internal */
@@ -110,9 +109,9 @@ export class Tunnel implements Relay {
       return;
     }
     this.#record(side === this.down ? 'client' : 'upstream', 'reset');
-    const peer = side[kPeer];
+    const peer = side === this.down ? this.up : this.down;
     // Let a peer that is flushing its final bytes (say, a close frame) finish, briefly.
-    if (peer.writableEnded && buffered(peer) > 0) this.#lingerThenCut();
+    if (peer.writableEnded && (side === this.down ? this.upPort : this.downPort).buffered > 0) this.#lingerThenCut();
     else peer.destroy();
   }
 
@@ -126,21 +125,28 @@ function cutBoth(t: Tunnel): void {
   t.up.destroy();
 }
 
-function relay(from: Side, chunk: Buffer): void {
-  const peer = from[kPeer];
-  const t = from[kRelay];
-  if (from === t.down) t.bytesFromClient += chunk.length;
-  else t.bytesFromUpstream += chunk.length;
+function relay(from: Port<Tunnel>, chunk: Buffer): void {
+  const t = from.owner;
+  let to: Port<Tunnel>;
+  if (from === t.downPort) {
+    t.bytesFromClient += chunk.length;
+    to = t.upPort;
+  } else {
+    t.bytesFromUpstream += chunk.length;
+    to = t.downPort;
+  }
   t.active = true;
   // Pause once the configured budget is used; resume on drain.
-  if (send(peer, chunk) >= t.maxBuffered) pauseReading(from);
+  if (to.send(chunk) >= t.maxBuffered) from.pause();
 }
 
-const IO: IoHandlers = {
-  chunk: relay as IoHandlers['chunk'],
-  drain(this: Socket): void {
-    const peer = (this as Side)[kPeer];
-    if (readingPaused(peer)) resumeReading(peer);
+const IO: PortHandlers<Tunnel> = {
+  chunk: relay,
+  drain(port: Port<Tunnel>): void {
+    // `port` can take more: resume the side that writes into it.
+    const t = port.owner;
+    const from = port === t.downPort ? t.upPort : t.downPort;
+    if (from.paused) from.resume();
   },
 };
 
