@@ -1,27 +1,50 @@
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect as tlsConnect, createServer as tlsCreateServer } from 'node:tls';
 import { Port, type PortHandlers } from '../src/relay/handle-io.js';
 import { eventually, listenLocal } from './helpers.js';
+import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
 
-// handle-io.ts's Port on real loopback sockets. test/stream-io.test.ts runs this file
-// again with WSGATE_STREAM_IO=1, on the public stream API.
+// handle-io.ts's Port on real loopback sockets, plain and TLS.
+// test/stream-io.test.ts runs this file again with WSGATE_STREAM_IO=1, on
+// the public stream API.
 const viaHandle = process.env.WSGATE_STREAM_IO !== '1';
 
+type Kind = 'tcp' | 'tls';
+
+/** TLS sockets take the stream API: TLSWrap takes one write at a time, and the Writable queues the rest. */
+const onHandle = (kind: Kind): boolean => viaHandle && kind === 'tcp';
+
 interface Pair {
-  /** The accepted side, driven by startIo. */
+  /** The accepted side, driven by a Port. */
   readonly relayed: Socket;
-  /** The other end, a plain socket the test reads and writes. */
+  /** The other end, which the test reads and writes. */
   readonly peer: Socket;
   close(): Promise<void>;
 }
 
-async function socketPair(): Promise<Pair> {
-  const server = createServer({ pauseOnConnect: true, allowHalfOpen: true });
+let ca: TestCa | undefined;
+after(() => ca?.close());
+
+async function socketPair(kind: Kind): Promise<Pair> {
+  let server: Server;
+  let accepted: Promise<[Socket]>;
+  if (kind === 'tcp') {
+    server = createServer({ pauseOnConnect: true, allowHalfOpen: true });
+    accepted = once(server, 'connection') as Promise<[Socket]>;
+  } else {
+    ca ??= makeCa();
+    const leaf = ca.issue('relayed', ['localhost']);
+    server = tlsCreateServer({ cert: readFileSync(leaf.cert), key: readFileSync(leaf.key), allowHalfOpen: true });
+    accepted = once(server, 'secureConnection') as Promise<[Socket]>;
+  }
   const port = await listenLocal(server);
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const peer = connect({ host: '127.0.0.1', port });
+  const tcp = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  tcp.on('error', () => {});
+  const peer = kind === 'tcp' ? tcp : tlsConnect({ socket: tcp, ca: ca!.ca, servername: 'localhost' });
   peer.on('error', () => {});
   const [relayed] = await accepted;
   relayed.on('error', () => {});
@@ -62,9 +85,10 @@ function port(socket: Socket, handlers: PortHandlers<null>): Port<null> {
   return p;
 }
 
-void describe('handle-io: relayed sockets', () => {
-  void it(`a plain TCP socket is ${viaHandle ? 'driven through its handle' : 'read through its stream API'}; chunks arrive in order, read-ahead bytes first`, async () => {
-    const p = await socketPair();
+for (const kind of ['tcp', 'tls'] as const) {
+  void describe(`handle-io: relayed ${kind} sockets`, { skip: kind === 'tls' && NO_OPENSSL }, () => {
+  void it(`the socket is ${onHandle(kind) ? 'driven through its handle' : 'read through its stream API'}; chunks arrive in order, read-ahead bytes first`, async () => {
+    const p = await socketPair(kind);
     try {
       // Bytes that reach the socket before the relay takes over are buffered by it.
       p.peer.write('early ');
@@ -73,7 +97,7 @@ void describe('handle-io: relayed sockets', () => {
       await eventually(() => p.relayed.readableLength > 0, 5_000, 'the early bytes to be buffered');
       const h = collector();
       const io = port(p.relayed, h);
-      assert.equal(io.onHandle, viaHandle);
+      assert.equal(io.onHandle, onHandle(kind));
       io.start(Buffer.from('first '));
       p.peer.write('one ');
       p.peer.write('two');
@@ -85,7 +109,7 @@ void describe('handle-io: relayed sockets', () => {
   });
 
   void it('send() writes to the socket; EOF from the peer reaches the socket as its own end event', async () => {
-    const p = await socketPair();
+    const p = await socketPair(kind);
     try {
       const io = port(p.relayed, collector());
       io.start(undefined);
@@ -108,8 +132,8 @@ void describe('handle-io: relayed sockets', () => {
     }
   });
 
-  void it("a reset from the peer reaches the socket as its own 'error' (ECONNRESET) and 'close'", async () => {
-    const p = await socketPair();
+  void it("a reset from the peer reaches the socket as its own 'error' (ECONNRESET) and 'close'", { skip: kind === 'tls' && 'TLS sockets take the stream API: their errors are Node\'s own' }, async () => {
+    const p = await socketPair(kind);
     try {
       port(p.relayed, collector()).start(undefined);
       const errored = once(p.relayed, 'error') as Promise<[NodeJS.ErrnoException]>;
@@ -125,7 +149,7 @@ void describe('handle-io: relayed sockets', () => {
   });
 
   void it('backpressure: buffered counts what has not gone out; pause() holds chunks back until resume(); drain is reported', async () => {
-    const p = await socketPair();
+    const p = await socketPair(kind);
     try {
       const h = collector();
       const io = port(p.relayed, h);
@@ -158,3 +182,4 @@ void describe('handle-io: relayed sockets', () => {
     }
   });
 });
+}

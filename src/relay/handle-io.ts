@@ -17,9 +17,11 @@ import { getSystemErrorName } from 'node:util';
 // written through socket.write() (close frames, the 101) keep their order.
 //
 // The handle API is Node's internal `stream_wrap` binding (what net.Socket
-// uses). It is checked once at load; without it, on TLS sockets, on any
-// other stream, or with WSGATE_STREAM_IO=1, the relay uses the socket's
-// public stream API instead. Both paths run the same relay code.
+// uses). It is checked once at load; without it, on any other stream, or
+// with WSGATE_STREAM_IO=1, the relay uses the socket's public stream API
+// instead. Both paths run the same relay code. TLS sockets take the stream
+// API too: their TLSWrap takes one write at a time (a second one aborts the
+// process), and queueing the rest is exactly what the Writable is for.
 
 interface WriteReq {
   handle: Handle;
