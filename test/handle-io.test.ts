@@ -91,18 +91,22 @@ for (const kind of ['tcp', 'tls'] as const) {
     const p = await socketPair(kind);
     try {
       // Bytes that reach the socket before the relay takes over are buffered by it.
-      p.peer.write('early ');
       p.relayed.resume();
       p.relayed.pause();
-      await eventually(() => p.relayed.readableLength > 0, 5_000, 'the early bytes to be buffered');
+      p.peer.write('early ');
+      await eventually(() => p.relayed.readableLength === 6, 5_000, 'the early bytes to be buffered');
+      p.peer.write('more ');
+      await eventually(() => p.relayed.readableLength === 11, 5_000, 'more early bytes to be buffered');
       const h = collector();
       const io = port(p.relayed, h);
       assert.equal(io.onHandle, onHandle(kind));
       io.start(Buffer.from('first '));
       p.peer.write('one ');
       p.peer.write('two');
-      await eventually(() => h.text() === 'first early one two', 5_000, 'the chunks in order');
+      await eventually(() => h.text() === 'first early more one two', 5_000, 'the chunks in order');
       assert.ok(h.chunks.every((c) => Buffer.isBuffer(c)));
+      // Handed over as they were read, not joined into one (a copy).
+      assert.deepEqual(h.chunks.slice(0, 3).map(String), ['first ', 'early ', 'more ']);
     } finally {
       await p.close();
     }
