@@ -152,6 +152,24 @@ for (const kind of ['tcp', 'tls'] as const) {
     }
   });
 
+  void it('send() to a destroyed socket is dropped: no throw, no error event', async () => {
+    const p = await socketPair(kind);
+    try {
+      const io = port(p.relayed, collector());
+      io.start(undefined);
+      const errors: Error[] = [];
+      p.relayed.on('error', (err: Error) => errors.push(err));
+      p.relayed.destroy();
+      assert.equal(io.send(Buffer.from('lost')), 0);
+      await new Promise((r) => setImmediate(r));
+      assert.equal(io.send(Buffer.from('lost again')), 0);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(errors, []);
+    } finally {
+      await p.close();
+    }
+  });
+
   void it('backpressure: buffered counts what has not gone out; pause() holds chunks back until resume(); drain is reported', async () => {
     const p = await socketPair(kind);
     try {
