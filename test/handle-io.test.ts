@@ -26,6 +26,16 @@ interface Pair {
   close(): Promise<void>;
 }
 
+/** Runs `body` on a fresh pair and closes it whatever happens. */
+async function withPair(kind: Kind, body: (p: Pair) => Promise<void>): Promise<void> {
+  const p = await socketPair(kind);
+  try {
+    await body(p);
+  } finally {
+    await p.close();
+  }
+}
+
 let ca: TestCa | undefined;
 after(() => ca?.close());
 
@@ -87,9 +97,8 @@ function port(socket: Socket, handlers: PortHandlers<null>): Port<null> {
 
 for (const kind of ['tcp', 'tls'] as const) {
   void describe(`handle-io: relayed ${kind} sockets`, { skip: kind === 'tls' && NO_OPENSSL }, () => {
-  void it(`the socket is ${onHandle(kind) ? 'driven through its handle' : 'read through its stream API'}; chunks arrive in order, read-ahead bytes first`, async () => {
-    const p = await socketPair(kind);
-    try {
+  void it(`the socket is ${onHandle(kind) ? 'driven through its handle' : 'read through its stream API'}; chunks arrive in order, read-ahead bytes first`, () =>
+    withPair(kind, async (p) => {
       // Bytes that reach the socket before the relay takes over are buffered by it.
       p.relayed.resume();
       p.relayed.pause();
@@ -107,14 +116,10 @@ for (const kind of ['tcp', 'tls'] as const) {
       assert.ok(h.chunks.every((c) => Buffer.isBuffer(c)));
       // Handed over as they were read, not joined into one (a copy).
       assert.deepEqual(h.chunks.slice(0, 3).map(String), ['first ', 'early ', 'more ']);
-    } finally {
-      await p.close();
-    }
-  });
+    }));
 
-  void it('send() writes to the socket; EOF from the peer reaches the socket as its own end event', async () => {
-    const p = await socketPair(kind);
-    try {
+  void it('send() writes to the socket; EOF from the peer reaches the socket as its own end event', () =>
+    withPair(kind, async (p) => {
       const io = port(p.relayed, collector());
       io.start(undefined);
       const got: Buffer[] = [];
@@ -131,14 +136,10 @@ for (const kind of ['tcp', 'tls'] as const) {
       p.relayed.end();
       await once(p.peer, 'end');
       assert.equal(Buffer.concat(got).toString(), 'hello from the stream and back!');
-    } finally {
-      await p.close();
-    }
-  });
+    }));
 
-  void it("a reset from the peer reaches the socket as its own 'error' (ECONNRESET) and 'close'", { skip: kind === 'tls' && 'TLS sockets take the stream API: their errors are Node\'s own' }, async () => {
-    const p = await socketPair(kind);
-    try {
+  void it("a reset from the peer reaches the socket as its own 'error' (ECONNRESET) and 'close'", { skip: kind === 'tls' && 'TLS sockets take the stream API: their errors are Node\'s own' }, () =>
+    withPair(kind, async (p) => {
       port(p.relayed, collector()).start(undefined);
       const errored = once(p.relayed, 'error') as Promise<[NodeJS.ErrnoException]>;
       // (events.once() would reject on the 'error' that comes first.)
@@ -147,14 +148,10 @@ for (const kind of ['tcp', 'tls'] as const) {
       const [err] = await errored;
       assert.equal(err.code, 'ECONNRESET');
       await closed;
-    } finally {
-      await p.close();
-    }
-  });
+    }));
 
-  void it('send() to a destroyed socket is dropped: no throw, no error event', async () => {
-    const p = await socketPair(kind);
-    try {
+  void it('send() to a destroyed socket is dropped: no throw, no error event', () =>
+    withPair(kind, async (p) => {
       const io = port(p.relayed, collector());
       io.start(undefined);
       const errors: Error[] = [];
@@ -165,14 +162,10 @@ for (const kind of ['tcp', 'tls'] as const) {
       assert.equal(io.send(Buffer.from('lost again')), 0);
       await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(errors, []);
-    } finally {
-      await p.close();
-    }
-  });
+    }));
 
-  void it('backpressure: buffered counts what has not gone out; pause() holds chunks back until resume(); drain is reported', async () => {
-    const p = await socketPair(kind);
-    try {
+  void it('backpressure: buffered counts what has not gone out; pause() holds chunks back until resume(); drain is reported', () =>
+    withPair(kind, async (p) => {
       const h = collector();
       const io = port(p.relayed, h);
       io.start(undefined);
@@ -199,9 +192,6 @@ for (const kind of ['tcp', 'tls'] as const) {
       io.resume();
       assert.ok(!io.paused);
       await eventually(() => h.text() === 'held', 5_000, 'the held bytes');
-    } finally {
-      await p.close();
-    }
-  });
+    }));
 });
 }
