@@ -150,6 +150,24 @@ for (const kind of ['tcp', 'tls'] as const) {
       await closed;
     }));
 
+  void it("writes waiting in the socket's queue that fail (the peer reset) reach the socket as its own 'error' and 'close'", { skip: kind === 'tls' && 'TLS sockets take the stream API: their errors are Node\'s own' }, () =>
+    withPair(kind, async (p) => {
+      const io = port(p.relayed, collector());
+      io.start(undefined);
+      // Not reading: only the failed writes can tell the socket about the reset.
+      io.pause();
+      p.peer.pause();
+      const chunk = Buffer.alloc(256 * 1024, 1);
+      for (let sent = 0; io.buffered === 0 && sent < 256 * 1024 * 1024; sent += chunk.length) io.send(chunk);
+      assert.ok(io.buffered > 0, 'writes are waiting');
+      const errored = once(p.relayed, 'error') as Promise<[NodeJS.ErrnoException]>;
+      const closed = new Promise((r) => p.relayed.once('close', r));
+      p.peer.resetAndDestroy();
+      const [err] = await errored;
+      assert.ok(['ECONNRESET', 'EPIPE'].includes(err.code ?? ''), `got ${err.code}`);
+      await closed;
+    }));
+
   void it('send() to a destroyed socket is dropped: no throw, no error event', () =>
     withPair(kind, async (p) => {
       const io = port(p.relayed, collector());
