@@ -11,6 +11,7 @@ import { Gatekeeper } from './policy/gatekeeper.js';
 import { securityWarnings } from './policy/security-warnings.js';
 import { IdleSweeper } from './relay/idle-sweeper.js';
 import { HANDLE_IO } from './relay/handle-io.js';
+import { NATIVE_RELAY } from './relay/native-tunnel.js';
 import type { Relay } from './relay/relay.js';
 import type { Session } from './session/upgrade.js';
 import { FrontDoor, type FrontDoorHost } from './session/front-door.js';
@@ -163,7 +164,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
         listeners: this.#addresses.map((a) => `${a.address}:${a.port}`),
         admin: this.#adminAddress && `${this.#adminAddress.address}:${this.#adminAddress.port}`,
         relay: this.#snap.relay.mode,
-        relayIo: HANDLE_IO ? 'handle' : 'stream',
+        relayIo: this.#snap.relay.mode === 'tunnel' && NATIVE_RELAY ? 'native' : HANDLE_IO ? 'handle' : 'stream',
       },
       'wsgate started',
     );

@@ -9,9 +9,9 @@ import { eventually, listenLocal } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
 
 // handle-io.ts's Port on real loopback sockets, plain and TLS.
-// test/stream-io.test.ts runs this file again with WSGATE_STREAM_IO=1, on
+// test/stream-io.test.ts runs this file again with WSGATE_RELAY_IO=stream, on
 // the public stream API.
-const viaHandle = process.env.WSGATE_STREAM_IO !== '1';
+const viaHandle = process.env.WSGATE_RELAY_IO !== 'stream';
 
 type Kind = 'tcp' | 'tls';
 

@@ -19,7 +19,7 @@ import { getSystemErrorName } from 'node:util';
 //
 // The handle API is Node's internal `stream_wrap` binding (what net.Socket
 // uses). It is checked once at load; without it, on any other stream, or
-// with WSGATE_STREAM_IO=1, the relay uses the socket's public stream API
+// with WSGATE_RELAY_IO=stream, the relay uses the socket's public stream API
 // instead. Both paths run the same relay code. TLS sockets take the stream
 // API too: their TLSWrap takes one write at a time (a second one aborts the
 // process), and queueing the rest is exactly what the Writable is for.
@@ -33,7 +33,8 @@ interface WriteReq {
   port: Port;
 }
 
-interface Handle {
+export interface Handle {
+  readonly fd: number;
   onread: (this: Handle, arrayBuffer: ArrayBuffer | undefined) => unknown;
   reading: boolean;
   readStart(): number;
@@ -60,7 +61,7 @@ const kPort = Symbol('wsgate.port');
 
 /** Node's internals this module needs, or null when they are not there as expected. */
 function loadBinding(): Binding | null {
-  if (process.env.WSGATE_STREAM_IO === '1') return null;
+  if (process.env.WSGATE_RELAY_IO === 'stream') return null;
   try {
     const binding = (process as unknown as { binding(name: string): unknown }).binding;
     const wrap = binding('stream_wrap') as StreamWrap;
@@ -124,8 +125,7 @@ export class Port<O = unknown> {
   constructor(socket: Socket, handlers: PortHandlers<O>) {
     this.socket = socket;
     this.handlers = handlers;
-    const handle = (socket as PortSocket)._handle as Handle | null | undefined;
-    this.handle = isTcpHandle(handle) && !socket.destroyed ? handle : null;
+    this.handle = tcpHandleOf(socket);
   }
 
   /** The relay drives the socket's handle directly. */
@@ -244,8 +244,10 @@ export class Port<O = unknown> {
   }
 }
 
-function isTcpHandle(handle: unknown): handle is Handle {
-  return binding !== null && handle instanceof binding.TCP;
+/** The socket's libuv TCP handle when the relay can drive it; null: use the stream API. */
+export function tcpHandleOf(socket: Socket): Handle | null {
+  const handle = (socket as PortSocket)._handle;
+  return binding !== null && handle instanceof binding.TCP && !socket.destroyed ? handle : null;
 }
 
 function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {

@@ -3,6 +3,7 @@ import type { RelayMode } from '../config/types.js';
 import type { Sweepable } from './idle-sweeper.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
 import { InspectRelay } from './inspect.js';
+import { NATIVE_RELAY, NativeTunnel } from './native-tunnel.js';
 
 /** Everything a relay is told about its session; it never reads config itself. */
 export interface RelayLimits {
@@ -44,5 +45,6 @@ export interface Relay extends Sweepable {
 export type RelayDone = (relay: Relay, end: RelayEnd) => void;
 
 export function createRelay(mode: RelayMode, down: Socket, up: Socket, limits: RelayLimits, done: RelayDone): Relay {
-  return mode === 'tunnel' ? new Tunnel(down, up, limits, done) : new InspectRelay(down, up, limits, done);
+  if (mode === 'inspect') return new InspectRelay(down, up, limits, done);
+  return NATIVE_RELAY ? new NativeTunnel(down, up, limits, done) : new Tunnel(down, up, limits, done);
 }

@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "wsgate_relay",
+      "sources": ["native/relay.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

@@ -1,0 +1,226 @@
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import { getSystemErrorName } from 'node:util';
+import type { Relay, RelayDone, RelayLimits } from './relay.js';
+import { Tunnel, type RelayEnd } from './tunnel.js';
+import { HANDLE_IO, tcpHandleOf, type Handle } from './handle-io.js';
+
+// Tunnel mode on the native relay core (native/relay.c). Once the 101 is
+// out, the session's two sockets are handed to the core as duplicated file
+// descriptors and Node's own sockets are closed: from then on the bytes are
+// relayed on Node's event loop without entering JavaScript per chunk, and
+// the session is heard from again when it is over. That takes tunnel mode
+// below nginx's CPU per relayed message (bench/README.md) and drops the two
+// net.Socket objects a session would otherwise keep.
+//
+// Where the core cannot take a session (it was not built, a socket is TLS,
+// not a TCP handle, or already ended, or a write of the handover did not
+// finish at once), the session runs on the JavaScript Tunnel, unchanged.
+// WSGATE_RELAY_IO=handle (or =stream) keeps every session in JavaScript.
+
+/** A session inside the core; only ever passed back to it. */
+interface CoreSession {
+  readonly __coreSession: never;
+}
+
+type DoneFn = (owner: NativeTunnel, side: number, kind: number, errno: number, op: number, fromClient: number, fromUpstream: number) => void;
+
+interface Core {
+  setDone(fn: DoneFn): void;
+  open(owner: NativeTunnel, clientFd: number, upstreamFd: number, readSize: number): CoreSession;
+  close(session: CoreSession): void;
+  active(session: CoreSession, clear: boolean): boolean;
+  bytes(session: CoreSession, side: 0 | 1): number;
+  openSessions(): number;
+}
+
+// How a session ended, as native/relay.c reports it.
+const END_EOF = 1;
+const END_ERROR = 2;
+const END_GATEWAY = 3;
+/** The core never reads more than this at once; it is also what a direction may hold back. */
+const READ_MAX = 65_536;
+
+function loadCore(): Core | null {
+  const io = process.env.WSGATE_RELAY_IO;
+  if (!HANDLE_IO || io === 'handle' || io === 'stream') return null;
+  try {
+    const core = createRequire(import.meta.url)('../../build/Release/wsgate_relay.node') as Core;
+    core.setDone(sessionDone);
+    return core;
+  } catch {
+    return null;
+  }
+}
+
+const core = loadCore();
+/** Tunnel-mode sessions on plain TCP run in the native core. */
+export const NATIVE_RELAY: boolean = core !== null;
+
+/** Sessions the core still runs (for tests: they are not Node handles). */
+export function coreSessions(): number {
+  return core?.openSessions() ?? 0;
+}
+
+export class NativeTunnel implements Relay {
+  readonly idleMs: number;
+  quietMs = 0;
+  // Tunnel mode does not see messages.
+  readonly messagesFromClient = 0;
+  readonly messagesFromUpstream = 0;
+  readonly #down: Socket;
+  readonly #up: Socket;
+  readonly #limits: RelayLimits;
+  readonly #onEnd: RelayDone;
+  #session: CoreSession | null = null;
+  /** The JavaScript tunnel, for a session the core could not take. */
+  #js: Tunnel | null = null;
+  #reason: string | undefined;
+  /** Bytes relayed outside the core: the handover's, then the core's final count. */
+  #fromClient = 0;
+  #fromUpstream = 0;
+
+  constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
+    this.#down = down;
+    this.#up = up;
+    this.#limits = limits;
+    this.idleMs = limits.idleMs;
+    this.#onEnd = done;
+  }
+
+  get bytesFromClient(): number {
+    return this.#fromClient + (this.#session !== null ? core!.bytes(this.#session, 0) : (this.#js?.bytesFromClient ?? 0));
+  }
+
+  get bytesFromUpstream(): number {
+    return this.#fromUpstream + (this.#session !== null ? core!.bytes(this.#session, 1) : (this.#js?.bytesFromUpstream ?? 0));
+  }
+
+  /** Traffic since the idle sweeper last cleared it. */
+  get active(): boolean {
+    if (this.#session !== null) return core!.active(this.#session, false);
+    return this.#js?.active ?? false;
+  }
+
+  set active(value: boolean) {
+    if (this.#session !== null) {
+      if (!value) core!.active(this.#session, true);
+    } else if (this.#js !== null) this.#js.active = value;
+  }
+
+  /** The session runs in the core from here, or in JavaScript if the core cannot take it. */
+  start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
+    const down = this.#down;
+    const up = this.#up;
+    const downHandle = tcpHandleOf(down);
+    const upHandle = tcpHandleOf(up);
+    if (downHandle === null || upHandle === null || ended(down) || ended(up)) {
+      this.#runInJs(toClient, toUpstream);
+      return;
+    }
+    // Nothing more is read into the sockets; what they hold goes out now, in order.
+    stopReading(downHandle);
+    stopReading(upHandle);
+    this.#fromUpstream = handOver(toClient, down) + moveBuffered(up, down);
+    this.#fromClient = handOver(toUpstream, up) + moveBuffered(down, up);
+    if (down.writableLength > 0 || up.writableLength > 0 || down.destroyed || up.destroyed) {
+      // A write is waiting for the peer: the JavaScript tunnel finishes it and carries on.
+      this.#runInJs(undefined, undefined);
+      return;
+    }
+    const readSize = Math.min(READ_MAX, Math.max(1, this.#limits.maxBufferedBytes));
+    try {
+      this.#session = core!.open(this, downHandle.fd, upHandle.fd, readSize);
+    } catch {
+      // Out of descriptors for the duplicates, say: this session stays in JavaScript.
+      this.#runInJs(undefined, undefined);
+      return;
+    }
+    // The core holds duplicates of both descriptors: closing Node's sockets
+    // leaves the connections open, and in the core's hands only.
+    down.destroy();
+    up.destroy();
+  }
+
+  /** The gateway ends the session (idle, shutdown, drain): both sides are cut now. */
+  close(reason: string): void {
+    if (this.#js !== null) this.#js.close(reason);
+    else if (this.#session !== null) {
+      this.#reason ??= reason;
+      core!.close(this.#session);
+    }
+  }
+
+  onIdle(): void {
+    this.close('idle timeout');
+  }
+
+  #runInJs(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
+    this.#js = new Tunnel(this.#down, this.#up, this.#limits, (_, end) => this.#onEnd(this, end));
+    this.#js.start(toClient, toUpstream);
+  }
+
+  /** @internal the core reports the end of the session */
+  coreDone(side: number, kind: number, errno: number, op: number, fromClient: number, fromUpstream: number): void {
+    this.#session = null;
+    this.#fromClient += fromClient;
+    this.#fromUpstream += fromUpstream;
+    let end: RelayEnd;
+    if (kind === END_GATEWAY) end = { closedBy: 'gateway', reason: this.#reason ?? 'closed' };
+    else {
+      const closedBy = side === 0 ? 'client' : 'upstream';
+      if (kind === END_EOF) end = { closedBy, reason: 'end' };
+      else if (kind === END_ERROR) end = { closedBy, reason: errorReason(errno, op) };
+      else end = { closedBy, reason: 'reset' };
+    }
+    this.#onEnd(this, end);
+  }
+}
+
+function sessionDone(owner: NativeTunnel, side: number, kind: number, errno: number, op: number, fromClient: number, fromUpstream: number): void {
+  owner.coreDone(side, kind, errno, op, fromClient, fromUpstream);
+}
+
+/** As the JavaScript tunnel words it: resets are "reset", the rest "error: read ETIMEDOUT". */
+function errorReason(errno: number, op: number): string {
+  let name: string;
+  try {
+    name = getSystemErrorName(-errno);
+  } catch {
+    name = `errno ${errno}`;
+  }
+  if (name === 'ECONNRESET' || name === 'EPIPE') return 'reset';
+  return `error: ${op === 0 ? 'read' : 'write'} ${name}`;
+}
+
+function ended(socket: Socket): boolean {
+  return (socket as unknown as { _readableState: { ended: boolean } })._readableState.ended;
+}
+
+function stopReading(handle: Handle): void {
+  if (!handle.reading) return;
+  handle.reading = false;
+  handle.readStop();
+}
+
+/** Writes bytes read ahead during the handshake; returns their count. */
+function handOver(bytes: Buffer | undefined, to: Socket): number {
+  if (bytes === undefined || bytes.length === 0) return 0;
+  to.write(bytes);
+  return bytes.length;
+}
+
+/** Chunks `from` read before the relay took over go to `to` one by one, as they were read; returns their bytes. */
+function moveBuffered(from: Socket, to: Socket): number {
+  if (from.readableLength === 0) return 0;
+  let moved = 0;
+  // Flowing mode hands the chunks over one by one; paused mode would join them (a copy).
+  from.resume();
+  let chunk: Buffer | null;
+  while ((chunk = from.read() as Buffer | null) !== null) {
+    to.write(chunk);
+    moved += chunk.length;
+  }
+  from.pause();
+  return moved;
+}
