@@ -1,5 +1,6 @@
 // Shared fixtures for the integration tests: real backends, a real gateway,
 // raw sockets. Everything binds 127.0.0.1 on ephemeral ports.
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before } from 'node:test';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -204,4 +205,31 @@ export async function rawServer(onSocket: (s: Socket) => void): Promise<{ port: 
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/** Reads an HTTP head off a raw socket; bytes behind it stay in the (paused) socket for its next reader. */
+export function readHead(socket: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const onData = (d: Buffer): void => {
+      text += d.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      socket.off('data', onData);
+      socket.pause();
+      if (end + 4 < text.length) socket.unshift(Buffer.from(text.slice(end + 4), 'latin1'));
+      resolve(text.slice(0, end));
+    };
+    socket.on('data', onData);
+  });
+}
+
+/** Completes a server-side upgrade by hand on a raw socket; resolves with the request text. */
+export async function acceptUpgrade(socket: Socket, extra: Buffer = Buffer.alloc(0)): Promise<string> {
+  const text = await readHead(socket);
+  const key = /sec-websocket-key: (.*)\r\n/i.exec(text + '\r\n')?.[1] ?? '';
+  const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  const head = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
+  socket.write(Buffer.concat([Buffer.from(head), extra]));
+  return text;
 }

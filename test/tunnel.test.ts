@@ -1,10 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import {
+  acceptUpgrade,
   echo,
   eventually,
   openClient,
@@ -16,27 +17,9 @@ import {
   upgradeRequest,
   withGateway,
 } from './helpers.js';
+import { coreSessions } from '../src/relay/native-tunnel.js';
 
 const TUNNEL = 'relay: { mode: tunnel }';
-
-/** Completes a server-side upgrade by hand on a raw socket; resolves with the request text. */
-export function acceptUpgrade(socket: Socket, extra: Buffer = Buffer.alloc(0)): Promise<string> {
-  return new Promise((resolve) => {
-    let text = '';
-    const onData = (d: Buffer): void => {
-      text += d.toString('latin1');
-      const end = text.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      socket.off('data', onData);
-      const key = /sec-websocket-key: (.*)\r\n/i.exec(text)?.[1] ?? '';
-      const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-      const head = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
-      socket.write(Buffer.concat([Buffer.from(head), extra]));
-      resolve(text.slice(0, end));
-    };
-    socket.on('data', onData);
-  });
-}
 
 void describe('tunnel relay', () => {
   const fx = withGateway(startBackend, (backend) => simpleConfig([backend.url], `${TUNNEL}\nlimits: { handshakeTimeout: 300ms, idleTimeout: 5s }`));
@@ -172,8 +155,11 @@ void describe('leaks', () => {
     backend.wss.on('connection', (ws) => ws.on('message', (m) => String(m) === 'reset' && ws.terminate()));
     const gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { idleTimeout: 300ms, perIp: { maxConnections: 100000, handshakeRate: 0 } }\nlog: { accessLog: false }`));
     const handles = (): number => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').length;
+    // The native core's sessions are no Node handles: count descriptors too.
+    const fds = (): number => readdirSync('/proc/self/fd').length;
     try {
       const baseline = handles();
+      const fdBaseline = fds();
       const ways = ['clean', 'client-reset', 'backend-reset', 'idle'] as const;
       for (let batch = 0; batch < 20; batch++) {
         await Promise.all(
@@ -191,6 +177,8 @@ void describe('leaks', () => {
       await eventually(() => gw.gw.stats().sessions === 0, 10_000, 'sessions back to 0');
       await eventually(() => backend.wss.clients.size === 0, 10_000, 'backend connections back to 0');
       await eventually(() => handles() <= baseline, 10_000, `handles back to ${baseline}`);
+      assert.equal(coreSessions(), 0);
+      await eventually(() => fds() <= fdBaseline, 10_000, `descriptors back to ${fdBaseline}`);
     } finally {
       await gw.close();
       await backend.close();
