@@ -28,6 +28,10 @@
 #include <uv.h>
 #include <fcntl.h>
 
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0  // Node ignores SIGPIPE anyway; the flag only makes that explicit
+#endif
+
 enum { READ_MAX = 65536, READS_PER_WAKE = 16, LINGER_MS = 1000 };
 // How a session ended (kept in step with native-tunnel.ts).
 enum { END_NONE = 0, END_EOF = 1, END_ERROR = 2, END_GATEWAY = 3 };

@@ -11,7 +11,7 @@ import { Gatekeeper } from './policy/gatekeeper.js';
 import { securityWarnings } from './policy/security-warnings.js';
 import { IdleSweeper } from './relay/idle-sweeper.js';
 import { HANDLE_IO } from './relay/handle-io.js';
-import { NATIVE_RELAY } from './relay/native-tunnel.js';
+import { NATIVE_RELAY, NATIVE_RELAY_MISSING } from './relay/native-tunnel.js';
 import type { Relay } from './relay/relay.js';
 import type { Session } from './session/upgrade.js';
 import { FrontDoor, type FrontDoorHost } from './session/front-door.js';
@@ -168,6 +168,9 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
       },
       'wsgate started',
     );
+    if (this.#snap.relay.mode === 'tunnel' && NATIVE_RELAY_MISSING !== undefined) {
+      this.log.warn({ reason: NATIVE_RELAY_MISSING }, 'the native relay core is not available: tunnel mode relays in JavaScript, at a higher CPU cost per message');
+    }
   }
 
   async stop(): Promise<void> {

@@ -10,6 +10,7 @@ import { parseConfig } from '../src/config/load.js';
 import { createGateway } from '../src/gateway.js';
 import { echo, eventually, startBackend, startGateway, type RunningGateway, listenLocal, closeHttp } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
+import { coreSessions } from '../src/relay/native-tunnel.js';
 
 /** The certificate a TLS client is shown, by common name (undefined when the handshake fails). */
 async function certName(port: number, options: ConnectionOptions): Promise<string | undefined> {
@@ -71,6 +72,19 @@ shutdown: { drainTimeout: 0 }
     ws.close();
     assert.equal(backend.requests.at(-1)?.headers['x-forwarded-proto'], 'https');
     assert.equal(await certName(gw.port, { ca: ca.ca, servername: 'localhost' }), 'localhost-1');
+  });
+
+  void it('tunnel mode over TLS: the session runs in the JavaScript tunnel (not the native core) and relays as usual', async () => {
+    const tunnel = await startGateway(`${yaml(files.cert, files.key)}relay: { mode: tunnel }\n`);
+    try {
+      const ws = await openWss(`wss://localhost:${tunnel.port}/`, ca.ca);
+      assert.equal(await echo(ws, 'tunnelled over tls'), 'tunnelled over tls');
+      assert.equal(coreSessions(), 0);
+      ws.close();
+      await eventually(() => tunnel.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
+    } finally {
+      await tunnel.close();
+    }
   });
 
   void it('picks SNI certificates: exact name first, then the wildcard, else the default', async () => {
@@ -191,6 +205,21 @@ shutdown: { drainTimeout: 0 }
       assert.equal(await echo(ws, 'to wss'), 'to wss');
       ws.close();
       assert.equal(gw.logs.some((l) => l.level === 40 && String(l.msg).includes('tls.verify')), false, 'no warning while verifying');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  void it('tunnel mode to a wss:// target: the session runs in the JavaScript tunnel (not the native core) and relays as usual', async () => {
+    const gw = await startGateway(`${config(`{ ca: ${ca.caFile}, servername: backend.internal }`)}relay: { mode: tunnel }\n`);
+    try {
+      const ws = new WebSocket(gw.url);
+      ws.on('error', () => {});
+      await once(ws, 'open');
+      assert.equal(await echo(ws, 'tunnelled to wss'), 'tunnelled to wss');
+      assert.equal(coreSessions(), 0);
+      ws.close();
+      await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
     } finally {
       await gw.close();
     }

@@ -9,9 +9,9 @@ import { HANDLE_IO, tcpHandleOf, type Handle } from './handle-io.js';
 // out, the session's two sockets are handed to the core as duplicated file
 // descriptors and Node's own sockets are closed: from then on the bytes are
 // relayed on Node's event loop without entering JavaScript per chunk, and
-// the session is heard from again when it is over. That takes tunnel mode
-// below nginx's CPU per relayed message (bench/README.md) and drops the two
-// net.Socket objects a session would otherwise keep.
+// the session is heard from again when it is over. That puts tunnel mode on
+// a par with nginx's CPU per relayed message (bench/README.md) and drops the
+// two net.Socket objects a session would otherwise keep.
 //
 // Where the core cannot take a session (it was not built, a socket is TLS,
 // not a TCP handle, or already ended, or a write of the handover did not
@@ -41,21 +41,27 @@ const END_GATEWAY = 3;
 /** The core never reads more than this at once; it is also what a direction may hold back. */
 const READ_MAX = 65_536;
 
-function loadCore(): Core | null {
+/** The core, or why there is none (undefined: turned off by WSGATE_RELAY_IO). */
+function loadCore(): Core | string | undefined {
   const io = process.env.WSGATE_RELAY_IO;
-  if (!HANDLE_IO || io === 'handle' || io === 'stream') return null;
+  if (io === 'handle' || io === 'stream') return undefined;
+  if (!HANDLE_IO) return "this Node.js lacks the socket internals the handover needs";
   try {
     const core = createRequire(import.meta.url)('../../build/Release/wsgate_relay.node') as Core;
     core.setDone(sessionDone);
     return core;
-  } catch {
-    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'MODULE_NOT_FOUND' ? 'not built (npm ci builds it with node-gyp: it needs g++, make and python3)' : `cannot load it: ${(err as Error).message}`;
   }
 }
 
-const core = loadCore();
+const loaded = loadCore();
+const core = typeof loaded === 'object' ? loaded : null;
 /** Tunnel-mode sessions on plain TCP run in the native core. */
 export const NATIVE_RELAY: boolean = core !== null;
+/** Why the core is missing when it should be there (for the start log). */
+export const NATIVE_RELAY_MISSING: string | undefined = typeof loaded === 'string' ? loaded : undefined;
 
 /** Sessions the core still runs (for tests: they are not Node handles). */
 export function coreSessions(): number {
