@@ -31,6 +31,14 @@ async function openWss(url: string, ca: Buffer): Promise<WebSocket> {
   return ws;
 }
 
+/** A tunnel-mode session with TLS on one side: it relays, outside the native core, and ends in the access log. */
+async function relaysInJs(gw: RunningGateway, ws: WebSocket): Promise<void> {
+  assert.equal(await echo(ws, 'tunnelled'), 'tunnelled');
+  assert.equal(coreSessions(), 0);
+  ws.close();
+  await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
+}
+
 void describe('TLS listener', { skip: NO_OPENSSL }, () => {
   let ca: TestCa;
   let backend: { port: number; close(): Promise<void>; requests: IncomingMessage[] };
@@ -77,11 +85,7 @@ shutdown: { drainTimeout: 0 }
   void it('tunnel mode over TLS: the session runs in the JavaScript tunnel (not the native core) and relays as usual', async () => {
     const tunnel = await startGateway(`${yaml(files.cert, files.key)}relay: { mode: tunnel }\n`);
     try {
-      const ws = await openWss(`wss://localhost:${tunnel.port}/`, ca.ca);
-      assert.equal(await echo(ws, 'tunnelled over tls'), 'tunnelled over tls');
-      assert.equal(coreSessions(), 0);
-      ws.close();
-      await eventually(() => tunnel.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
+      await relaysInJs(tunnel, await openWss(`wss://localhost:${tunnel.port}/`, ca.ca));
     } finally {
       await tunnel.close();
     }
@@ -216,10 +220,7 @@ shutdown: { drainTimeout: 0 }
       const ws = new WebSocket(gw.url);
       ws.on('error', () => {});
       await once(ws, 'open');
-      assert.equal(await echo(ws, 'tunnelled to wss'), 'tunnelled to wss');
-      assert.equal(coreSessions(), 0);
-      ws.close();
-      await eventually(() => gw.logs.some((l) => l.msg === 'session closed' && l.bytesIn !== 0), 5_000, 'access log line');
+      await relaysInJs(gw, ws);
     } finally {
       await gw.close();
     }
