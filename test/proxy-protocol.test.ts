@@ -162,13 +162,14 @@ void describe('PROXY protocol to upstreams (upstreams.X.proxyProtocol)', () => {
   before(async () => {
     backend = await startBackend();
     front = await proxyFront(backend.server);
-    gw = await startGateway(`
+    gw = await startGateway(config());
+  });
+  const config = (extra = ''): string => `
 listeners: [{ address: 127.0.0.1:0 }, { address: 127.0.0.1:0, proxyProtocol: true }]
 routes: [{ match: { path: / }, upstream: app }]
 upstreams: { app: { targets: [{ url: "ws://127.0.0.1:${front.port}" }], proxyProtocol: true } }
 shutdown: { drainTimeout: 0 }
-`);
-  });
+${extra}`;
   after(async () => {
     await gw.close();
     await front.close();
@@ -188,6 +189,18 @@ shutdown: { drainTimeout: 0 }
     const answer = await rawExchange(second, `PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n${upgradeRequest()}`, /\r\n\r\n/);
     assert.equal(statusOf(answer), 101, answer);
     assert.deepEqual(front.seen.at(-1), { address: '203.0.113.7', port: 51_000 });
+  });
+
+  void it('in tunnel mode too, where plain targets are dialed on a bare TCP handle', async () => {
+    const tunnel = await startGateway(config('relay: { mode: tunnel }'));
+    try {
+      const second = tunnel.gw.addresses[1]!.port;
+      const answer = await rawExchange(second, `PROXY TCP4 203.0.113.8 10.0.0.1 51001 443\r\n${upgradeRequest()}`, /\r\n\r\n/);
+      assert.equal(statusOf(answer), 101, answer);
+      assert.deepEqual(front.seen.at(-1), { address: '203.0.113.8', port: 51_001 });
+    } finally {
+      await tunnel.close();
+    }
   });
 });
 

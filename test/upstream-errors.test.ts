@@ -16,6 +16,10 @@ import {
   listenLocal,
 } from './helpers.js';
 
+// test/upstream-errors-tunnel.test.ts runs this file again in tunnel mode,
+// where plain targets are dialed on bare TCP handles (src/upstream/raw-dial.ts).
+const MODE = process.env.WSGATE_TEST_RELAY_MODE === 'tunnel' ? '\nrelay: { mode: tunnel }' : '';
+
 /** A port with nothing listening on it. */
 async function deadPort(): Promise<number> {
   const s = createServer();
@@ -34,7 +38,7 @@ void describe('upstream failures before the 101', () => {
   });
 
   async function statusThrough(targets: string[], extra = ''): Promise<{ status: number; answer: string; logs: Record<string, unknown>[] }> {
-    const gw = await startGateway(simpleConfig(targets, extra));
+    const gw = await startGateway(simpleConfig(targets, extra + MODE));
     try {
       const answer = await rawExchange(gw.port, upgradeRequest());
       return { status: statusOf(answer), answer, logs: gw.logs };
@@ -79,7 +83,7 @@ void describe('upstream failures before the 101', () => {
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app }]
 upstreams: { app: { connectTimeout: 300ms, retries: 0, targets: [{ url: "ws://127.0.0.1:${silent.port}" }] } }
-shutdown: { drainTimeout: 0 }`;
+shutdown: { drainTimeout: 0 }${MODE}`;
       const gw = await startGateway(yaml);
       try {
         assert.equal(statusOf(await rawExchange(gw.port, upgradeRequest())), 504);
@@ -115,7 +119,7 @@ shutdown: { drainTimeout: 0 }`;
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app }]
 upstreams: { app: { balance: round-robin, retries: 2, targets: [{ url: "${dead1}" }, { url: "${dead2}" }, { url: "${backend.url}" }] } }
-shutdown: { drainTimeout: 0 }`);
+shutdown: { drainTimeout: 0 }${MODE}`);
     try {
       for (let i = 0; i < 6; i++) {
         const ws = await openClient(gw.url);
@@ -133,7 +137,7 @@ shutdown: { drainTimeout: 0 }`);
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app }]
 upstreams: { app: { retries: 0, targets: [{ url: "${dead}" }, { url: "${backend.url}" }] } }
-shutdown: { drainTimeout: 0 }`);
+shutdown: { drainTimeout: 0 }${MODE}`);
     try {
       const statuses = [];
       for (let i = 0; i < 4; i++) statuses.push(statusOf(await rawExchange(gw.port, upgradeRequest(), /\r\n\r\n/)));
@@ -150,7 +154,7 @@ shutdown: { drainTimeout: 0 }`);
       accepted++;
       setTimeout(() => ws.terminate(), 50);
     });
-    const gw = await startGateway(simpleConfig([flaky.url]));
+    const gw = await startGateway(simpleConfig([flaky.url], MODE));
     try {
       const ws = await openClient(gw.url);
       const [code] = (await once(ws, 'close')) as [number];

@@ -30,7 +30,8 @@ interface WriteReq {
   /** Keeps the chunk alive while libuv still points into it. */
   buffer: Buffer | null;
   bytes: number;
-  port: Port;
+  /** Unset for writes on a bare handle. */
+  port?: Port;
 }
 
 export interface Handle {
@@ -53,8 +54,23 @@ interface StreamWrap {
 
 interface Binding {
   readonly wrap: StreamWrap;
-  readonly TCP: abstract new (...args: never[]) => unknown;
+  readonly TCP: new (type: number) => BareHandle;
+  readonly TCPConnectWrap: new () => ConnectReq;
+  readonly SOCKET: number;
   readonly UV_EOF: number;
+}
+
+/** A TCP handle with no net.Socket around it (src/upstream/raw-dial.ts). */
+export interface BareHandle extends Handle {
+  connect(req: ConnectReq, address: string, port: number): number;
+  connect6(req: ConnectReq, address: string, port: number): number;
+  setNoDelay(enable: boolean): number;
+  writeLatin1String(req: WriteReq, data: string): number;
+  close(): void;
+}
+
+export interface ConnectReq {
+  oncomplete: (this: ConnectReq, status: number) => void;
 }
 
 const kPort = Symbol('wsgate.port');
@@ -65,16 +81,19 @@ function loadBinding(): Binding | null {
   try {
     const binding = (process as unknown as { binding(name: string): unknown }).binding;
     const wrap = binding('stream_wrap') as StreamWrap;
-    const TCP = (binding('tcp_wrap') as { TCP: Binding['TCP'] }).TCP;
+    const tcpWrap = binding('tcp_wrap') as { TCP: Binding['TCP']; TCPConnectWrap: Binding['TCPConnectWrap']; constants: { SOCKET: number } };
+    const { TCP, TCPConnectWrap } = tcpWrap;
+    const SOCKET = tcpWrap.constants?.SOCKET;
     const UV_EOF = (binding('uv') as { UV_EOF: number }).UV_EOF;
     const ok =
       typeof wrap.WriteWrap === 'function' &&
       wrap.streamBaseState instanceof Int32Array &&
-      [wrap.kReadBytesOrError, wrap.kArrayBufferOffset, wrap.kLastWriteWasAsync, UV_EOF].every(Number.isInteger) &&
+      [wrap.kReadBytesOrError, wrap.kArrayBufferOffset, wrap.kLastWriteWasAsync, UV_EOF, SOCKET].every(Number.isInteger) &&
       typeof TCP === 'function' &&
+      typeof TCPConnectWrap === 'function' &&
       typeof (TCP.prototype as Partial<Handle>).writeBuffer === 'function' &&
       typeof (TCP.prototype as Partial<Handle>).readStart === 'function';
-    return ok ? { wrap, TCP, UV_EOF } : null;
+    return ok ? { wrap, TCP, TCPConnectWrap, SOCKET, UV_EOF } : null;
   } catch {
     return null;
   }
@@ -272,7 +291,7 @@ function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
 }
 
 function onWriteDone(this: WriteReq, status: number): void {
-  const port = this.port;
+  const port = this.port!;
   port.pending -= this.bytes;
   this.buffer = null;
   if (status < 0) {
@@ -292,9 +311,51 @@ function onStreamDrain(this: PortSocket): void {
   if (port.pending === 0) port.handlers.drain(port);
 }
 
-function uvError(code: number, syscall: string): NodeJS.ErrnoException {
+/** A libuv error code as Node words it ("read ECONNRESET"). */
+export function uvError(code: number, syscall: string): NodeJS.ErrnoException {
   const name = getSystemErrorName(code);
   return Object.assign(new Error(`${syscall} ${name}`), { errno: code, code: name, syscall });
+}
+
+/** Bare TCP handles are available: a dial can do without net.Socket (src/upstream/raw-dial.ts). */
+export const BARE_TCP: boolean = binding !== null;
+
+/** A new, unconnected TCP handle with no net.Socket around it; needs BARE_TCP. */
+export function openBareTcp(): BareHandle {
+  const handle = new binding!.TCP(binding!.SOCKET);
+  handle.reading = false;
+  return handle;
+}
+
+export function bareConnectReq(): ConnectReq {
+  return new binding!.TCPConnectWrap();
+}
+
+/**
+ * Writes `data` (a latin1 string or a Buffer) to a bare handle: 0 when it went
+ * out at once, 1 when libuv holds it until `done(status)`, or a libuv error.
+ */
+export function writeBare(handle: BareHandle, data: string | Buffer, done: (status: number) => void): number {
+  const req = new binding!.wrap.WriteWrap();
+  req.handle = handle;
+  req.oncomplete = function (this: WriteReq, status: number): void {
+    this.buffer = null;
+    done(status);
+  };
+  req.buffer = typeof data === 'string' ? null : data;
+  const err = typeof data === 'string' ? handle.writeLatin1String(req, data) : handle.writeBuffer(req, data);
+  if (err !== 0) return err;
+  return state[kAsync] === 0 ? 0 : 1;
+}
+
+/** In a bare handle's onread: the chunk read, or the libuv code (UV_EOF or an error) when there is none. */
+export function bareRead(arrayBuffer: ArrayBuffer | undefined): Buffer | number {
+  const n = state[kReadBytes]!;
+  return n > 0 ? Buffer.from(arrayBuffer!, state[kOffset]!, n) : n;
+}
+
+export function isEof(code: number): boolean {
+  return code === UV_EOF;
 }
 
 /** The port of a relayed socket (for tests and introspection). */

@@ -1,9 +1,9 @@
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
-import type { Relay, RelayDone, RelayLimits } from './relay.js';
+import type { Relay, RelayDone, RelayLimits, UpstreamConnection } from './relay.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
-import { HANDLE_IO, tcpHandleOf, type Handle } from './handle-io.js';
+import { HANDLE_IO, tcpHandleOf, writeBare, type Handle } from './handle-io.js';
 
 // Tunnel mode on the native relay core (native/relay.c). Once the 101 is
 // out, the session's two sockets are handed to the core as duplicated file
@@ -74,8 +74,9 @@ export class NativeTunnel implements Relay {
   // Tunnel mode does not see messages.
   readonly messagesFromClient = 0;
   readonly messagesFromUpstream = 0;
-  readonly #down: Socket;
-  readonly #up: Socket;
+  /** Until the handover. */
+  #down: Socket | null;
+  #up: UpstreamConnection | null;
   readonly #limits: RelayLimits;
   readonly #onEnd: RelayDone;
   #session: CoreSession | null = null;
@@ -86,7 +87,7 @@ export class NativeTunnel implements Relay {
   #fromClient = 0;
   #fromUpstream = 0;
 
-  constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
+  constructor(down: Socket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone) {
     this.#down = down;
     this.#up = up;
     this.#limits = limits;
@@ -116,20 +117,32 @@ export class NativeTunnel implements Relay {
 
   /** The session runs in the core from here, or in JavaScript if the core cannot take it. */
   start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
-    const down = this.#down;
-    const up = this.#up;
+    const down = this.#down!;
+    const up = this.#up!;
+    // A bare dial (src/upstream/raw-dial.ts) leaves a handle and no socket.
+    const bare = up.handle;
+    const upSocket = bare === undefined ? up.socket : null;
     const downHandle = tcpHandleOf(down);
-    const upHandle = tcpHandleOf(up);
-    if (downHandle === null || upHandle === null || ended(down) || ended(up)) {
+    const upHandle = bare ?? tcpHandleOf(upSocket!);
+    if (downHandle === null || upHandle === null || ended(down) || (upSocket !== null && ended(upSocket))) {
       this.#runInJs(toClient, toUpstream);
       return;
     }
     // Nothing more is read into the sockets; what they hold goes out now, in order.
     stopReading(downHandle);
     stopReading(upHandle);
-    this.#fromUpstream = handOver(toClient, down) + moveBuffered(up, down);
-    this.#fromClient = handOver(toUpstream, up) + moveBuffered(down, up);
-    if (down.writableLength > 0 || up.writableLength > 0 || down.destroyed || up.destroyed) {
+    let held = false;
+    const toDown = (chunk: Buffer): void => void down.write(chunk);
+    const toUp =
+      upSocket !== null
+        ? (chunk: Buffer): void => void upSocket.write(chunk)
+        : (chunk: Buffer): void => {
+            // Not at once: libuv holds it, and the JavaScript tunnel carries on behind it.
+            if (writeBare(bare!, chunk, noop) !== 0) held = true;
+          };
+    this.#fromUpstream = handOver(toClient, toDown) + (upSocket === null ? 0 : moveBuffered(upSocket, toDown));
+    this.#fromClient = handOver(toUpstream, toUp) + moveBuffered(down, toUp);
+    if (held || down.writableLength > 0 || down.destroyed || (upSocket !== null && (upSocket.writableLength > 0 || upSocket.destroyed))) {
       // A write is waiting for the peer: the JavaScript tunnel finishes it and carries on.
       this.#runInJs(undefined, undefined);
       return;
@@ -142,10 +155,12 @@ export class NativeTunnel implements Relay {
       this.#runInJs(undefined, undefined);
       return;
     }
-    // The core holds duplicates of both descriptors: closing Node's sockets
-    // leaves the connections open, and in the core's hands only.
+    // The core holds duplicates of both descriptors: closing Node's leaves
+    // the connections open, and in the core's hands only.
     down.destroy();
-    up.destroy();
+    if (bare !== undefined) bare.close();
+    else upSocket!.destroy();
+    this.#down = this.#up = null;
   }
 
   /** The gateway ends the session (idle, shutdown, drain): both sides are cut now. */
@@ -162,7 +177,8 @@ export class NativeTunnel implements Relay {
   }
 
   #runInJs(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
-    this.#js = new Tunnel(this.#down, this.#up, this.#limits, (_, end) => this.#onEnd(this, end));
+    this.#js = new Tunnel(this.#down!, this.#up!.socket, this.#limits, (_, end) => this.#onEnd(this, end));
+    this.#down = this.#up = null;
     this.#js.start(toClient, toUpstream);
   }
 
@@ -210,23 +226,25 @@ function stopReading(handle: Handle): void {
 }
 
 /** Writes bytes read ahead during the handshake; returns their count. */
-function handOver(bytes: Buffer | undefined, to: Socket): number {
+function handOver(bytes: Buffer | undefined, send: (chunk: Buffer) => void): number {
   if (bytes === undefined || bytes.length === 0) return 0;
-  to.write(bytes);
+  send(bytes);
   return bytes.length;
 }
 
-/** Chunks `from` read before the relay took over go to `to` one by one, as they were read; returns their bytes. */
-function moveBuffered(from: Socket, to: Socket): number {
+/** Chunks `from` read before the relay took over are sent one by one, as they were read; returns their bytes. */
+function moveBuffered(from: Socket, send: (chunk: Buffer) => void): number {
   if (from.readableLength === 0) return 0;
   let moved = 0;
   // Flowing mode hands the chunks over one by one; paused mode would join them (a copy).
   from.resume();
   let chunk: Buffer | null;
   while ((chunk = from.read() as Buffer | null) !== null) {
-    to.write(chunk);
+    send(chunk);
     moved += chunk.length;
   }
   from.pause();
   return moved;
 }
+
+function noop(): void {}

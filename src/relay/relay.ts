@@ -4,6 +4,7 @@ import type { Sweepable } from './idle-sweeper.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
 import { InspectRelay } from './inspect.js';
 import { NATIVE_RELAY, NativeTunnel } from './native-tunnel.js';
+import type { BareHandle } from './handle-io.js';
 
 /** Everything a relay is told about its session; it never reads config itself. */
 export interface RelayLimits {
@@ -44,7 +45,18 @@ export interface Relay extends Sweepable {
 
 export type RelayDone = (relay: Relay, end: RelayEnd) => void;
 
-export function createRelay(mode: RelayMode, down: Socket, up: Socket, limits: RelayLimits, done: RelayDone): Relay {
-  if (mode === 'inspect') return new InspectRelay(down, up, limits, done);
-  return NATIVE_RELAY ? new NativeTunnel(down, up, limits, done) : new Tunnel(down, up, limits, done);
+/** The upstream connection, as a dial leaves it. */
+export interface UpstreamConnection {
+  /** Reading it makes a socket of a bare `handle` (for good). */
+  readonly socket: Socket;
+  /** A bare TCP handle no socket owns yet (BareDial), for the native core. */
+  readonly handle?: BareHandle | undefined;
+}
+
+/** Tunnel sessions take bare upstream handles: the native core needs no socket for them. */
+export const BARE_UPSTREAM: boolean = NATIVE_RELAY;
+
+export function createRelay(mode: RelayMode, down: Socket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone): Relay {
+  if (mode === 'inspect') return new InspectRelay(down, up.socket, limits, done);
+  return NATIVE_RELAY ? new NativeTunnel(down, up, limits, done) : new Tunnel(down, up.socket, limits, done);
 }

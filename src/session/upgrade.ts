@@ -11,11 +11,11 @@ import { peerAddress, peerPort } from '../listener/peer-address.js';
 import { encodeProxyV2 } from '../upstream/proxy-header.js';
 import { upstreamPath } from '../routing/route-table.js';
 import { hashKeyOf } from '../balancer/hash-key.js';
-import { UpstreamDial, type DialResult } from '../upstream/connect.js';
+import { dialUpstream, discardAnswer, type Dial, type DialResult } from '../upstream/connect.js';
 import { clientAnswerHead, clientSwitchingHead } from '../upstream/response-head.js';
 import type { Target, UpstreamPool } from '../upstream/pool.js';
 import type { RelayEnd } from '../relay/tunnel.js';
-import { createRelay, type Relay } from '../relay/relay.js';
+import { BARE_UPSTREAM, createRelay, type Relay } from '../relay/relay.js';
 import type { Snapshot } from '../snapshot.js';
 import { dialFailed, dialSucceeded } from '../health/outlier.js';
 import type { SessionHost } from './session-host.js';
@@ -52,7 +52,7 @@ export class Session {
   #early: Buffer | undefined;
   readonly #secure: boolean;
   #target: Target | undefined;
-  #dial: UpstreamDial | undefined;
+  #dial: Dial | undefined;
   #tried: Set<Target> | undefined;
   #attemptsLeft: number;
   #lastError: GatewayError | undefined;
@@ -153,7 +153,7 @@ export class Session {
     const key64 = req.headers['sec-websocket-key'] as string;
     const socket = this.#socket;
     const peer = peerAddress(socket);
-    this.#dial = new UpstreamDial(
+    this.#dial = dialUpstream(
       {
         target: target.config,
         request: buildUpstreamHandshake(req, {
@@ -176,13 +176,14 @@ export class Session {
           : undefined,
       },
       this.#onDialed,
+      BARE_UPSTREAM && this.#snap.relay.mode === 'tunnel',
     );
   }
 
   #onDialed = (err: GatewayError | undefined, result: DialResult | undefined): void => {
     this.#dial = undefined;
     if (this.#done) {
-      result?.socket.destroy();
+      if (result !== undefined) discardAnswer(result);
       return;
     }
     const target = this.#target!;
@@ -204,7 +205,7 @@ export class Session {
     dialSucceeded(target.state);
     if ((target.state.drained || target.state.removed) && result!.kind === 'upgraded' && !this.#host.draining) {
       // Drained (or removed) while we dialed: nothing is committed yet, so try another target.
-      result!.socket.destroy();
+      discardAnswer(result!);
       this.#release();
       (this.#tried ??= new Set()).add(target);
       this.#target = undefined;
@@ -228,7 +229,7 @@ export class Session {
     const tunnel = createRelay(
       relayConfig.mode,
       down,
-      result.socket,
+      result,
       {
         maxBufferedBytes: limits.maxBufferedBytes,
         idleMs: limits.idleTimeout,
@@ -246,7 +247,6 @@ export class Session {
     this.#tunnel = tunnel;
     this.#target!.state.sessions.add(this);
     down.off('close', this.#onEarlyClose);
-    result.socket.off('error', noop);
     this.#host.sweeper.add(tunnel);
     tunnel.start(result.rest, early);
   }

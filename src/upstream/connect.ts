@@ -2,7 +2,10 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { TargetConfig } from '../config/types.js';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
-import { parseResponseHead, type ResponseHead } from './response-head.js';
+import type { ResponseHead } from './response-head.js';
+import { DialAttempt } from './dial-attempt.js';
+import { BareDial, canDialBare } from './raw-dial.js';
+import type { BareHandle } from '../relay/handle-io.js';
 import { upstreamSecureContext } from './upstream-tls.js';
 
 export interface DialOptions {
@@ -23,7 +26,10 @@ export interface DialOptions {
 /** The upstream agreed: relay from here. `rest` is what it sent behind its 101. */
 export interface Upgraded {
   readonly kind: 'upgraded';
+  /** On a bare dial, reading it builds a socket on `handle` (once). */
   readonly socket: Socket;
+  /** Set while the connection is a bare TCP handle (BareDial) that no socket owns yet. */
+  readonly handle?: BareHandle | undefined;
   readonly head: ResponseHead;
   readonly rest: Buffer | undefined;
 }
@@ -32,11 +38,35 @@ export interface Upgraded {
 export interface Answered {
   readonly kind: 'answered';
   readonly socket: Socket;
+  readonly handle?: BareHandle | undefined;
   readonly head: ResponseHead;
   readonly rest: Buffer | undefined;
 }
 
 export type DialResult = Upgraded | Answered;
+
+export type DialDone = (err: GatewayError | undefined, result: DialResult | undefined) => void;
+
+/** One attempt at one target, under way. */
+export interface Dial {
+  /** The client went away: give up quietly. */
+  abort(): void;
+}
+
+/**
+ * Dials `opts.target`. `bare`: the caller takes a bare TCP handle when it can
+ * (tunnel sessions for the native core), so plain targets with an IP address
+ * are dialed without a net.Socket (raw-dial.ts).
+ */
+export function dialUpstream(opts: DialOptions, done: DialDone, bare: boolean): Dial {
+  return bare && canDialBare(opts) ? new BareDial(opts, done) : new UpstreamDial(opts, done);
+}
+
+/** Closes the connection of an answer nobody will use. */
+export function discardAnswer(result: DialResult): void {
+  if (result.handle !== undefined) result.handle.close();
+  else result.socket.destroy();
+}
 
 /**
  * One attempt at one target: dial, send the handshake, read the answer. The
@@ -44,17 +74,11 @@ export type DialResult = Upgraded | Answered;
  * http.request: the 101 hands us the socket anyway, and skipping the HTTP
  * client saves an agent, a parser and several objects per connection.
  */
-export class UpstreamDial {
+export class UpstreamDial extends DialAttempt {
   readonly socket: Socket;
-  readonly #opts: DialOptions;
-  readonly #done: (err: GatewayError | undefined, result: DialResult | undefined) => void;
-  readonly #timer: NodeJS.Timeout;
-  #chunks: Buffer[] | undefined;
-  #settled = false;
 
-  constructor(opts: DialOptions, done: (err: GatewayError | undefined, result: DialResult | undefined) => void) {
-    this.#opts = opts;
-    this.#done = done;
+  constructor(opts: DialOptions, done: DialDone) {
+    super(opts, done);
     const { host, port } = opts.target;
     const proxyHeader = opts.proxyHeader;
     let tcp: Socket | undefined;
@@ -81,93 +105,43 @@ export class UpstreamDial {
     this.socket.on('data', this.#onData);
     this.socket.on('close', this.#onClose);
     this.socket.once(opts.target.secure ? 'secureConnect' : 'connect', this.#onConnect);
-    this.#timer = setTimeout(this.#onTimeout, opts.timeout);
   }
 
-  /** The client went away: give up quietly. */
-  abort(): void {
-    if (this.#settled) return;
-    this.#settle(undefined, undefined);
+  protected drop(): void {
     this.socket.destroy();
   }
 
   #onConnect = (): void => {
-    const proxyHeader = this.#opts.proxyHeader;
-    if (proxyHeader !== undefined && !this.#opts.target.secure) this.socket.write(proxyHeader);
-    this.socket.write(this.#opts.request);
+    const proxyHeader = this.opts.proxyHeader;
+    if (proxyHeader !== undefined && !this.opts.target.secure) this.socket.write(proxyHeader);
+    this.socket.write(this.opts.request);
   };
 
   #onData = (chunk: Buffer): void => {
-    let buf = chunk;
-    if (this.#chunks !== undefined) {
-      this.#chunks.push(chunk);
-      buf = Buffer.concat(this.#chunks);
-    }
-    const end = buf.indexOf('\r\n\r\n', 0, 'latin1');
-    if (end === -1) {
-      if (buf.length > this.#opts.maxHeadBytes) {
-        this.#fail(new GatewayError('UPSTREAM_BAD_RESPONSE', `response head over ${this.#opts.maxHeadBytes} bytes`));
-      } else {
-        this.#chunks = [buf];
-      }
-      return;
-    }
-    const head = parseResponseHead(buf.toString("latin1", 0, end));
-    if (head === undefined) {
-      this.#fail(new GatewayError('UPSTREAM_BAD_RESPONSE', 'unparseable response head'));
-      return;
-    }
-    const rest = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
+    const answer = this.answer.take(chunk);
+    if (answer === undefined) return;
     this.socket.off('data', this.#onData);
     this.socket.off('close', this.#onClose);
     this.socket.off('error', this.#onError);
-    if (head.status === 101) {
-      const problem = checkUpgrade(head, this.#opts.accept);
-      if (problem !== undefined) {
-        this.socket.on('error', noop);
-        this.#fail(new GatewayError('UPSTREAM_BAD_RESPONSE', problem));
-        return;
-      }
-    }
     // The next owner attaches its own handlers; until then errors are swallowed
     // rather than crashing the process.
     this.socket.on('error', noop);
+    if (answer instanceof GatewayError) {
+      this.fail(answer);
+      return;
+    }
     // Stop the flow until the relay (or the answer forwarder) takes over.
     this.socket.pause();
-    this.#settle(undefined, { kind: head.status === 101 ? 'upgraded' : 'answered', socket: this.socket, head, rest });
+    this.settle(undefined, { ...answer, socket: this.socket });
   };
 
   #onError = (err: NodeJS.ErrnoException): void => {
-    this.#fail(new GatewayError(upstreamErrorCode(err), `${this.#opts.target.url}: ${err.message}`, { cause: err }));
+    this.fail(new GatewayError(upstreamErrorCode(err), `${this.opts.target.url}: ${err.message}`, { cause: err }));
   };
 
   #onClose = (): void => {
-    this.#fail(new GatewayError('UPSTREAM_RESET', `${this.#opts.target.url}: closed before answering`));
+    this.fail(new GatewayError('UPSTREAM_RESET', `${this.opts.target.url}: closed before answering`));
   };
-
-  #onTimeout = (): void => {
-    this.#fail(new GatewayError('UPSTREAM_TIMEOUT', `${this.#opts.target.url}: no answer within ${this.#opts.timeout}ms`));
-  };
-
-  #fail(err: GatewayError): void {
-    if (this.#settled) return;
-    this.socket.destroy();
-    this.#settle(err, undefined);
-  }
-
-  #settle(err: GatewayError | undefined, result: DialResult | undefined): void {
-    this.#settled = true;
-    this.#chunks = undefined;
-    clearTimeout(this.#timer);
-    this.#done(err, result);
-  }
-}
-
-function checkUpgrade(head: ResponseHead, accept: string): string | undefined {
-  if (head.get('upgrade')?.toLowerCase() !== 'websocket') return '101 without Upgrade: websocket';
-  if (!/(^|[\s,])upgrade([\s,]|$)/i.test(head.get('connection') ?? '')) return '101 without Connection: upgrade';
-  if (head.get('sec-websocket-accept') !== accept) return '101 with a wrong Sec-WebSocket-Accept';
-  return undefined;
 }
 
 function isIpLiteral(host: string): boolean {

@@ -1,0 +1,98 @@
+import { GatewayError } from '../errors.js';
+import type { Answered, Dial, DialDone, DialOptions, DialResult, Upgraded } from './connect.js';
+import { parseResponseHead, type ResponseHead } from './response-head.js';
+
+// What both kinds of dial share (connect.ts on net.Socket, raw-dial.ts on a
+// bare handle): the timeout, settling exactly once, and reading the answer.
+
+/** One attempt at one target; subclasses own the connection. */
+export abstract class DialAttempt implements Dial {
+  protected readonly opts: DialOptions;
+  protected readonly answer: AnswerReader;
+  readonly #done: DialDone;
+  readonly #timer: NodeJS.Timeout;
+  #settled = false;
+
+  constructor(opts: DialOptions, done: DialDone) {
+    this.opts = opts;
+    this.#done = done;
+    this.answer = new AnswerReader(opts.maxHeadBytes, opts.accept);
+    this.#timer = setTimeout(this.#onTimeout, opts.timeout);
+  }
+
+  protected get settled(): boolean {
+    return this.#settled;
+  }
+
+  /** Closes the connection, whatever state it is in. */
+  protected abstract drop(): void;
+
+  /** The client went away: give up quietly. */
+  abort(): void {
+    if (this.#settled) return;
+    this.settle(undefined, undefined);
+    this.drop();
+  }
+
+  protected fail(err: GatewayError): void {
+    if (this.#settled) return;
+    this.drop();
+    this.settle(err, undefined);
+  }
+
+  #onTimeout = (): void => {
+    this.fail(new GatewayError('UPSTREAM_TIMEOUT', `${this.opts.target.url}: no answer within ${this.opts.timeout}ms`));
+  };
+
+  protected settle(err: GatewayError | undefined, result: DialResult | undefined): void {
+    this.#settled = true;
+    clearTimeout(this.#timer);
+    this.#done(err, result);
+  }
+}
+
+
+/** What an answer reader makes of the upstream's answer: all of it but the connection. */
+export type Answer = Omit<Upgraded, 'socket' | 'handle'> | Omit<Answered, 'socket' | 'handle'>;
+
+/** Collects the upstream's answer head across reads and judges it. */
+export class AnswerReader {
+  readonly #maxHeadBytes: number;
+  /** The Sec-WebSocket-Accept a 101 must carry. */
+  readonly #accept: string;
+  #chunks: Buffer[] | undefined;
+
+  constructor(maxHeadBytes: number, accept: string) {
+    this.#maxHeadBytes = maxHeadBytes;
+    this.#accept = accept;
+  }
+
+  /** undefined: the head is not complete yet. */
+  take(chunk: Buffer): Answer | GatewayError | undefined {
+    let buf = chunk;
+    if (this.#chunks !== undefined) {
+      this.#chunks.push(chunk);
+      buf = Buffer.concat(this.#chunks);
+    }
+    const end = buf.indexOf('\r\n\r\n', 0, 'latin1');
+    if (end === -1) {
+      if (buf.length > this.#maxHeadBytes) return new GatewayError('UPSTREAM_BAD_RESPONSE', `response head over ${this.#maxHeadBytes} bytes`);
+      this.#chunks = [buf];
+      return undefined;
+    }
+    this.#chunks = undefined;
+    const head = parseResponseHead(buf.toString('latin1', 0, end));
+    if (head === undefined) return new GatewayError('UPSTREAM_BAD_RESPONSE', 'unparseable response head');
+    const rest = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
+    if (head.status !== 101) return { kind: 'answered', head, rest };
+    const problem = checkUpgrade(head, this.#accept);
+    return problem === undefined ? { kind: 'upgraded', head, rest } : new GatewayError('UPSTREAM_BAD_RESPONSE', problem);
+  }
+}
+
+function checkUpgrade(head: ResponseHead, accept: string): string | undefined {
+  if (head.get('upgrade')?.toLowerCase() !== 'websocket') return '101 without Upgrade: websocket';
+  if (!/(^|[\s,])upgrade([\s,]|$)/i.test(head.get('connection') ?? '')) return '101 without Connection: upgrade';
+  if (head.get('sec-websocket-accept') !== accept) return '101 with a wrong Sec-WebSocket-Accept';
+  return undefined;
+}

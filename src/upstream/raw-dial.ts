@@ -1,0 +1,142 @@
+import { isIPv4, isIPv6, Socket } from 'node:net';
+import { GatewayError, upstreamErrorCode } from '../errors.js';
+import { BARE_TCP, bareConnectReq, bareRead, isEof, openBareTcp, uvError, writeBare, type BareHandle, type ConnectReq, type Handle } from '../relay/handle-io.js';
+import { DialAttempt, type Answer } from './dial-attempt.js';
+import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
+
+// A dial on a bare TCP handle: Node's own handle, driven the way net.Socket
+// drives it, but with no net.Socket around it. Tunnel sessions hand the
+// connection to the native relay core right after the 101, so a socket would
+// be built only to be torn down again; that is a third of a handshake's
+// JavaScript (`bench/instructions.ts`). The answer carries the bare handle,
+// and builds a socket on it only if something asks for one (a non-101
+// answer to pass on, or a session the core cannot take).
+//
+// Only for plain targets with an IP address: names (DNS) and TLS take
+// UpstreamDial, as do builds without the internals (BARE_TCP).
+
+/** A raw dial can reach `opts.target`. */
+export function canDialBare(opts: DialOptions): boolean {
+  const { host, secure } = opts.target;
+  return BARE_TCP && !secure && (isIPv4(host) || isIPv6(host));
+}
+
+interface DialReq extends ConnectReq {
+  dial: BareDial;
+}
+
+interface DialHandle extends BareHandle {
+  dial?: BareDial;
+}
+
+export class BareDial extends DialAttempt {
+  readonly #handle: DialHandle;
+
+  constructor(opts: DialOptions, done: DialDone) {
+    super(opts, done);
+    const { host, port } = opts.target;
+    const handle: DialHandle = openBareTcp();
+    this.#handle = handle;
+    handle.dial = this;
+    handle.setNoDelay(true);
+    const req = bareConnectReq() as DialReq;
+    req.dial = this;
+    req.oncomplete = onConnect;
+    const err = isIPv6(host) ? handle.connect6(req, host, port) : handle.connect(req, host, port);
+    if (err !== 0) process.nextTick(() => this.#failed(err, 'connect'));
+  }
+
+  protected drop(): void {
+    this.#handle.close();
+  }
+
+  /** @internal the connect request completed */
+  connected(status: number): void {
+    if (this.settled) return;
+    if (status < 0) {
+      this.#failed(status, 'connect');
+      return;
+    }
+    const handle = this.#handle;
+    const proxyHeader = this.opts.proxyHeader;
+    // Writes libuv holds for later (the upstream's window is full) report their errors here.
+    const written = (st: number): void => {
+      if (st < 0) this.#failed(st, 'write');
+    };
+    let err = proxyHeader === undefined ? 0 : writeOrError(handle, proxyHeader, written);
+    if (err === 0) err = writeOrError(handle, this.opts.request, written);
+    if (err === 0) {
+      handle.onread = onRead;
+      handle.reading = true;
+      err = handle.readStart();
+    }
+    if (err !== 0) this.#failed(err, 'write');
+  }
+
+  /** @internal */
+  read(chunk: Buffer | number): void {
+    if (this.settled) return;
+    if (typeof chunk === 'number') {
+      if (chunk === 0) return;
+      if (isEof(chunk)) this.fail(new GatewayError('UPSTREAM_RESET', `${this.opts.target.url}: closed before answering`));
+      else this.#failed(chunk, 'read');
+      return;
+    }
+    const answer = this.answer.take(chunk);
+    if (answer === undefined) return;
+    if (answer instanceof GatewayError) {
+      this.fail(answer);
+      return;
+    }
+    const handle = this.#handle;
+    handle.reading = false;
+    handle.readStop();
+    handle.dial = undefined;
+    this.settle(undefined, bareAnswer(answer, handle));
+  }
+
+  #failed(code: number, syscall: string): void {
+    const { host, port, url } = this.opts.target;
+    const err = uvError(code, syscall);
+    err.message += ` ${host}:${port}`;
+    this.fail(new GatewayError(upstreamErrorCode(err), `${url}: ${err.message}`, { cause: err }));
+  }
+}
+
+function writeOrError(handle: BareHandle, data: string | Buffer, done: (status: number) => void): number {
+  const r = writeBare(handle, data, done);
+  return r < 0 ? r : 0;
+}
+
+function onConnect(this: ConnectReq, status: number): void {
+  (this as DialReq).dial.connected(status);
+}
+
+function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
+  (this as DialHandle).dial?.read(bareRead(arrayBuffer));
+}
+
+/**
+ * The answer, with the connection as a bare handle: `handle` while nothing
+ * asked for a socket, `socket` builds one on the handle (once) and from then
+ * on the socket owns it.
+ */
+function bareAnswer(answer: Answer, handle: BareHandle): Upgraded | Answered {
+  let socket: Socket | undefined;
+  return {
+    ...answer,
+    get handle(): BareHandle | undefined {
+      return socket === undefined ? handle : undefined;
+    },
+    get socket(): Socket {
+      if (socket === undefined) {
+        // Paused, as UpstreamDial leaves its sockets: the next owner starts the flow.
+        socket = new Socket({ handle, readable: true, writable: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
+        socket.on('error', noop);
+      }
+      return socket;
+    },
+  };
+}
+
+function noop(): void {}
