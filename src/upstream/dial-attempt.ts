@@ -51,7 +51,6 @@ export abstract class DialAttempt implements Dial {
   }
 }
 
-
 /** What an answer reader makes of the upstream's answer: all of it but the connection. */
 export type Answer = Omit<Upgraded, 'socket' | 'handle'> | Omit<Answered, 'socket' | 'handle'>;
 
