@@ -20,10 +20,14 @@ interface RawSession {
 }
 
 /** A gateway in front of a raw upstream; `open()` starts a session and hands the test both of its ends. */
-async function rawTunnel(extraConfig = '', upstreamExtra?: Buffer): Promise<{ gw: RunningGateway; open(first?: string): Promise<RawSession>; close(): Promise<void> }> {
+async function rawTunnel(
+  extraConfig = '',
+  upstreamExtra?: Buffer,
+  answerAfterMs = 0,
+): Promise<{ gw: RunningGateway; open(first?: string): Promise<RawSession>; close(): Promise<void> }> {
   const waiting: ((s: Socket) => void)[] = [];
   const srv = await rawServer((s) => {
-    void acceptUpgrade(s, upstreamExtra).then(() => waiting.shift()?.(s));
+    setTimeout(() => void acceptUpgrade(s, upstreamExtra).then(() => waiting.shift()?.(s)), answerAfterMs);
   });
   const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${srv.port}`], `${TUNNEL}\n${extraConfig}`));
   const clients = new Set<Socket>();
@@ -157,6 +161,22 @@ void describe(`tunnel sessions (${native ? 'native core' : 'JavaScript tunnel'})
       await eventually(() => sessionLines(t.gw).length === 1, 5_000, 'access log line');
       const line = sessionLines(t.gw)[0]!;
       assert.deepEqual([line.bytesIn, line.bytesOut, line.closedBy, line.reason], [5, 6, 'client', 'end']);
+    } finally {
+      await t.close();
+    }
+  });
+
+  void it('1 MiB a client sends before the 101 (the upstream answers late) reaches the upstream intact, in order', async () => {
+    const t = await rawTunnel('', undefined, 300);
+    try {
+      // Hex keeps it one string with the request; the gateway sees bytes.
+      const early = randomBytes(512 * 1024).toString('hex');
+      const { client, upstream } = await t.open(early);
+      const got = await receive(upstream, early.length, 0);
+      assert.equal(got, createHash('sha256').update(early).digest('hex'));
+      client.end();
+      await eventually(() => sessionLines(t.gw).length === 1, 5_000, 'access log line');
+      assert.equal(sessionLines(t.gw)[0]!.bytesIn, early.length);
     } finally {
       await t.close();
     }
