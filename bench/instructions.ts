@@ -3,7 +3,7 @@
 // versions of the handshake or relay path when CPU-time figures swing by
 // ±20% (bench/README.md).
 // Counts user space only: the kernel's share (system calls, TCP) is left out.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +28,8 @@ const USAGE = `usage: node --import tsx bench/instructions.ts [options]
   --duration S     seconds of load counted (default 20)
   --wsgate FILE    wsgate's built entry point (default dist/main.js), e.g. a
                    build of another version of the code, for an A/B
+  --keep DIR       keep the callgrind dumps in DIR (one file per thread), to
+                   see where the instructions go: callgrind_annotate FILE
 `;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -45,6 +47,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '60' },
     duration: { type: 'string', default: '20' },
     wsgate: { type: 'string' },
+    keep: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -177,5 +180,12 @@ try {
   process.exitCode = 1;
 } finally {
   for (const c of children.reverse()) await c.stop();
+  if (values.keep !== undefined) keepDumps(values.keep);
   rmSync(tmp, { recursive: true, force: true });
+}
+
+function keepDumps(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  for (const f of readdirSync(tmp)) if (f.startsWith('cg.')) copyFileSync(join(tmp, f), join(dir, f));
+  process.stdout.write(`callgrind dumps kept in ${dir}\n`);
 }

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { BareConn } from './bare-conn.js';
 import { Buffer } from 'node:buffer';
 import { getSystemErrorName } from 'node:util';
 
@@ -46,6 +47,7 @@ export interface Handle {
 
 interface StreamWrap {
   WriteWrap: new () => WriteReq;
+  ShutdownWrap: new () => ShutdownReq;
   streamBaseState: Int32Array;
   kReadBytesOrError: number;
   kArrayBufferOffset: number;
@@ -58,6 +60,7 @@ interface Binding {
   readonly TCPConnectWrap: new () => ConnectReq;
   readonly SOCKET: number;
   readonly UV_EOF: number;
+  readonly UV_ENOTCONN: number;
 }
 
 /** A TCP handle with no net.Socket around it (src/upstream/raw-dial.ts). */
@@ -66,7 +69,14 @@ export interface BareHandle extends Handle {
   connect6(req: ConnectReq, address: string, port: number): number;
   setNoDelay(enable: boolean): number;
   writeLatin1String(req: WriteReq, data: string): number;
-  close(): void;
+  shutdown(req: ShutdownReq): number;
+  close(callback?: () => void): void;
+}
+
+interface ShutdownReq {
+  handle: Handle;
+  oncomplete: (this: ShutdownReq, status: number) => void;
+  done?: (status: number) => void;
 }
 
 export interface ConnectReq {
@@ -84,16 +94,17 @@ function loadBinding(): Binding | null {
     const tcpWrap = binding('tcp_wrap') as { TCP: Binding['TCP']; TCPConnectWrap: Binding['TCPConnectWrap']; constants: { SOCKET: number } };
     const { TCP, TCPConnectWrap } = tcpWrap;
     const SOCKET = tcpWrap.constants?.SOCKET;
-    const UV_EOF = (binding('uv') as { UV_EOF: number }).UV_EOF;
+    const { UV_EOF, UV_ENOTCONN } = binding('uv') as { UV_EOF: number; UV_ENOTCONN: number };
     const ok =
       typeof wrap.WriteWrap === 'function' &&
+      typeof wrap.ShutdownWrap === 'function' &&
       wrap.streamBaseState instanceof Int32Array &&
-      [wrap.kReadBytesOrError, wrap.kArrayBufferOffset, wrap.kLastWriteWasAsync, UV_EOF, SOCKET].every(Number.isInteger) &&
+      [wrap.kReadBytesOrError, wrap.kArrayBufferOffset, wrap.kLastWriteWasAsync, UV_EOF, UV_ENOTCONN, SOCKET].every(Number.isInteger) &&
       typeof TCP === 'function' &&
       typeof TCPConnectWrap === 'function' &&
       typeof (TCP.prototype as Partial<Handle>).writeBuffer === 'function' &&
       typeof (TCP.prototype as Partial<Handle>).readStart === 'function';
-    return ok ? { wrap, TCP, TCPConnectWrap, SOCKET, UV_EOF } : null;
+    return ok ? { wrap, TCP, TCPConnectWrap, SOCKET, UV_EOF, UV_ENOTCONN } : null;
   } catch {
     return null;
   }
@@ -122,9 +133,14 @@ interface PortSocket extends Socket {
   _readableState: { ended: boolean };
 }
 
+/** What a relay relays: a net.Socket, or a bare connection (bare-conn.ts) with the same lifecycle. */
+export type RelaySocket = Socket | BareConn;
+
 /** One relayed socket, read and written through its handle when it can be, else through its stream API. */
 export class Port<O = unknown> {
-  readonly socket: Socket;
+  readonly socket: RelaySocket;
+  /** A BareConn: no stream state to look at, EOF goes to its readEnd(). */
+  readonly bare: boolean;
   readonly handlers: PortHandlers<O>;
   /** Set by the relay before start(). */
   owner!: O;
@@ -141,10 +157,11 @@ export class Port<O = unknown> {
   /** Reused while writes complete at once; an async write keeps its own. */
   req: WriteReq | null = null;
 
-  constructor(socket: Socket, handlers: PortHandlers<O>) {
+  constructor(socket: RelaySocket, handlers: PortHandlers<O>) {
     this.socket = socket;
     this.handlers = handlers;
-    this.handle = tcpHandleOf(socket);
+    this.bare = 'readEnd' in socket;
+    this.handle = this.bare ? (socket as BareConn).handle : tcpHandleOf(socket as Socket);
   }
 
   /** The relay drives the socket's handle directly. */
@@ -163,6 +180,16 @@ export class Port<O = unknown> {
     // The socket's own 'drain' still matters for what goes through socket.write().
     socket.on('drain', onStreamDrain);
     const handle = this.handle;
+    if (this.bare) {
+      handle![kPort] = this as Port;
+      handle!.onread = onRead;
+      if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
+      if (!this.paused && !socket.destroyed && !handle!.reading) {
+        handle!.reading = true;
+        handle!.readStart();
+      }
+      return;
+    }
     if (handle === null) {
       socket.on('data', onStreamData);
       // resume() lets buffered chunks flow from the next tick, after `first`;
@@ -238,7 +265,8 @@ export class Port<O = unknown> {
   pause(): void {
     this.paused = true;
     const handle = this.handle;
-    if (handle === null) this.socket.pause();
+    // No handle: a stream socket (a BareConn always has one).
+    if (handle === null) (this.socket as Socket).pause();
     else if (handle.reading) {
       handle.reading = false;
       handle.readStop();
@@ -249,7 +277,7 @@ export class Port<O = unknown> {
     this.paused = false;
     const handle = this.handle;
     if (handle === null) {
-      if (!this.socket.destroyed) this.socket.resume();
+      if (!this.socket.destroyed) (this.socket as Socket).resume();
     } else if (!handle.reading && !this.eof && !this.socket.destroyed) {
       handle.reading = true;
       handle.readStart();
@@ -286,8 +314,12 @@ function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
   }
   if (port.eof) return;
   port.eof = true;
-  socket.push(null);
-  socket.read(0);
+  if (port.bare) {
+    (socket as BareConn).readEnd();
+    return;
+  }
+  (socket as Socket).push(null);
+  (socket as Socket).read(0);
 }
 
 function onWriteDone(this: WriteReq, status: number): void {
@@ -346,6 +378,24 @@ export function writeBare(handle: BareHandle, data: string | Buffer, done: (stat
   const err = typeof data === 'string' ? handle.writeLatin1String(req, data) : handle.writeBuffer(req, data);
   if (err !== 0) return err;
   return state[kAsync] === 0 ? 0 : 1;
+}
+
+/**
+ * Sends FIN on a bare handle once libuv has written what it holds: 0 when
+ * `done(status)` follows, 1 when it is done already, or a libuv error.
+ */
+export function bareShutdown(handle: BareHandle, done: (status: number) => void): number {
+  const req = new binding!.wrap.ShutdownWrap();
+  req.handle = handle;
+  req.done = done;
+  req.oncomplete = onShutdown;
+  const err = handle.shutdown(req);
+  // As net.Socket reads it: 1 is a shutdown finished at once; a peer already gone has nothing to shut.
+  return err === 1 || err === binding!.UV_ENOTCONN ? 1 : err;
+}
+
+function onShutdown(this: ShutdownReq, status: number): void {
+  this.done!(status);
 }
 
 /** In a bare handle's onread: the chunk read, or the libuv code (UV_EOF or an error) when there is none. */

@@ -1,10 +1,9 @@
-import type { Socket } from 'node:net';
 import { FrameTracker, type FrameEvents, type PayloadSink } from './frame-parser.js';
 import { CloseCode, Opcode } from './frames.js';
 import { isGatewayPong } from './keepalive.js';
 import { TokenBucket } from './message-rate.js';
 import { Utf8Stream } from './utf8-stream.js';
-import type { Port, PortHandlers } from './handle-io.js';
+import type { Port, PortHandlers, RelaySocket } from './handle-io.js';
 
 // One direction of an inspect relay: bytes read from `src`, tracked frame by
 // frame, written to `dst`.
@@ -42,8 +41,8 @@ export interface FlowOptions {
 
 export class Flow implements FrameEvents, PayloadSink {
   readonly owner: FlowOwner;
-  readonly src: Socket;
-  readonly dst: Socket;
+  readonly src: RelaySocket;
+  readonly dst: RelaySocket;
   readonly srcPort: Port<Flow>;
   readonly dstPort: Port<Flow>;
   readonly fromClient: boolean;

@@ -4,7 +4,7 @@ import type { Party, RelayEnd } from './tunnel.js';
 import { CloseCode, encodeClose } from './frames.js';
 import { Flow, FLOW_IO, type FlowOwner } from './inspect-flow.js';
 import { gatewayPing } from './keepalive.js';
-import { Port } from './handle-io.js';
+import { Port, type RelaySocket } from './handle-io.js';
 
 // Inspect mode: the relay follows the frames both ways (inspect-flow.ts) so
 // it can enforce RFC 6455 §5 and the message limits, answer for the gateway
@@ -44,9 +44,9 @@ const MAX_TIMER_MS = 0x7fffffff;
 
 const kRelay = Symbol('wsgate.inspect');
 
-interface RelaySide extends Socket {
+type RelaySide = RelaySocket & {
   [kRelay]: InspectRelay;
-}
+};
 
 const LABEL: Record<number, string> = {
   [CloseCode.PROTOCOL_ERROR]: 'protocol error',
@@ -83,7 +83,7 @@ export class InspectRelay implements Relay, FlowOwner {
   #lifetime: NodeJS.Timeout | undefined;
   #lifetimeEnd = 0;
 
-  constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
+  constructor(down: Socket, up: RelaySocket, limits: RelayLimits, done: RelayDone) {
     this.down = down as RelaySide;
     this.up = up as RelaySide;
     this.idleMs = limits.idleMs;
@@ -355,7 +355,7 @@ function later(fn: (r: InspectRelay) => void, ms: number, r: InspectRelay): Node
   return t;
 }
 
-function endSide(side: Socket): void {
+function endSide(side: RelaySocket): void {
   if (!side.writableEnded && !side.destroyed) side.end();
 }
 

@@ -4,7 +4,8 @@ import type { Sweepable } from './idle-sweeper.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
 import { InspectRelay } from './inspect.js';
 import { NATIVE_RELAY, NativeTunnel } from './native-tunnel.js';
-import type { BareHandle } from './handle-io.js';
+import { BARE_TCP, type BareHandle } from './handle-io.js';
+import { BareConn } from './bare-conn.js';
 
 /** Everything a relay is told about its session; it never reads config itself. */
 export interface RelayLimits {
@@ -53,10 +54,15 @@ export interface UpstreamConnection {
   readonly handle?: BareHandle | undefined;
 }
 
-/** Tunnel sessions take bare upstream handles: the native core needs no socket for them. */
-export const BARE_UPSTREAM: boolean = NATIVE_RELAY;
+/**
+ * Sessions in `mode` take bare upstream handles: the native core needs no
+ * socket for a tunnel, and an inspect relay runs on a BareConn.
+ */
+export function takesBareUpstream(mode: RelayMode): boolean {
+  return mode === 'tunnel' ? NATIVE_RELAY : BARE_TCP;
+}
 
 export function createRelay(mode: RelayMode, down: Socket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone): Relay {
-  if (mode === 'inspect') return new InspectRelay(down, up.socket, limits, done);
+  if (mode === 'inspect') return new InspectRelay(down, up.handle !== undefined ? new BareConn(up.handle) : up.socket, limits, done);
   return NATIVE_RELAY ? new NativeTunnel(down, up, limits, done) : new Tunnel(down, up.socket, limits, done);
 }

@@ -15,7 +15,7 @@ import { dialUpstream, discardAnswer, type Dial, type DialResult } from '../upst
 import { clientAnswerHead, clientSwitchingHead } from '../upstream/response-head.js';
 import type { Target, UpstreamPool } from '../upstream/pool.js';
 import type { RelayEnd } from '../relay/tunnel.js';
-import { BARE_UPSTREAM, createRelay, type Relay } from '../relay/relay.js';
+import { createRelay, takesBareUpstream, type Relay } from '../relay/relay.js';
 import type { Snapshot } from '../snapshot.js';
 import { dialFailed, dialSucceeded } from '../health/outlier.js';
 import type { SessionHost } from './session-host.js';
@@ -176,7 +176,7 @@ export class Session {
           : undefined,
       },
       this.#onDialed,
-      BARE_UPSTREAM && this.#snap.relay.mode === 'tunnel',
+      takesBareUpstream(this.#snap.relay.mode),
     );
   }
 
