@@ -1,13 +1,17 @@
 import type { Duplex } from 'node:stream';
+import type { BareConn } from '../relay/bare-conn.js';
 import { STATUS_CODES } from 'node:http';
 import type { GatewayError } from '../errors.js';
+
+/** A connection the gateway answers on. */
+type Answerable = Duplex | BareConn;
 
 /**
  * The one way the gateway answers a handshake it will not complete: a short
  * plain-text response, then the connection is ended. `extra` holds additional
  * header lines (without CRLF), e.g. "Sec-WebSocket-Version: 13".
  */
-export function reject(socket: Duplex, status: number, text: string, extra?: readonly string[]): void {
+export function reject(socket: Answerable, status: number, text: string, extra?: readonly string[]): void {
   if (socket.destroyed) return;
   if (!socket.writable) {
     socket.destroy();
@@ -21,7 +25,7 @@ export function reject(socket: Duplex, status: number, text: string, extra?: rea
 }
 
 /** Answers with a catalogue error: its own answer when it carries one, else status, text and extra headers. */
-export function rejectError(socket: Duplex, err: GatewayError): void {
+export function rejectError(socket: Answerable, err: GatewayError): void {
   const answer = err.answer;
   if (answer === undefined) {
     reject(socket, err.spec.httpStatus, err.spec.text, err.headers);
@@ -40,13 +44,13 @@ export function rejectError(socket: Duplex, err: GatewayError): void {
 }
 
 /** A client that never reads must not keep the socket (and its buffers) alive. */
-function linger(socket: Duplex): void {
+function linger(socket: Answerable): void {
   const timer = setTimeout(destroyIfOpen, LINGER_MS, socket);
   socket.once('close', () => clearTimeout(timer));
 }
 
 const LINGER_MS = 5_000;
 
-function destroyIfOpen(socket: Duplex): void {
+function destroyIfOpen(socket: Answerable): void {
   socket.destroy();
 }

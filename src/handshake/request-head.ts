@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Socket } from 'node:net';
+import type { RelaySocket } from '../relay/handle-io.js';
 import { tokenListHas } from './validate-upgrade.js';
 
 /**
@@ -18,7 +18,7 @@ export interface UpgradeRequest {
   readonly headers: IncomingHttpHeaders;
   /** [name, value, name, value…] as received. */
   readonly rawHeaders: string[];
-  readonly socket: Socket;
+  readonly socket: RelaySocket;
 }
 
 export class RequestHead implements UpgradeRequest {
@@ -30,7 +30,7 @@ export class RequestHead implements UpgradeRequest {
     readonly url: string,
     readonly headers: IncomingHttpHeaders,
     readonly rawHeaders: string[],
-    readonly socket: Socket,
+    readonly socket: RelaySocket,
   ) {}
 }
 
@@ -72,7 +72,7 @@ const MAX_FIELDS = 1_000;
  * (passthrough, or an error) exactly as it would have without this path.
  * This parser may only ever be stricter than llhttp, never more lenient.
  */
-export function parseUpgradeHead(head: string, socket: Socket): RequestHead | undefined {
+export function parseUpgradeHead(head: string, socket: RelaySocket): RequestHead | undefined {
   let eol = head.indexOf('\r\n');
   if (eol === -1) eol = head.length;
   const line = head.slice(0, eol);

@@ -1,13 +1,18 @@
 import type { Socket } from 'node:net';
+import { BareConn } from '../relay/bare-conn.js';
+import type { RelaySocket } from '../relay/handle-io.js';
 import { parseUpgradeHead, type RequestHead } from '../handshake/request-head.js';
 
 export interface HeadReaderHooks {
   /** A plain WebSocket upgrade; `rest` holds the bytes read behind its head. */
-  upgrade(req: RequestHead, socket: Socket, rest: Buffer): void;
-  /** Anything else: the bytes read so far are back in the socket, for Node's HTTP server to parse. */
+  upgrade(req: RequestHead, socket: RelaySocket, rest: Buffer): void;
+  /**
+   * Anything else: the bytes read so far are back in the socket (a BareConn's
+   * handle now has one), for Node's HTTP server to parse.
+   */
   other(socket: Socket): void;
   /** Head too large, too slow, or cut short: answered as Node's server would report it. */
-  clientError(err: NodeJS.ErrnoException, socket: Socket): void;
+  clientError(err: NodeJS.ErrnoException, socket: RelaySocket): void;
 }
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -35,8 +40,9 @@ export class HeadReaders {
     readonly hooks: HeadReaderHooks,
   ) {}
 
-  read(socket: Socket): void {
+  read(socket: RelaySocket): void {
     this.#pending.add(new HeadReader(this, socket));
+    if (socket instanceof BareConn) socket.resume();
     this.#sweep ??= setInterval(sweep, Math.max(50, Math.min(1_000, Math.floor(this.timeoutMs / 4))), this).unref();
   }
 
@@ -74,7 +80,7 @@ class HeadReader {
 
   constructor(
     readonly owner: HeadReaders,
-    readonly socket: Socket,
+    readonly socket: RelaySocket,
   ) {
     socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
@@ -128,9 +134,14 @@ class HeadReader {
   #other(): void {
     this.#detach();
     const socket = this.socket;
-    socket.pause();
-    if (this.#buf !== undefined) socket.unshift(this.#buf);
+    const buf = this.#buf;
     this.#buf = undefined;
+    if (socket instanceof BareConn) {
+      this.owner.hooks.other(socket.toSocket(buf));
+      return;
+    }
+    socket.pause();
+    if (buf !== undefined) socket.unshift(buf);
     this.owner.hooks.other(socket);
   }
 

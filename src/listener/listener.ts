@@ -12,22 +12,30 @@ import { peerAddress, setPeer, type Peer } from './peer-address.js';
 import { ProxyHeaderReader } from './proxy-protocol.js';
 import { HeadReaders } from './head-reader.js';
 import type { UpgradeRequest } from '../handshake/request-head.js';
+import { BARE_TCP, type BareHandle, type RelaySocket } from '../relay/handle-io.js';
+import { BareConn } from '../relay/bare-conn.js';
 
 export interface ListenerHandlers {
-  upgrade(req: UpgradeRequest, socket: Socket, head: Buffer, secure: boolean): void;
+  upgrade(req: UpgradeRequest, socket: RelaySocket, head: Buffer, secure: boolean): void;
   request(req: IncomingMessage, res: ServerResponse, secure: boolean): void;
-  clientError(err: NodeJS.ErrnoException, socket: Socket): void;
+  clientError(err: NodeJS.ErrnoException, socket: RelaySocket): void;
   /**
    * A new connection, its PROXY header read and the listener's IP lists
    * passed (peerAddress() is final): false closes it before any byte of it
    * is parsed. Whatever it counts, it releases on the socket's 'close'.
    */
-  accept?(socket: Socket): boolean;
+  accept?(socket: RelaySocket): boolean;
   /** Where TLS, PROXY protocol and accept-time refusals are logged. */
   readonly log?: Logger;
 }
 
 type ConnectionListener = (this: Server, socket: Socket) => void;
+
+type OnConnection = (this: ServerHandle, err: number, client: BareHandle | undefined) => void;
+
+interface ServerHandle {
+  onconnection: OnConnection;
+}
 
 /**
  * An accepting socket. On plain listeners, WebSocket upgrades are read by
@@ -39,6 +47,12 @@ type ConnectionListener = (this: Server, socket: Socket) => void;
  * (when configured), the listener's IP lists, the gateway's accept hook. For
  * that the server's own 'connection' listeners (HTTP, or TLS then HTTP) are
  * taken off and called by hand once the connection may go on.
+ *
+ * Plain listeners without PROXY protocol take their connections as bare
+ * handles (BareConn, src/relay/bare-conn.ts) rather than net.Sockets: an
+ * upgrade then reaches the relay with no socket built for it, a fifth of a
+ * handshake's instructions. A plain HTTP request gets a socket on its handle
+ * when the head reader hands it to Node's HTTP server.
  *
  * With `tls`, the server speaks TLS (HTTP/1.1 by ALPN), picks certificates
  * by SNI, and swaps them without dropping connections: on
@@ -121,6 +135,7 @@ export class Listener {
       this.server.listen({ host: this.config.host, port: this.config.port }, () => {
         this.server.off('error', onError);
         this.server.on('error', noop);
+        this.#acceptBare();
         resolve(this.server.address() as AddressInfo);
       });
     });
@@ -166,6 +181,22 @@ export class Listener {
     );
   }
 
+  /** Plain listeners: new connections come as bare handles, unless PROXY protocol is on (then Node's own accept). */
+  #acceptBare(): void {
+    const handle = (this.server as unknown as { _handle: ServerHandle | null })._handle;
+    if (!BARE_TCP || this.#heads === undefined || handle === null || typeof handle.onconnection !== 'function') return;
+    const nodeAccept = handle.onconnection;
+    handle.onconnection = (err: number, client: BareHandle | undefined): void => {
+      if (err !== 0 || client === undefined || this.#config.proxyProtocol) {
+        nodeAccept.call(handle, err, client);
+        return;
+      }
+      client.setNoDelay(true); // the server's noDelay option
+      // As http.Server's sockets: half-open allowed, the relay decides when to end.
+      this.#admit(new BareConn(client, true), undefined, false);
+    };
+  }
+
   #onConnection = (socket: Socket): void => {
     if (!this.#config.proxyProtocol) {
       this.#admit(socket, undefined, false);
@@ -183,7 +214,7 @@ export class Listener {
     });
   };
 
-  #admit(socket: Socket, rest: Buffer | undefined, paused: boolean): void {
+  #admit(socket: RelaySocket, rest: Buffer | undefined, paused: boolean): void {
     if (socket.destroyed) return;
     if (this.#filter !== undefined && !this.#filter.allows(peerAddress(socket))) {
       this.#refuse(socket, 'IP_FORBIDDEN', 'connection refused by the listener IP lists', undefined);
@@ -193,13 +224,14 @@ export class Listener {
       socket.destroy();
       return;
     }
-    if (rest !== undefined) socket.unshift(rest);
+    if (rest !== undefined) (socket as Socket).unshift(rest);
     if (this.#heads !== undefined) {
       this.#heads.read(socket);
       if (paused) socket.resume();
       return;
     }
-    for (const listener of this.#dispatch) listener.call(this.server, socket);
+    // TLS listeners: their connections are always sockets.
+    for (const listener of this.#dispatch) listener.call(this.server, socket as Socket);
   }
 
   /** Node's HTTP server takes over; it reads what was put back first, once the flow resumes. */
@@ -208,7 +240,7 @@ export class Listener {
     socket.resume();
   }
 
-  #refuse(socket: Socket, code: ErrorCode, msg: string, reason: string | undefined): void {
+  #refuse(socket: RelaySocket, code: ErrorCode, msg: string, reason: string | undefined): void {
     socket.destroy();
     const log = this.#handlers.log;
     if (log === undefined) return;

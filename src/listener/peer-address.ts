@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { RelaySocket } from '../relay/handle-io.js';
 
 /** Where a PROXY protocol header said a connection came from. */
 export interface Peer {
@@ -8,7 +9,7 @@ export interface Peer {
 
 const kPeer = Symbol('wsgate.peer');
 
-type WithPeer = Socket & { [kPeer]?: Peer; _parent?: WithPeer | null };
+type WithPeer = RelaySocket & { [kPeer]?: Peer; _parent?: WithPeer | null };
 
 /** Records the source a PROXY protocol header gave for this connection. */
 export function setPeer(socket: Socket, peer: Peer): void {
@@ -21,12 +22,12 @@ export function setPeer(socket: Socket, peer: Peer): void {
  * the listener reads one, else the socket's peer. A TLS socket looks at the
  * TCP socket it wraps, where the PROXY header was read.
  */
-export function peerAddress(socket: Socket): string {
+export function peerAddress(socket: RelaySocket): string {
   const peer = (socket as WithPeer)[kPeer] ?? (socket as WithPeer)._parent?.[kPeer];
   return peer !== undefined ? peer.address : (socket.remoteAddress ?? '');
 }
 
-export function peerPort(socket: Socket): number {
+export function peerPort(socket: RelaySocket): number {
   const peer = (socket as WithPeer)[kPeer] ?? (socket as WithPeer)._parent?.[kPeer];
   return peer !== undefined ? peer.port : (socket.remotePort ?? 0);
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { RelaySocket } from '../relay/handle-io.js';
 import type { AuthResult } from '../auth/route-auth.js';
 import { GatewayError } from '../errors.js';
 import type { UpgradeRequest } from '../handshake/request-head.js';
@@ -38,7 +38,7 @@ export class Gatekeeper {
    * sockets, handshake or not. Trusted proxies are exempt: their
    * clients are counted one by one at the handshake.
    */
-  acceptSocket(socket: Socket, snap: Snapshot): boolean {
+  acceptSocket(socket: RelaySocket, snap: Snapshot): boolean {
     const address = peerAddress(socket);
     if (snap.trusted.trusts(address)) return true;
     const entry = this.#perIp.admitSocket(address, snap.guards.socketCap);

@@ -1,16 +1,19 @@
 import { EventEmitter } from 'node:events';
-import { bareShutdown, uvError, writeBare, type BareHandle } from './handle-io.js';
+import { Socket } from 'node:net';
+import { bareRead, bareShutdown, isEof, uvError, writeBare, type BareHandle, type Handle } from './handle-io.js';
 
-// A relayed TCP connection on a bare libuv handle, for the sides of an
-// inspect session that never needed a net.Socket: the upstream of a bare dial
-// (src/upstream/raw-dial.ts). A net.Socket is a Duplex with two stream states,
-// a write queue and a dozen listeners, built and torn down once per session;
-// the relay reads and writes the handle directly anyway (Port, handle-io.ts)
-// and only uses the socket's lifecycle. This is that lifecycle and nothing
-// else, with the same events in the same order, so the relay drives both
-// alike:
-// - 'end' once the peer's FIN is read (a tick later, as Node does), with the
-//   write side ended first (a socket without allowHalfOpen does that);
+// A TCP connection on a bare libuv handle, for connections that never need a
+// net.Socket: clients accepted on plain listeners (src/listener/listener.ts)
+// and upstreams of a bare dial (src/upstream/raw-dial.ts). A net.Socket is a
+// Duplex with two stream states, a write queue and a dozen listeners, built
+// and torn down once per connection; the relay reads and writes the handle
+// directly anyway (Port, handle-io.ts) and only uses the socket's lifecycle.
+// This is that lifecycle and nothing else, with the same events in the same
+// order, so everything that handles a connection drives both alike:
+// - 'data' while reading on its own (resume(); the head reader), until a
+//   relay's Port takes the handle's reads;
+// - 'end' once the peer's FIN is read (a tick later, as Node does); without
+//   allowHalfOpen the write side is ended first, as a socket does;
 // - end(): FIN once libuv has written everything before it;
 // - 'drain' when the writes libuv held are all out;
 // - destroy(err?): the handle is closed; 'error' (when there is one and
@@ -18,9 +21,21 @@ import { bareShutdown, uvError, writeBare, type BareHandle } from './handle-io.j
 // - once both FINs are through, it closes itself, as a socket does.
 // Writes go to libuv at once: libuv keeps them in order, so there is no queue
 // here and cork() has nothing to gather.
+// Whatever needs a real socket (Node's HTTP server for a plain request) gets
+// one built on the handle by toSocket().
+
+interface ConnHandle extends BareHandle {
+  conn?: BareConn;
+}
+
+interface Address {
+  address?: string;
+  port?: number;
+}
 
 export class BareConn extends EventEmitter {
-  readonly handle: BareHandle;
+  readonly handle: ConnHandle;
+  readonly allowHalfOpen: boolean;
   destroyed = false;
   /** end() was called: nothing more may be written. */
   writableEnded = false;
@@ -28,24 +43,76 @@ export class BareConn extends EventEmitter {
   writableLength = 0;
   /** The peer's FIN was read. */
   readableEnded = false;
+  /** A relay's Port reads the handle: its reads are not ours to start or stop. */
+  relayed = false;
+  /** Ended before any relay: what the peer still sends is dropped while we wait for its FIN. */
+  #discard = false;
   /** 'end' was emitted. */
   #endEmitted = false;
   /** Our FIN is out. */
   #finished = false;
+  #peer: Address | undefined;
+  #local: Address | undefined;
 
-  constructor(handle: BareHandle) {
+  constructor(handle: BareHandle, allowHalfOpen = false) {
     super();
     this.handle = handle;
+    this.allowHalfOpen = allowHalfOpen;
   }
 
-  write(chunk: Buffer): boolean {
+  get writable(): boolean {
+    return !this.destroyed && !this.writableEnded;
+  }
+
+  get remoteAddress(): string | undefined {
+    return (this.#peer ??= this.#name('getpeername')).address;
+  }
+
+  get remotePort(): number | undefined {
+    return (this.#peer ??= this.#name('getpeername')).port;
+  }
+
+  get localAddress(): string | undefined {
+    return (this.#local ??= this.#name('getsockname')).address;
+  }
+
+  get localPort(): number | undefined {
+    return (this.#local ??= this.#name('getsockname')).port;
+  }
+
+  #name(which: 'getpeername' | 'getsockname'): Address {
+    const out: Address = {};
+    if (!this.destroyed) this.handle[which](out);
+    return out;
+  }
+
+  /** Reads on its own, as 'data' events, until paused or a Port takes over. */
+  resume(): void {
+    const handle = this.handle;
+    if (this.destroyed || this.readableEnded || handle.reading) return;
+    handle.conn = this;
+    handle.onread = onRead;
+    handle.reading = true;
+    handle.readStart();
+  }
+
+  pause(): void {
+    const handle = this.handle;
+    if (!handle.reading) return;
+    handle.reading = false;
+    handle.readStop();
+  }
+
+  /** A Buffer, or a string sent as UTF-8 (as socket.write sends one). */
+  write(chunk: Buffer | string): boolean {
     if (this.destroyed || this.writableEnded) return false;
-    const r = writeBare(this.handle, chunk, (status) => this.#written(status, chunk.length));
+    const bytes = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    const r = writeBare(this.handle, chunk, (status) => this.#written(status, bytes), true);
     if (r < 0) {
       this.destroy(uvError(r, 'write'));
       return false;
     }
-    if (r === 1) this.writableLength += chunk.length;
+    if (r === 1) this.writableLength += bytes;
     return this.writableLength === 0;
   }
 
@@ -59,8 +126,10 @@ export class BareConn extends EventEmitter {
 
   uncork(): void {}
 
-  end(): void {
-    if (this.destroyed || this.writableEnded) return;
+  end(last?: Buffer | string): this {
+    if (this.destroyed || this.writableEnded) return this;
+    if (last !== undefined) this.write(last);
+    if (this.destroyed) return this;
     this.writableEnded = true;
     const err = bareShutdown(this.handle, (status) => {
       if (status < 0) this.destroy(uvError(status, 'shutdown'));
@@ -68,6 +137,17 @@ export class BareConn extends EventEmitter {
     });
     if (err === 1) this.#finish();
     else if (err < 0) this.destroy(uvError(err, 'shutdown'));
+    // As a socket does once ended: read on, so the peer's FIN (and with it 'close') is seen.
+    if (!this.relayed && !this.destroyed) {
+      this.#discard = true;
+      this.resume();
+    }
+    return this;
+  }
+
+  /** @internal a chunk read while reading on its own */
+  data(chunk: Buffer): void {
+    if (!this.#discard) this.emit('data', chunk);
   }
 
   #finish(): void {
@@ -75,10 +155,11 @@ export class BareConn extends EventEmitter {
     if (this.#endEmitted) this.destroy();
   }
 
-  /** The peer's FIN was read (Port's onread). */
+  /** The peer's FIN was read (here or by a Port). */
   readEnd(): void {
     if (this.readableEnded || this.destroyed) return;
     this.readableEnded = true;
+    this.pause();
     process.nextTick(emitEnd, this);
   }
 
@@ -86,8 +167,7 @@ export class BareConn extends EventEmitter {
   ended(): void {
     if (this.destroyed) return;
     this.#endEmitted = true;
-    // As a socket without allowHalfOpen: our FIN follows theirs, before 'end' is heard.
-    if (!this.writableEnded) this.end();
+    if (!this.allowHalfOpen && !this.writableEnded) this.end();
     this.emit('end');
     if (this.#finished) this.destroy();
   }
@@ -95,17 +175,41 @@ export class BareConn extends EventEmitter {
   destroy(err?: Error): this {
     if (this.destroyed) return this;
     this.destroyed = true;
-    const handle = this.handle;
-    if (handle.reading) {
-      handle.reading = false;
-      handle.readStop();
-    }
-    handle.close(() => {
+    this.pause();
+    this.handle.close(() => {
       if (err !== undefined && this.listenerCount('error') > 0) this.emit('error', err);
       this.emit('close', err !== undefined);
     });
     return this;
   }
+
+  /**
+   * Hands the connection to a net.Socket built on its handle, `rest` (bytes
+   * read already) put back in front; only before anything was written or
+   * ended. This BareConn is done with, but still emits 'close' with the socket.
+   */
+  toSocket(rest: Buffer | undefined): Socket {
+    this.pause();
+    const handle = this.handle;
+    handle.conn = undefined;
+    this.destroyed = true;
+    const socket = new Socket({ handle, readable: true, writable: true, allowHalfOpen: this.allowHalfOpen, pauseOnCreate: true } as ConstructorParameters<
+      typeof Socket
+    >[0]);
+    if (rest !== undefined && rest.length > 0) socket.unshift(rest);
+    socket.once('close', (hadError: boolean) => this.emit('close', hadError));
+    return socket;
+  }
+}
+
+function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
+  const conn = (this as ConnHandle).conn;
+  if (conn === undefined) return;
+  const chunk = bareRead(arrayBuffer);
+  if (typeof chunk !== 'number') conn.data(chunk);
+  else if (chunk === 0) return;
+  else if (isEof(chunk)) conn.readEnd();
+  else conn.destroy(uvError(chunk, 'read'));
 }
 
 function emitEnd(conn: BareConn): void {

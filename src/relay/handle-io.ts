@@ -69,6 +69,9 @@ export interface BareHandle extends Handle {
   connect6(req: ConnectReq, address: string, port: number): number;
   setNoDelay(enable: boolean): number;
   writeLatin1String(req: WriteReq, data: string): number;
+  writeUtf8String(req: WriteReq, data: string): number;
+  getpeername(out: object): number;
+  getsockname(out: object): number;
   shutdown(req: ShutdownReq): number;
   close(callback?: () => void): void;
 }
@@ -181,10 +184,12 @@ export class Port<O = unknown> {
     socket.on('drain', onStreamDrain);
     const handle = this.handle;
     if (this.bare) {
+      (this.socket as BareConn).relayed = true;
       handle![kPort] = this as Port;
       handle!.onread = onRead;
       if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
-      if (!this.paused && !socket.destroyed && !handle!.reading) {
+      if ((this.socket as BareConn).readableEnded) this.eof = true;
+      else if (!this.paused && !socket.destroyed && !handle!.reading) {
         handle!.reading = true;
         handle!.readStart();
       }
@@ -364,10 +369,11 @@ export function bareConnectReq(): ConnectReq {
 }
 
 /**
- * Writes `data` (a latin1 string or a Buffer) to a bare handle: 0 when it went
- * out at once, 1 when libuv holds it until `done(status)`, or a libuv error.
+ * Writes `data` (a Buffer, or a latin1 string; UTF-8 with `utf8`) to a bare
+ * handle: 0 when it went out at once, 1 when libuv holds it until
+ * `done(status)`, or a libuv error.
  */
-export function writeBare(handle: BareHandle, data: string | Buffer, done: (status: number) => void): number {
+export function writeBare(handle: BareHandle, data: string | Buffer, done: (status: number) => void, utf8 = false): number {
   const req = new binding!.wrap.WriteWrap();
   req.handle = handle;
   req.oncomplete = function (this: WriteReq, status: number): void {
@@ -375,7 +381,8 @@ export function writeBare(handle: BareHandle, data: string | Buffer, done: (stat
     done(status);
   };
   req.buffer = typeof data === 'string' ? null : data;
-  const err = typeof data === 'string' ? handle.writeLatin1String(req, data) : handle.writeBuffer(req, data);
+  const err =
+    typeof data !== 'string' ? handle.writeBuffer(req, data) : utf8 ? handle.writeUtf8String(req, data) : handle.writeLatin1String(req, data);
   if (err !== 0) return err;
   return state[kAsync] === 0 ? 0 : 1;
 }

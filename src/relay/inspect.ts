@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import type { Relay, RelayDone, RelayLimits } from './relay.js';
 import type { Party, RelayEnd } from './tunnel.js';
 import { CloseCode, encodeClose } from './frames.js';
@@ -83,7 +82,7 @@ export class InspectRelay implements Relay, FlowOwner {
   #lifetime: NodeJS.Timeout | undefined;
   #lifetimeEnd = 0;
 
-  constructor(down: Socket, up: RelaySocket, limits: RelayLimits, done: RelayDone) {
+  constructor(down: RelaySocket, up: RelaySocket, limits: RelayLimits, done: RelayDone) {
     this.down = down as RelaySide;
     this.up = up as RelaySide;
     this.idleMs = limits.idleMs;

@@ -1,9 +1,9 @@
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import type { Relay, RelayDone, RelayLimits, UpstreamConnection } from './relay.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
-import { HANDLE_IO, tcpHandleOf, writeBare, type Handle } from './handle-io.js';
+import { HANDLE_IO, tcpHandleOf, writeBare, type Handle, type RelaySocket } from './handle-io.js';
+import { BareConn } from './bare-conn.js';
 
 // Tunnel mode on the native relay core (native/relay.c). Once the 101 is
 // out, the session's two sockets are handed to the core as duplicated file
@@ -75,7 +75,7 @@ export class NativeTunnel implements Relay {
   readonly messagesFromClient = 0;
   readonly messagesFromUpstream = 0;
   /** Until the handover. */
-  #down: Socket | null;
+  #down: RelaySocket | null;
   #up: UpstreamConnection | null;
   readonly #limits: RelayLimits;
   readonly #onEnd: RelayDone;
@@ -87,7 +87,7 @@ export class NativeTunnel implements Relay {
   #fromClient = 0;
   #fromUpstream = 0;
 
-  constructor(down: Socket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone) {
+  constructor(down: RelaySocket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone) {
     this.#down = down;
     this.#up = up;
     this.#limits = limits;
@@ -122,7 +122,7 @@ export class NativeTunnel implements Relay {
     // A bare dial (src/upstream/raw-dial.ts) leaves a handle and no socket.
     const bare = up.handle;
     const upSocket = bare === undefined ? up.socket : null;
-    const downHandle = tcpHandleOf(down);
+    const downHandle = down instanceof BareConn ? down.handle : tcpHandleOf(down);
     const upHandle = bare ?? tcpHandleOf(upSocket!);
     if (downHandle === null || upHandle === null || ended(down) || (upSocket !== null && ended(upSocket))) {
       this.#runInJs(toClient, toUpstream);
@@ -215,7 +215,8 @@ function errorReason(errno: number, op: number): string {
   return `error: ${op === 0 ? 'read' : 'write'} ${name}`;
 }
 
-function ended(socket: Socket): boolean {
+function ended(socket: RelaySocket): boolean {
+  if (socket instanceof BareConn) return socket.readableEnded;
   return (socket as unknown as { _readableState: { ended: boolean } })._readableState.ended;
 }
 
@@ -233,8 +234,9 @@ function handOver(bytes: Buffer | undefined, send: (chunk: Buffer) => void): num
 }
 
 /** Chunks `from` read before the relay took over are sent one by one, as they were read; returns their bytes. */
-function moveBuffered(from: Socket, send: (chunk: Buffer) => void): number {
-  if (from.readableLength === 0) return 0;
+function moveBuffered(from: RelaySocket, send: (chunk: Buffer) => void): number {
+  // A BareConn buffers nothing: it was paused right after the head.
+  if (from instanceof BareConn || from.readableLength === 0) return 0;
   let moved = 0;
   // Flowing mode hands the chunks over one by one; paused mode would join them (a copy).
   from.resume();

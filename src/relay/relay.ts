@@ -4,7 +4,7 @@ import type { Sweepable } from './idle-sweeper.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
 import { InspectRelay } from './inspect.js';
 import { NATIVE_RELAY, NativeTunnel } from './native-tunnel.js';
-import { BARE_TCP, type BareHandle } from './handle-io.js';
+import { BARE_TCP, type BareHandle, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
 
 /** Everything a relay is told about its session; it never reads config itself. */
@@ -62,7 +62,7 @@ export function takesBareUpstream(mode: RelayMode): boolean {
   return mode === 'tunnel' ? NATIVE_RELAY : BARE_TCP;
 }
 
-export function createRelay(mode: RelayMode, down: Socket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone): Relay {
+export function createRelay(mode: RelayMode, down: RelaySocket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone): Relay {
   if (mode === 'inspect') return new InspectRelay(down, up.handle !== undefined ? new BareConn(up.handle) : up.socket, limits, done);
   return NATIVE_RELAY ? new NativeTunnel(down, up, limits, done) : new Tunnel(down, up.socket, limits, done);
 }

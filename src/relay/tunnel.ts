@@ -1,6 +1,5 @@
-import type { Socket } from 'node:net';
 import type { Relay, RelayDone, RelayLimits } from './relay.js';
-import { Port, type PortHandlers } from './handle-io.js';
+import { Port, type PortHandlers, type RelaySocket } from './handle-io.js';
 
 // Tunnel mode: bytes both ways, untouched. This is the hot path, so the
 // listeners are module-level functions, a chunk read from one side's Port
@@ -10,9 +9,9 @@ import { Port, type PortHandlers } from './handle-io.js';
 
 const kRelay = Symbol('wsgate.relay');
 
-interface Side extends Socket {
+type Side = RelaySocket & {
   [kRelay]: Tunnel;
-}
+};
 
 export type Party = 'client' | 'upstream' | 'gateway';
 
@@ -46,7 +45,7 @@ export class Tunnel implements Relay {
   #open = 2;
   #linger: NodeJS.Timeout | undefined;
 
-  constructor(down: Socket, up: Socket, limits: RelayLimits, done: RelayDone) {
+  constructor(down: RelaySocket, up: RelaySocket, limits: RelayLimits, done: RelayDone) {
     this.down = down as Side;
     this.up = up as Side;
     this.downPort = new Port(down, IO);

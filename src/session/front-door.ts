@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { RelaySocket } from '../relay/handle-io.js';
 import type { AuthResult } from '../auth/route-auth.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import { reject, rejectError } from '../handshake/reject.js';
@@ -51,9 +51,9 @@ export class FrontDoor implements ListenerHandlers {
     this.#perRoute.set(name, (this.#perRoute.get(name) ?? 1) - 1);
   }
 
-  accept = (socket: Socket): boolean => this.#gate.acceptSocket(socket, this.#host.snapshot);
+  accept = (socket: RelaySocket): boolean => this.#gate.acceptSocket(socket, this.#host.snapshot);
 
-  upgrade = (req: UpgradeRequest, socket: Socket, head: Buffer, secure: boolean): void => {
+  upgrade = (req: UpgradeRequest, socket: RelaySocket, head: Buffer, secure: boolean): void => {
     // Node's HTTP server drops its own error listener on upgrade; the head reader drops its own too.
     socket.on('error', destroySocket);
     const host = this.#host;
@@ -82,7 +82,7 @@ export class FrontDoor implements ListenerHandlers {
   };
 
   /** Logs (at most 100 lines a second, with a count of those left out) and answers a refused handshake. */
-  #reject(req: UpgradeRequest, socket: Socket, err: GatewayError, client = peerAddress(socket)): void {
+  #reject(req: UpgradeRequest, socket: RelaySocket, err: GatewayError, client = peerAddress(socket)): void {
     this.#gate.logRejected({ client, path: pathOf(req.url), status: err.status, code: err.code, reason: err.message });
     if (err.code === 'VERSION_UNSUPPORTED') reject(socket, err.spec.httpStatus, err.spec.text, ['Sec-WebSocket-Version: 13']);
     else rejectError(socket, err);
@@ -122,7 +122,7 @@ export class FrontDoor implements ListenerHandlers {
     fail(this.#host.log, res, err);
   }
 
-  clientError = (err: NodeJS.ErrnoException, socket: Socket): void => {
+  clientError = (err: NodeJS.ErrnoException, socket: RelaySocket): void => {
     socket.on('error', destroySocket);
     const code: ErrorCode | undefined =
       err.code === 'HPE_HEADER_OVERFLOW'
@@ -142,7 +142,7 @@ export class FrontDoor implements ListenerHandlers {
   };
 }
 
-function destroySocket(this: Socket): void {
+function destroySocket(this: RelaySocket): void {
   this.destroy();
 }
 

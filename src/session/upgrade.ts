@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Socket } from 'node:net';
+import type { RelaySocket } from '../relay/handle-io.js';
 import type { RouteConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import { rejectError } from '../handshake/reject.js';
@@ -48,7 +48,7 @@ export class Session {
   readonly #pool: UpstreamPool;
   /** Held only until the upstream answers: an idle session must not keep the request alive. */
   #req: UpgradeRequest | undefined;
-  readonly #socket: Socket;
+  readonly #socket: RelaySocket;
   #early: Buffer | undefined;
   readonly #secure: boolean;
   #target: Target | undefined;
@@ -71,7 +71,7 @@ export class Session {
     route: RouteConfig,
     pool: UpstreamPool,
     req: UpgradeRequest,
-    socket: Socket,
+    socket: RelaySocket,
     early: Buffer,
     secure: boolean,
     admission?: Admission,

@@ -55,8 +55,8 @@ export interface Dial {
 
 /**
  * Dials `opts.target`. `bare`: the caller takes a bare TCP handle when it can
- * (tunnel sessions for the native core), so plain targets with an IP address
- * are dialed without a net.Socket (raw-dial.ts).
+ * (the native core in tunnel mode, a BareConn in inspect mode), so plain
+ * targets with an IP address are dialed without a net.Socket (raw-dial.ts).
  */
 export function dialUpstream(opts: DialOptions, done: DialDone, bare: boolean): Dial {
   return bare && canDialBare(opts) ? new BareDial(opts, done) : new UpstreamDial(opts, done);

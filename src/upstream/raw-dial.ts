@@ -6,7 +6,8 @@ import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
 
 // A dial on a bare TCP handle: Node's own handle, driven the way net.Socket
 // drives it, but with no net.Socket around it. Tunnel sessions hand the
-// connection to the native relay core right after the 101, so a socket would
+// connection to the native relay core right after the 101, and inspect
+// sessions relay it as a BareConn (src/relay/bare-conn.ts), so a socket would
 // be built only to be torn down again: a quarter of a tunnel handshake's
 // instructions (`bench/instructions.ts`: 331k with it, 251k without). The
 // answer carries the bare handle, and builds a socket on it only if something
