@@ -11,7 +11,7 @@ import { calibrate, fixedRate } from './suite/calibrate.js';
 import type { Calibration } from './suite/calibrate.js';
 import { PROXIES, versions } from './suite/proxies.js';
 import type { ProxyDef, RunningProxy, SuiteContext } from './suite/proxies.js';
-import { combineRounds, SCENARIOS } from './suite/scenarios.js';
+import { combineRounds, HANDSHAKE_RATE, SCENARIOS } from './suite/scenarios.js';
 import type { LoadSide, OutcomeOrFailure, RunSettings, ScenarioDef, ScenarioOutcome, SuiteSettings } from './suite/scenarios.js';
 import { BASELINE, BEHIND_NOTE, formatNumber, markdownTable } from './suite/table.js';
 import type { SuiteResults } from './suite/table.js';
@@ -306,10 +306,12 @@ function resultsMarkdown(r: {
       `${s.quick ? ' (quick smoke variant: tiny loads, not comparable)' : ''}.`,
     '',
     `Machine: ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}; ${tools}. Load average before the run: ${m.loadAverageBefore}.`,
-    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty and churn ${s.longSeconds} s)` +
+    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty, churn and handshake ${s.longSeconds} s)` +
       `${r.rounds > 1 ? `; ${r.rounds} rounds through nginx and wsgate, alternating, each figure the median` : ''}.`,
     '',
     `Chatty rate: ${r.calibration.how}.`,
+    '',
+    `Handshake rate: ${s.quick ? 50 : HANDSHAKE_RATE} connect/upgrade/echo/close cycles/s through every proxy, at most 64 at once (churn runs as fast as 32 loops go).`,
     '',
     r.table,
     '',

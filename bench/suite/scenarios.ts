@@ -14,7 +14,7 @@ export interface SuiteSettings {
   /** Measured load of idle, max and bulk, seconds. */
   readonly seconds: number;
   /**
-   * Measured load of chatty and churn, seconds: latency percentiles want more
+   * Measured load of chatty, churn and handshake, seconds: latency percentiles want more
    * samples, and a window of a few GC cycles keeps a garbage-collected proxy's
    * figure from depending on whether a major GC fell inside it.
    */
@@ -22,6 +22,9 @@ export interface SuiteSettings {
   /** Unmeasured load before it, seconds (not for idle). */
   readonly warmup: number;
 }
+
+/** handshake: connect/echo/close cycles per second, well within what the load side and every proxy here sustain. */
+export const HANDSHAKE_RATE = 800;
 
 /** The settings a scenario runs with: the chatty rate is known by then. */
 export type RunSettings = SuiteSettings & { readonly rate: number };
@@ -237,6 +240,21 @@ export const SCENARIOS: readonly ScenarioDef[] = [
         p99HsMs: r.handshakes.latency.p99,
         cpuUsPerHs: per(m.cpuUs, r.handshakes.count),
       });
+    },
+  },
+  {
+    // The same cycles at one fixed rate for every proxy. In churn each proxy
+    // runs as fast as the loops go, so a faster one handles more handshakes
+    // per second, and a busier event loop does more of them per wakeup: its
+    // CPU per handshake drops with its own speed (nginx's by a third between
+    // 1,400/s and 2,300/s). Here every proxy does the same work.
+    name: 'handshake',
+    direct: true,
+    run: async (proxy, s, side) => {
+      const rate = s.quick ? 50 : HANDSHAKE_RATE;
+      const m = await measure(proxy, ['--churn', '--rate', String(rate), '--connections', '64', '--size', '64', ...timing(s, s.longSeconds)], side);
+      const r = m.result;
+      return outcome(m, { p99HsMs: r.handshakes.latency.p99, cpuUsPerHs: per(m.cpuUs, r.handshakes.count) });
     },
   },
 ];

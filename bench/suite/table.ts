@@ -29,6 +29,8 @@ export const METRICS: readonly MetricDef[] = [
   { scenario: 'churn', key: 'hsPerSec', label: 'churn: handshakes/s ↑' },
   { scenario: 'churn', key: 'p99HsMs', label: 'churn: handshake p99 (ms) ↓' },
   { scenario: 'churn', key: 'cpuUsPerHs', label: 'churn: proxy CPU per handshake (µs) ↓' },
+  { scenario: 'handshake', key: 'p99HsMs', label: 'handshake (fixed rate): p99 (ms) ↓', latency: true },
+  { scenario: 'handshake', key: 'cpuUsPerHs', label: 'handshake (fixed rate): proxy CPU per handshake (µs) ↓' },
 ];
 
 export const BASELINE = 'nginx';

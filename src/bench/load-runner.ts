@@ -118,6 +118,14 @@ export class LoadRunner implements Runner, ClientHost {
         this.#timer = setTimeout(this.#stopSending, total);
         break;
       case 'churn':
+        if (this.#slice.rate > 0) {
+          // At a fixed rate: one timer starts every cycle that is due.
+          this.#intervalMs = 1000 / this.#slice.rate;
+          this.#total = Math.floor((this.#slice.rate * total) / 1000);
+          this.#timer = setInterval(this.#churnTick, 1);
+          this.#churnTick();
+          break;
+        }
         for (let i = 0; i < this.#slice.connections; i++) this.#startCycle();
         this.#timer = setTimeout(this.#stopSending, total);
         break;
@@ -285,7 +293,8 @@ export class LoadRunner implements Runner, ClientHost {
     }
     if (this.#mode.kind === 'churn') {
       this.#churnActive--;
-      if (this.#phase !== 'running') return;
+      // On a schedule, the next cycle starts when it is due, not when one ends.
+      if (this.#phase !== 'running' || this.#slice.rate > 0) return;
       if (failure === null) this.#startCycle();
       else this.#retryCycleLater();
       return;
@@ -382,6 +391,25 @@ export class LoadRunner implements Runner, ClientHost {
       c.write(this.#frames.one(seq));
     }
   }
+
+  /** Churn at a fixed rate: starts the cycles now due; one that finds every slot busy is not started, and counted. */
+  #churnTick = (): void => {
+    const now = performance.now();
+    let due = Math.floor((now - this.#t0) / this.#intervalMs) + 1;
+    if (due > this.#total) due = this.#total;
+    for (let seq = this.#nextSeq; seq < due; seq++) {
+      const intended = this.#t0 + seq * this.#intervalMs;
+      const measured = intended >= this.#measureT0;
+      if (measured) recordMs(this.#lagHist, now - intended);
+      if (this.#churnActive >= this.#slice.connections) {
+        if (measured) this.#measuredUnsent++;
+        continue;
+      }
+      this.#startCycle();
+    }
+    if (due > this.#nextSeq) this.#nextSeq = due;
+    if (now >= this.#endAt) this.#stopSending();
+  };
 
   #stopSending = (): void => {
     if (this.#phase !== 'running') return;

@@ -10,8 +10,12 @@ export type LoadMode =
   | { readonly kind: 'closed'; readonly inflight: number }
   /** Connections opened, then held without traffic. */
   | { readonly kind: 'idle' }
-  /** Each connection slot loops: connect, handshake, one echo, close. */
-  | { readonly kind: 'churn' };
+  /**
+   * Each connection slot loops: connect, handshake, one echo, close. With
+   * `rate`, cycles start on a fixed schedule instead (`rate` per second in
+   * total), at most `connections` at once.
+   */
+  | { readonly kind: 'churn'; readonly rate?: number };
 
 export interface BenchOptions {
   /** ws:// or wss:// (http(s):// is rewritten). */
@@ -57,7 +61,10 @@ export const USAGE = `usage: wsgate bench URL [options]
                         send time, so stalls are not hidden
     --inflight K        closed loop: K messages outstanding per connection
     --idle              open the connections and hold them, no messages
-    --churn             each connection slot loops: connect, handshake, one echo, close
+    --churn             each connection slot loops: connect, handshake, one echo, close;
+                        with --rate N, N such cycles/s start on a fixed schedule
+                        instead, at most --connections at once (CPU per handshake
+                        of two proxies compared at the same load)
 
   --connections N       concurrent connections (default 10)
   --ramp R              new connections per second (default: as fast as possible,
@@ -163,8 +170,10 @@ function parseTarget(raw: string, allowRemote: boolean): string {
 }
 
 function pickMode(values: { rate?: string; inflight?: string; idle?: boolean; churn?: boolean }): LoadMode {
-  const chosen = [values.rate !== undefined, values.inflight !== undefined, values.idle === true, values.churn === true];
-  if (chosen.filter(Boolean).length > 1) throw usage('pick one of --rate, --inflight, --idle and --churn');
+  const churnAtRate = values.churn === true && values.rate !== undefined;
+  const chosen = [values.rate !== undefined && !churnAtRate, values.inflight !== undefined, values.idle === true, values.churn === true];
+  if (chosen.filter(Boolean).length > 1) throw usage('pick one of --rate, --inflight, --idle and --churn (or --churn with --rate)');
+  if (churnAtRate) return { kind: 'churn', rate: positiveNumber('rate', values.rate!, 0.1, 1_000_000) };
   if (values.rate !== undefined) return { kind: 'open', rate: positiveNumber('rate', values.rate, 0.1, 10_000_000) };
   if (values.idle === true) return { kind: 'idle' };
   if (values.churn === true) return { kind: 'churn' };

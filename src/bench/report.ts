@@ -26,7 +26,9 @@ function describeMode(mode: LoadMode, r: BenchResult): string {
     case 'idle':
       return `idle, ${int(r.connections)} connections held open`;
     case 'churn':
-      return `churn, ${int(r.connections)} concurrent connect/echo/close loops`;
+      return mode.rate === undefined
+        ? `churn, ${int(r.connections)} concurrent connect/echo/close loops`
+        : `churn, ${int(mode.rate)} connect/echo/close cycles/s on a fixed schedule, at most ${int(r.connections)} at once`;
   }
 }
 

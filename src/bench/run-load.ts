@@ -82,7 +82,7 @@ function slices(options: BenchOptions): RunnerSlice[] {
     out.push({
       options,
       connections,
-      rate: options.mode.kind === 'open' ? options.mode.rate * share : 0,
+      rate: options.mode.kind === 'open' || options.mode.kind === 'churn' ? (options.mode.rate ?? 0) * share : 0,
       ramp: options.ramp * share,
       localAddress: sourceAddressFor(options.url, i, w, salt),
     });
@@ -140,7 +140,7 @@ function combine(options: BenchOptions, results: readonly RunnerResult[]): Bench
     connectMs = Math.max(connectMs, r.connectMs);
   }
   const seconds = loadMs > 0 ? loadMs / 1000 : 1;
-  const open = options.mode.kind === 'open';
+  const open = options.mode.kind === 'open' || (options.mode.kind === 'churn' && options.mode.rate !== undefined);
   const sendLag = open ? summarize(lag) : null;
   const warnings: string[] = [];
   if (sendLag !== null && sendLag.p99 > LAG_WARN_MS) {
@@ -149,7 +149,13 @@ function combine(options: BenchOptions, results: readonly RunnerResult[]): Bench
         'latencies still count from the intended send times, but the figures include the tool\'s own delay',
     );
   }
-  if (unsent > 0) warnings.push(`${unsent} scheduled messages were not sent (no open connection, or a send buffer over 8 MiB)`);
+  if (unsent > 0) {
+    warnings.push(
+      options.mode.kind === 'churn'
+        ? `${unsent} scheduled handshakes were not started (--connections cycles were already under way)`
+        : `${unsent} scheduled messages were not sent (no open connection, or a send buffer over 8 MiB)`,
+    );
+  }
   if (options.mode.kind === 'churn' && handshakes === 0) warnings.push('no handshake completed during the load phase');
   const tally = errors.toJSON();
   if (Object.keys(tally).some((k) => k.startsWith('tls '))) warnings.push('TLS verification failed: --insecure accepts self-signed certificates');
