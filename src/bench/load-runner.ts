@@ -65,6 +65,8 @@ export class LoadRunner implements Runner, ClientHost {
   #intervalMs = 0;
   #total = 0;
   #nextSeq = 0;
+  /** Churn at a fixed rate: cycles due so far (message sequence numbers are #nextSeq's). */
+  #cyclesDue = 0;
   #rr = 0;
   #timer: NodeJS.Timeout | undefined;
 
@@ -397,7 +399,7 @@ export class LoadRunner implements Runner, ClientHost {
     const now = performance.now();
     let due = Math.floor((now - this.#t0) / this.#intervalMs) + 1;
     if (due > this.#total) due = this.#total;
-    for (let seq = this.#nextSeq; seq < due; seq++) {
+    for (let seq = this.#cyclesDue; seq < due; seq++) {
       const intended = this.#t0 + seq * this.#intervalMs;
       const measured = intended >= this.#measureT0;
       if (measured) recordMs(this.#lagHist, now - intended);
@@ -407,7 +409,7 @@ export class LoadRunner implements Runner, ClientHost {
       }
       this.#startCycle();
     }
-    if (due > this.#nextSeq) this.#nextSeq = due;
+    if (due > this.#cyclesDue) this.#cyclesDue = due;
     if (now >= this.#endAt) this.#stopSending();
   };
 
