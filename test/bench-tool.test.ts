@@ -291,7 +291,8 @@ void describe('wsgate bench: errors by kind', () => {
     assert.equal(r.errorCount, 0, JSON.stringify(r.errors));
     // Closed-loop churn on loopback does hundreds a second; this one does 40 (± the edges of the window).
     assert.ok(r.handshakes.count >= 32 && r.handshakes.count <= 41, `${r.handshakes.count} handshakes`);
-    assert.equal(r.behindSchedule, false);
+    // Every cycle started (how late, on a busy machine, is the send lag's business).
+    assert.equal(r.messages.unsent, 0);
   });
 
   void test('churn at a rate the slots cannot keep up with counts the cycles not started', { timeout: 30_000 }, async () => {
