@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
-import { bareRead, bareShutdown, isEof, uvError, writeBare, type BareHandle, type Handle } from './handle-io.js';
+import { bareRead, bareShutdown, isEof, stopReading, uvError, writeBare, type BareHandle, type Handle } from './handle-io.js';
 
 // A TCP connection on a bare libuv handle, for connections that never need a
 // net.Socket: clients accepted on plain listeners (src/listener/listener.ts)
@@ -97,10 +97,7 @@ export class BareConn extends EventEmitter {
   }
 
   pause(): void {
-    const handle = this.handle;
-    if (!handle.reading) return;
-    handle.reading = false;
-    handle.readStop();
+    stopReading(this.handle);
   }
 
   /** A Buffer, or a string sent as UTF-8 (as socket.write sends one). */

@@ -183,18 +183,6 @@ export class Port<O = unknown> {
     // The socket's own 'drain' still matters for what goes through socket.write().
     socket.on('drain', onStreamDrain);
     const handle = this.handle;
-    if (this.bare) {
-      (this.socket as BareConn).relayed = true;
-      handle![kPort] = this as Port;
-      handle!.onread = onRead;
-      if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
-      if ((this.socket as BareConn).readableEnded) this.eof = true;
-      else if (!this.paused && !socket.destroyed && !handle!.reading) {
-        handle!.reading = true;
-        handle!.readStart();
-      }
-      return;
-    }
     if (handle === null) {
       socket.on('data', onStreamData);
       // resume() lets buffered chunks flow from the next tick, after `first`;
@@ -203,19 +191,12 @@ export class Port<O = unknown> {
       if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
       return;
     }
+    if (this.bare) (this.socket as BareConn).relayed = true;
     handle[kPort] = this as Port;
     handle.onread = onRead;
     if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
-    // A paused socket may hold chunks read before the relay took over. In
-    // flowing mode read() hands them over one by one, as they were read (in
-    // paused mode it would join them: a copy).
-    if (socket.readableLength > 0 && !socket.destroyed) {
-      socket.resume();
-      let early: Buffer | null;
-      while ((early = socket.read() as Buffer | null) !== null) this.handlers.chunk(this, early);
-      socket.pause();
-    }
-    if (socket._readableState.ended) this.eof = true;
+    takeBuffered(this.socket, (chunk) => this.handlers.chunk(this, chunk));
+    if (readEnded(this.socket)) this.eof = true;
     else if (!this.paused && !socket.destroyed && !handle.reading) {
       handle.reading = true;
       handle.readStart();
@@ -272,10 +253,7 @@ export class Port<O = unknown> {
     const handle = this.handle;
     // No handle: a stream socket (a BareConn always has one).
     if (handle === null) (this.socket as Socket).pause();
-    else if (handle.reading) {
-      handle.reading = false;
-      handle.readStop();
-    }
+    else stopReading(handle);
   }
 
   resume(): void {
@@ -294,6 +272,37 @@ export class Port<O = unknown> {
     this.viaStream = false;
     return true;
   }
+}
+
+/** Stops reading a handle (idempotent); `reading` is the flag net.Socket keeps on it too. */
+export function stopReading(handle: Handle): void {
+  if (!handle.reading) return;
+  handle.reading = false;
+  handle.readStop();
+}
+
+/** The peer's FIN was read already. */
+export function readEnded(socket: RelaySocket): boolean {
+  return 'readEnd' in socket ? socket.readableEnded : (socket as PortSocket)._readableState.ended;
+}
+
+/**
+ * Hands the chunks a paused socket read before its relay took over to
+ * `take`, one by one, as they were read: flowing-mode read() does that (in
+ * paused mode it would join them: a copy). Returns their bytes. A BareConn
+ * holds none: it stops reading right after the head.
+ */
+export function takeBuffered(socket: RelaySocket, take: (chunk: Buffer) => void): number {
+  if ('readEnd' in socket || socket.readableLength === 0 || socket.destroyed) return 0;
+  let bytes = 0;
+  socket.resume();
+  let chunk: Buffer | null;
+  while ((chunk = socket.read() as Buffer | null) !== null) {
+    take(chunk);
+    bytes += chunk.length;
+  }
+  socket.pause();
+  return bytes;
 }
 
 /** The socket's libuv TCP handle when the relay can drive it; null: use the stream API. */

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
 import type { Relay, RelayDone, RelayLimits, UpstreamConnection } from './relay.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
-import { HANDLE_IO, tcpHandleOf, writeBare, type Handle, type RelaySocket } from './handle-io.js';
+import { HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, writeBare, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
 
 // Tunnel mode on the native relay core (native/relay.c). Once the 101 is
@@ -124,7 +124,7 @@ export class NativeTunnel implements Relay {
     const upSocket = bare === undefined ? up.socket : null;
     const downHandle = down instanceof BareConn ? down.handle : tcpHandleOf(down);
     const upHandle = bare ?? tcpHandleOf(upSocket!);
-    if (downHandle === null || upHandle === null || ended(down) || (upSocket !== null && ended(upSocket))) {
+    if (downHandle === null || upHandle === null || readEnded(down) || (upSocket !== null && readEnded(upSocket))) {
       this.#runInJs(toClient, toUpstream);
       return;
     }
@@ -140,8 +140,8 @@ export class NativeTunnel implements Relay {
             // Not at once: libuv holds it, and the JavaScript tunnel carries on behind it.
             if (writeBare(bare!, chunk, noop) !== 0) held = true;
           };
-    this.#fromUpstream = handOver(toClient, toDown) + (upSocket === null ? 0 : moveBuffered(upSocket, toDown));
-    this.#fromClient = handOver(toUpstream, toUp) + moveBuffered(down, toUp);
+    this.#fromUpstream = handOver(toClient, toDown) + (upSocket === null ? 0 : takeBuffered(upSocket, toDown));
+    this.#fromClient = handOver(toUpstream, toUp) + takeBuffered(down, toUp);
     if (held || down.writableLength > 0 || down.destroyed || (upSocket !== null && (upSocket.writableLength > 0 || upSocket.destroyed))) {
       // A write is waiting for the peer: the JavaScript tunnel finishes it and carries on.
       this.#runInJs(undefined, undefined);
@@ -215,38 +215,11 @@ function errorReason(errno: number, op: number): string {
   return `error: ${op === 0 ? 'read' : 'write'} ${name}`;
 }
 
-function ended(socket: RelaySocket): boolean {
-  if (socket instanceof BareConn) return socket.readableEnded;
-  return (socket as unknown as { _readableState: { ended: boolean } })._readableState.ended;
-}
-
-function stopReading(handle: Handle): void {
-  if (!handle.reading) return;
-  handle.reading = false;
-  handle.readStop();
-}
-
 /** Writes bytes read ahead during the handshake; returns their count. */
 function handOver(bytes: Buffer | undefined, send: (chunk: Buffer) => void): number {
   if (bytes === undefined || bytes.length === 0) return 0;
   send(bytes);
   return bytes.length;
-}
-
-/** Chunks `from` read before the relay took over are sent one by one, as they were read; returns their bytes. */
-function moveBuffered(from: RelaySocket, send: (chunk: Buffer) => void): number {
-  // A BareConn buffers nothing: it was paused right after the head.
-  if (from instanceof BareConn || from.readableLength === 0) return 0;
-  let moved = 0;
-  // Flowing mode hands the chunks over one by one; paused mode would join them (a copy).
-  from.resume();
-  let chunk: Buffer | null;
-  while ((chunk = from.read() as Buffer | null) !== null) {
-    send(chunk);
-    moved += chunk.length;
-  }
-  from.pause();
-  return moved;
 }
 
 function noop(): void {}

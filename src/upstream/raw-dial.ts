@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6, Socket } from 'node:net';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
-import { BARE_TCP, bareConnectReq, bareRead, isEof, openBareTcp, uvError, writeBare, type BareHandle, type ConnectReq, type Handle } from '../relay/handle-io.js';
+import { BARE_TCP, bareConnectReq, bareRead, isEof, openBareTcp, stopReading, uvError, writeBare, type BareHandle, type ConnectReq, type Handle } from '../relay/handle-io.js';
 import { DialAttempt, type Answer } from './dial-attempt.js';
 import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
 
@@ -90,8 +90,7 @@ export class BareDial extends DialAttempt {
       return;
     }
     const handle = this.#handle;
-    handle.reading = false;
-    handle.readStop();
+    stopReading(handle);
     handle.dial = undefined;
     this.settle(undefined, bareAnswer(answer, handle));
   }
