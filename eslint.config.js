@@ -15,4 +15,26 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
   },
+  {
+    // The per-connection path. V8 allocates a function literal assigned to a
+    // property, and the accessors of an object literal, in the old generation:
+    // once dead, they keep what they captured (a session) alive through every
+    // young collection until the next full one. Use a module function with
+    // the state in a field, or a class.
+    files: ['src/{handshake,listener,policy,relay,session,upstream}/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "AssignmentExpression[left.type='MemberExpression'][right.type=/^(ArrowFunctionExpression|FunctionExpression)$/]",
+          message: 'A function literal assigned to a property is allocated in the old generation and keeps what it captures alive until a full GC: assign a module function and keep the state in a field.',
+        },
+        {
+          selector: "ObjectExpression > Property[kind=/^(get|set)$/]",
+          message: "An object literal's accessors are allocated in the old generation and keep what they capture alive until a full GC: use a class.",
+        },
+      ],
+    },
+  },
 );

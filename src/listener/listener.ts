@@ -187,6 +187,7 @@ export class Listener {
     const handle = (this.server as unknown as { _handle: ServerHandle | null })._handle;
     if (!BARE_TCP || this.#heads === undefined || handle === null || typeof handle.onconnection !== 'function') return;
     const nodeAccept = handle.onconnection;
+    // eslint-disable-next-line no-restricted-syntax -- once per listener, and it lives as long as the listener
     handle.onconnection = (err: number, client: BareHandle | undefined): void => {
       if (err !== 0 || client === undefined || this.#config.proxyProtocol) {
         nodeAccept.call(handle, err, client);

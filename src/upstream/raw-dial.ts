@@ -92,7 +92,7 @@ export class BareDial extends DialAttempt {
     const handle = this.#handle;
     stopReading(handle);
     handle.dial = undefined;
-    this.settle(undefined, bareAnswer(answer, handle));
+    this.settle(undefined, new BareAnswer(answer, handle) as Upgraded | Answered);
   }
 
   #failed(code: number, syscall: string): void {
@@ -119,24 +119,38 @@ function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
 /**
  * The answer, with the connection as a bare handle: `handle` while nothing
  * asked for a socket, `socket` builds one on the handle (once) and from then
- * on the socket owns it.
+ * on the socket owns it. A class, not an object literal with getters: V8
+ * puts a literal's accessor functions in the old generation, where, once
+ * dead, they keep what they captured (the handle, and with it the session)
+ * alive through every young collection until the next full one.
  */
-function bareAnswer(answer: Answer, handle: BareHandle): Upgraded | Answered {
-  let socket: Socket | undefined;
-  return {
-    ...answer,
-    get handle(): BareHandle | undefined {
-      return socket === undefined ? handle : undefined;
-    },
-    get socket(): Socket {
-      if (socket === undefined) {
-        // Paused, as UpstreamDial leaves its sockets: the next owner starts the flow.
-        socket = new Socket({ handle, readable: true, writable: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
-        socket.on('error', noop);
-      }
-      return socket;
-    },
-  };
+class BareAnswer {
+  readonly kind: Answer['kind'];
+  readonly head: Answer['head'];
+  readonly rest: Answer['rest'];
+  readonly #handle: BareHandle;
+  #socket: Socket | undefined;
+
+  constructor(answer: Answer, handle: BareHandle) {
+    this.kind = answer.kind;
+    this.head = answer.head;
+    this.rest = answer.rest;
+    this.#handle = handle;
+  }
+
+  get handle(): BareHandle | undefined {
+    return this.#socket === undefined ? this.#handle : undefined;
+  }
+
+  get socket(): Socket {
+    if (this.#socket === undefined) {
+      // Paused, as UpstreamDial leaves its sockets: the next owner starts the flow.
+      const socket = new Socket({ handle: this.#handle, readable: true, writable: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
+      socket.on('error', noop);
+      this.#socket = socket;
+    }
+    return this.#socket;
+  }
 }
 
 function noop(): void {}
