@@ -199,7 +199,9 @@ export class Port<O = unknown> {
     if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
     takeBuffered(this.socket, (chunk) => this.handlers.chunk(this, chunk));
     if (readEnded(this.socket)) this.eof = true;
-    else if (!this.paused && !socket.destroyed && !handle.reading) {
+    // A bare dial hands its handle over still reading.
+    else if (this.paused || socket.destroyed) stopReading(handle);
+    else if (!handle.reading) {
       handle.reading = true;
       handle.readStart();
     }

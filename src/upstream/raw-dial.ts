@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6, Socket } from 'node:net';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
-import { BARE_TCP, bareConnectReq, bareRead, isEof, openBareTcp, stopReading, uvError, writeBare, type BareHandle, type ConnectReq, type Handle } from '../relay/handle-io.js';
+import { BARE_TCP, bareConnectReq, bareRead, isEof, openBareTcp, uvError, writeBare, type BareHandle, type ConnectReq, type Handle } from '../relay/handle-io.js';
 import { DialAttempt, type Answer } from './dial-attempt.js';
 import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
 
@@ -43,7 +43,15 @@ export class BareDial extends DialAttempt {
     const req = bareConnectReq() as DialReq;
     req.dial = this;
     req.oncomplete = onConnect;
-    const err = isIPv6(host) ? handle.connect6(req, host, port) : handle.connect(req, host, port);
+    let err = isIPv6(host) ? handle.connect6(req, host, port) : handle.connect(req, host, port);
+    if (err === 0) {
+      // Reading starts with the connect, so libuv registers the descriptor
+      // for both in one epoll_ctl (it reads nothing before the connect is
+      // through); started after it, it costs two more.
+      handle.onread = onRead;
+      handle.reading = true;
+      err = handle.readStart();
+    }
     if (err !== 0) process.nextTick(() => this.#failed(err, 'connect'));
   }
 
@@ -66,11 +74,6 @@ export class BareDial extends DialAttempt {
     };
     let err = proxyHeader === undefined ? 0 : writeOrError(handle, proxyHeader, written);
     if (err === 0) err = writeOrError(handle, this.opts.request, written);
-    if (err === 0) {
-      handle.onread = onRead;
-      handle.reading = true;
-      err = handle.readStart();
-    }
     if (err !== 0) this.#failed(err, 'write');
   }
 
@@ -89,8 +92,11 @@ export class BareDial extends DialAttempt {
       this.fail(answer);
       return;
     }
+    // The handle reads on: whoever takes the answer takes the handle in this
+    // same tick (a relay's Port, the native core, a socket built on it, or a
+    // close), and a read stopped here and started there again would cost two
+    // epoll_ctl calls.
     const handle = this.#handle;
-    stopReading(handle);
     handle.dial = undefined;
     this.settle(undefined, new BareAnswer(answer, handle) as Upgraded | Answered);
   }
