@@ -1,7 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Socket } from 'node:net';
-import { echo, eventually, openClient, simpleConfig, startBackend, startGateway } from './helpers.js';
+import { once } from 'node:events';
+import { connect, Socket } from 'node:net';
+import { acceptUpgrade, echo, eventually, openClient, rawServer, simpleConfig, startBackend, startGateway, upgradeRequest } from './helpers.js';
 
 // On plain listeners the gateway accepts connections as bare TCP handles and
 // dials IP targets the same way (src/relay/bare-conn.ts): a session's two
@@ -39,6 +40,49 @@ for (const mode of ['inspect', 'tunnel'] as const) {
       } finally {
         await gw.close();
         await backend.close();
+      }
+    });
+
+    void it('what a client sends while the upstream is dialed, and its FIN, reach the upstream after the 101', async () => {
+      // The client connection keeps reading during the dial (BareConn.hold): nothing it sends may be lost or reordered.
+      let received = Buffer.alloc(0);
+      let ended = false;
+      const upstream = await rawServer((s) => {
+        setTimeout(() => {
+          void acceptUpgrade(s).then(() => {
+            s.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+            s.on('end', () => (ended = true));
+            s.resume();
+          });
+        }, 400);
+      });
+      const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${upstream.port}`], `relay: { mode: ${mode} }`));
+      const client = connect(gw.port, '127.0.0.1');
+      try {
+        await once(client, 'connect');
+        let answer = '';
+        client.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+        client.write(upgradeRequest());
+        await new Promise((r) => setTimeout(r, 100));
+        // Two masked text frames (mask 0, so the payload reads plainly on the upstream side), apart, then FIN.
+        client.write(Buffer.from([0x81, 0x84, 0, 0, 0, 0, ...Buffer.from('held')]));
+        await new Promise((r) => setTimeout(r, 50));
+        // More than the gateway holds (64 KiB) before it lets TCP keep the rest.
+        const big = Buffer.alloc(14 + 200_000, 0x62);
+        big.set([0x82, 0xff, 0, 0, 0, 0, 0, 0x03, 0x0d, 0x40, 0, 0, 0, 0]);
+        client.write(big);
+        client.write(Buffer.from([0x81, 0x85, 0, 0, 0, 0, ...Buffer.from('again')]));
+        client.end();
+        await eventually(() => answer.startsWith('HTTP/1.1 101'), 5_000, 'the 101');
+        await eventually(() => received.includes('again'), 5_000, 'both frames at the upstream');
+        assert.ok(received.indexOf('held') < received.indexOf('again'), 'in order');
+        assert.ok(received.length >= 200_000 + 4 + 5, `${received.length} bytes at the upstream`);
+        await eventually(() => ended || gw.gw.stats().sessions === 0, 5_000, 'the FIN handled');
+        await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'the session ends');
+      } finally {
+        client.destroy();
+        await gw.close();
+        await upstream.close();
       }
     });
   });

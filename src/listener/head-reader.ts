@@ -100,8 +100,10 @@ class HeadReader {
     const req = parseUpgradeHead(buf.toString('latin1', 0, end), this.socket);
     if (req === undefined) return this.#other();
     this.#detach();
-    this.socket.pause();
-    this.owner.hooks.upgrade(req, this.socket, buf.subarray(end + 4));
+    const socket = this.socket;
+    if (socket instanceof BareConn) socket.hold();
+    else socket.pause();
+    this.owner.hooks.upgrade(req, socket, buf.subarray(end + 4));
   };
 
   #onEnd = (): void => {

@@ -12,6 +12,8 @@ import { bareRead, bareShutdown, isEof, stopReading, uvError, writeBare, type Ba
 // order, so everything that handles a connection drives both alike:
 // - 'data' while reading on its own (resume(); the head reader), until a
 //   relay's Port takes the handle's reads;
+// - hold(): reading goes on while the upstream is dialed, what comes (and a
+//   FIN) is kept for whoever takes the connection next (release());
 // - 'end' once the peer's FIN is read (a tick later, as Node does); without
 //   allowHalfOpen the write side is ended first, as a socket does;
 // - end(): FIN once libuv has written everything before it;
@@ -27,6 +29,9 @@ import { bareRead, bareShutdown, isEof, stopReading, uvError, writeBare, type Ba
 interface ConnHandle extends BareHandle {
   conn?: BareConn;
 }
+
+/** Bytes hold() keeps before it stops reading (and lets TCP hold the rest). */
+const HOLD_MAX = 64 * 1024;
 
 interface Address {
   address?: string;
@@ -51,6 +56,11 @@ export class BareConn extends EventEmitter {
   #endEmitted = false;
   /** Our FIN is out. */
   #finished = false;
+  /** Chunks read while held; undefined: not held. */
+  #held: Buffer[] | undefined;
+  #heldBytes = 0;
+  /** The peer's FIN came while held. */
+  #heldFin = false;
   #peer: Address | undefined;
   #local: Address | undefined;
 
@@ -100,6 +110,45 @@ export class BareConn extends EventEmitter {
     stopReading(this.handle);
   }
 
+  /**
+   * Between the request head and the relay: reading goes on, and what comes
+   * is kept. A read stopped here and started again by the relay's Port would
+   * cost two epoll_ctl calls per handshake; reading on also sees a client
+   * that leaves while the upstream is dialed.
+   */
+  hold(): void {
+    if (!this.destroyed) this.#held ??= [];
+  }
+
+  /** The peer's FIN came and is held back until release(). */
+  get finHeld(): boolean {
+    return this.#heldFin;
+  }
+
+  /**
+   * Ends a hold: `take` gets the chunks kept, in order (without it they are
+   * dropped); a FIN kept is read now, so 'end' follows as usual. Returns
+   * the bytes taken.
+   */
+  release(take?: (chunk: Buffer) => void): number {
+    const held = this.#held;
+    if (held === undefined) return 0;
+    this.#held = undefined;
+    this.#heldBytes = 0;
+    let bytes = 0;
+    if (take !== undefined) {
+      for (const chunk of held) {
+        take(chunk);
+        bytes += chunk.length;
+      }
+    }
+    if (this.#heldFin) {
+      this.#heldFin = false;
+      this.readEnd();
+    }
+    return bytes;
+  }
+
   /** A Buffer, or a string sent as UTF-8 (as socket.write sends one). */
   write(chunk: Buffer | string): boolean {
     if (this.destroyed || this.writableEnded) return false;
@@ -125,6 +174,7 @@ export class BareConn extends EventEmitter {
 
   end(last?: Buffer | string): this {
     if (this.destroyed || this.writableEnded) return this;
+    this.release();
     if (last !== undefined) this.write(last);
     if (this.destroyed) return this;
     this.writableEnded = true;
@@ -144,7 +194,11 @@ export class BareConn extends EventEmitter {
 
   /** @internal a chunk read while reading on its own */
   data(chunk: Buffer): void {
-    if (!this.#discard) this.emit('data', chunk);
+    const held = this.#held;
+    if (held !== undefined) {
+      held.push(chunk);
+      if ((this.#heldBytes += chunk.length) >= HOLD_MAX) this.pause();
+    } else if (!this.#discard) this.emit('data', chunk);
   }
 
   #finish(): void {
@@ -155,6 +209,11 @@ export class BareConn extends EventEmitter {
   /** The peer's FIN was read (here or by a Port). */
   readEnd(): void {
     if (this.readableEnded || this.destroyed) return;
+    if (this.#held !== undefined) {
+      this.#heldFin = true;
+      this.pause();
+      return;
+    }
     this.readableEnded = true;
     this.pause();
     process.nextTick(emitEnd, this);
@@ -172,6 +231,7 @@ export class BareConn extends EventEmitter {
   destroy(err?: Error): this {
     if (this.destroyed) return this;
     this.destroyed = true;
+    this.#held = undefined;
     this.pause();
     this.handle.close(() => {
       if (err !== undefined && this.listenerCount('error') > 0) this.emit('error', err);

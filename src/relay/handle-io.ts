@@ -199,7 +199,7 @@ export class Port<O = unknown> {
     if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
     takeBuffered(this.socket, (chunk) => this.handlers.chunk(this, chunk));
     if (readEnded(this.socket)) this.eof = true;
-    // A bare dial hands its handle over still reading.
+    // A bare dial, and a client held since its head, hand their handles over still reading.
     else if (this.paused || socket.destroyed) stopReading(handle);
     else if (!handle.reading) {
       handle.reading = true;
@@ -287,17 +287,18 @@ export function stopReading(handle: Handle): void {
 
 /** The peer's FIN was read already. */
 export function readEnded(socket: RelaySocket): boolean {
-  return 'readEnd' in socket ? socket.readableEnded : (socket as PortSocket)._readableState.ended;
+  return 'readEnd' in socket ? socket.readableEnded || socket.finHeld : (socket as PortSocket)._readableState.ended;
 }
 
 /**
  * Hands the chunks a paused socket read before its relay took over to
  * `take`, one by one, as they were read: flowing-mode read() does that (in
  * paused mode it would join them: a copy). Returns their bytes. A BareConn
- * holds none: it stops reading right after the head.
+ * hands over what it held since the head (and a FIN it held is read then).
  */
 export function takeBuffered(socket: RelaySocket, take: (chunk: Buffer) => void): number {
-  if ('readEnd' in socket || socket.readableLength === 0 || socket.destroyed) return 0;
+  if ('readEnd' in socket) return socket.release(take);
+  if (socket.readableLength === 0 || socket.destroyed) return 0;
   let bytes = 0;
   socket.resume();
   let chunk: Buffer | null;
