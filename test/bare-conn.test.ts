@@ -43,6 +43,33 @@ for (const mode of ['inspect', 'tunnel'] as const) {
       }
     });
 
+    void it('a client that resets while the upstream is dialed ends its session at once, and the dial with it', async () => {
+      let upstreamClosed = false;
+      const upstream = await rawServer((s) => s.on('close', () => (upstreamClosed = true)).resume()); // reads, never answers
+      const config = `
+listeners: [{ address: 127.0.0.1:0 }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { connectTimeout: 30s, targets: [{ url: "ws://127.0.0.1:${upstream.port}" }] } }
+relay: { mode: ${mode} }
+shutdown: { drainTimeout: 0 }`;
+      const gw = await startGateway(config);
+      const client = connect(gw.port, '127.0.0.1');
+      client.on('error', () => {});
+      try {
+        await once(client, 'connect');
+        client.write(upgradeRequest());
+        await eventually(() => gw.gw.stats().sessions === 1, 5_000, 'the session, dialing');
+        client.resetAndDestroy();
+        // Well before the 30 s connectTimeout: the gateway read the reset.
+        await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'the session ended');
+        await eventually(() => upstreamClosed, 5_000, 'the dial called off');
+      } finally {
+        client.destroy();
+        await gw.close();
+        await upstream.close();
+      }
+    });
+
     void it('what a client sends while the upstream is dialed, and its FIN, reach the upstream after the 101', async () => {
       // The client connection keeps reading during the dial (BareConn.hold): nothing it sends may be lost or reordered.
       let received = Buffer.alloc(0);

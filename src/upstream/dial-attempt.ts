@@ -27,10 +27,11 @@ export abstract class DialAttempt implements Dial {
   /** Closes the connection, whatever state it is in. */
   protected abstract drop(): void;
 
-  /** The client went away: give up quietly. */
+  /** The client went away: give up quietly (no answer goes to `done`: the caller is gone). */
   abort(): void {
     if (this.#settled) return;
-    this.settle(undefined, undefined);
+    this.#settled = true;
+    clearTimeout(this.#timer);
     this.drop();
   }
 
