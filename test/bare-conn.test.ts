@@ -93,8 +93,13 @@ shutdown: { drainTimeout: 0 }`;
         await new Promise((r) => setTimeout(r, 100));
         // Two masked text frames (mask 0, so the payload reads plainly on the upstream side), apart, then FIN.
         client.write(Buffer.from([0x81, 0x84, 0, 0, 0, 0, ...Buffer.from('held')]));
+        // 40 one-byte frames, a read each: more reads than the gateway holds (16) before it lets TCP keep the rest.
+        for (let i = 0; i < 40; i++) {
+          client.write(Buffer.from([0x81, 0x81, 0, 0, 0, 0, 0x61 + (i % 26)]));
+          await new Promise((r) => setTimeout(r, 2));
+        }
         await new Promise((r) => setTimeout(r, 50));
-        // More than the gateway holds (64 KiB) before it lets TCP keep the rest.
+        // More bytes than the gateway holds (64 KiB) before it lets TCP keep the rest.
         const big = Buffer.alloc(14 + 200_000, 0x62);
         big.set([0x82, 0xff, 0, 0, 0, 0, 0, 0x03, 0x0d, 0x40, 0, 0, 0, 0]);
         client.write(big);
@@ -103,7 +108,9 @@ shutdown: { drainTimeout: 0 }`;
         await eventually(() => answer.startsWith('HTTP/1.1 101'), 5_000, 'the 101');
         await eventually(() => received.includes('again'), 5_000, 'both frames at the upstream');
         assert.ok(received.indexOf('held') < received.indexOf('again'), 'in order');
-        assert.ok(received.length >= 200_000 + 4 + 5, `${received.length} bytes at the upstream`);
+        assert.ok(received.length >= 200_000 + 4 + 5 + 40, `${received.length} bytes at the upstream`);
+        const small = Buffer.concat(Array.from({ length: 40 }, (_, i) => Buffer.from([0x81, 0x81, 0, 0, 0, 0, 0x61 + (i % 26)])));
+        assert.ok(received.indexOf(small) > received.indexOf('held'), 'the one-byte frames, in order, after the first');
         await eventually(() => ended || gw.gw.stats().sessions === 0, 5_000, 'the FIN handled');
         await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'the session ends');
       } finally {

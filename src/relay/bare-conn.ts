@@ -30,8 +30,13 @@ interface ConnHandle extends BareHandle {
   conn?: BareConn;
 }
 
-/** Bytes hold() keeps before it stops reading (and lets TCP hold the rest). */
-const HOLD_MAX = 64 * 1024;
+/**
+ * What hold() keeps before it stops reading and lets TCP hold the rest:
+ * bytes, and reads (a client trickling single bytes would otherwise cost a
+ * Buffer each).
+ */
+const HOLD_MAX_BYTES = 64 * 1024;
+const HOLD_MAX_CHUNKS = 16;
 
 interface Address {
   address?: string;
@@ -197,7 +202,7 @@ export class BareConn extends EventEmitter {
     const held = this.#held;
     if (held !== undefined) {
       held.push(chunk);
-      if ((this.#heldBytes += chunk.length) >= HOLD_MAX) this.pause();
+      if ((this.#heldBytes += chunk.length) >= HOLD_MAX_BYTES || held.length >= HOLD_MAX_CHUNKS) this.pause();
     } else if (!this.#discard) this.emit('data', chunk);
   }
 
