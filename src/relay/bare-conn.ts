@@ -183,6 +183,13 @@ export class BareConn extends EventEmitter {
     if (last !== undefined) this.write(last);
     if (this.destroyed) return this;
     this.writableEnded = true;
+    if (this.readableEnded && this.handle.writeQueueSize === 0) {
+      // The peer's FIN is in and libuv holds nothing to write: the close
+      // that follows sends our FIN, and a shutdown first would be one more
+      // system call for nothing.
+      this.#finish();
+      return this;
+    }
     const err = bareShutdown(this.handle, (status) => {
       if (status < 0) this.destroy(uvError(status, 'shutdown'));
       else this.#finish();

@@ -75,6 +75,8 @@ export interface BareHandle extends Handle {
   getpeername(out: object): number;
   getsockname(out: object): number;
   shutdown(req: ShutdownReq): number;
+  /** Bytes libuv holds until the peer's window opens. */
+  readonly writeQueueSize: number;
   close(callback?: () => void): void;
 }
 
