@@ -70,6 +70,38 @@ shutdown: { drainTimeout: 0 }`;
       }
     });
 
+    void it('an upstream that says no after a slow dial: the client gets its answer, and what it sent meanwhile goes nowhere', async () => {
+      let afterHead = '';
+      const upstream = await rawServer((s) => {
+        let text = '';
+        s.on('data', (d: Buffer) => {
+          text += d.toString('latin1');
+          const end = text.indexOf('\r\n\r\n');
+          if (end !== -1) afterHead = text.slice(end + 4);
+        });
+        setTimeout(() => s.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope\n'), 400);
+      });
+      const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${upstream.port}`], `relay: { mode: ${mode} }`));
+      const client = connect(gw.port, '127.0.0.1');
+      client.on('error', () => {});
+      try {
+        await once(client, 'connect');
+        let answer = '';
+        client.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+        client.write(upgradeRequest());
+        await new Promise((r) => setTimeout(r, 100));
+        client.write(Buffer.from([0x81, 0x84, 0, 0, 0, 0, ...Buffer.from('held')]));
+        await once(client, 'close');
+        assert.match(answer, /^HTTP\/1\.1 403 Forbidden\r\n[^]*\r\n\r\nnope\n$/);
+        assert.equal(afterHead, '', 'nothing of what the client sent after its head reached the upstream');
+        await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'the session ends');
+      } finally {
+        client.destroy();
+        await gw.close();
+        await upstream.close();
+      }
+    });
+
     void it('what a client sends while the upstream is dialed, and its FIN, reach the upstream after the 101', async () => {
       // The client connection keeps reading during the dial (BareConn.hold): nothing it sends may be lost or reordered.
       let received = Buffer.alloc(0);
