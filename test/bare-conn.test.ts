@@ -17,6 +17,19 @@ function netSockets(): number {
   return (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().filter((h) => h instanceof Socket).length;
 }
 
+/** A raw client that has sent its upgrade request and, 100 ms later, a masked text frame "held" (mask 0). */
+async function clientInDial(port: number): Promise<{ client: Socket; answer(): string }> {
+  const client = connect(port, '127.0.0.1');
+  client.on('error', () => {});
+  await once(client, 'connect');
+  let answer = '';
+  client.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+  client.write(upgradeRequest());
+  await new Promise((r) => setTimeout(r, 100));
+  client.write(Buffer.from([0x81, 0x84, 0, 0, 0, 0, ...Buffer.from('held')]));
+  return { client, answer: () => answer };
+}
+
 for (const mode of ['inspect', 'tunnel'] as const) {
   void describe(`${mode} mode on a plain listener`, () => {
     void it('relays 20 sessions with no net.Socket of the gateway, and lets everything go when they end', async () => {
@@ -82,17 +95,10 @@ shutdown: { drainTimeout: 0 }`;
         setTimeout(() => s.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope\n'), 400);
       });
       const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${upstream.port}`], `relay: { mode: ${mode} }`));
-      const client = connect(gw.port, '127.0.0.1');
-      client.on('error', () => {});
+      const { client, answer } = await clientInDial(gw.port);
       try {
-        await once(client, 'connect');
-        let answer = '';
-        client.on('data', (d: Buffer) => (answer += d.toString('latin1')));
-        client.write(upgradeRequest());
-        await new Promise((r) => setTimeout(r, 100));
-        client.write(Buffer.from([0x81, 0x84, 0, 0, 0, 0, ...Buffer.from('held')]));
         await once(client, 'close');
-        assert.match(answer, /^HTTP\/1\.1 403 Forbidden\r\n[^]*\r\n\r\nnope\n$/);
+        assert.match(answer(), /^HTTP\/1\.1 403 Forbidden\r\n[^]*\r\n\r\nnope\n$/);
         assert.equal(afterHead, '', 'nothing of what the client sent after its head reached the upstream');
         await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'the session ends');
       } finally {
@@ -116,15 +122,9 @@ shutdown: { drainTimeout: 0 }`;
         }, 400);
       });
       const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${upstream.port}`], `relay: { mode: ${mode} }`));
-      const client = connect(gw.port, '127.0.0.1');
+      // Masked frames (mask 0, so the payload reads plainly on the upstream side), apart, then FIN.
+      const { client, answer } = await clientInDial(gw.port);
       try {
-        await once(client, 'connect');
-        let answer = '';
-        client.on('data', (d: Buffer) => (answer += d.toString('latin1')));
-        client.write(upgradeRequest());
-        await new Promise((r) => setTimeout(r, 100));
-        // Two masked text frames (mask 0, so the payload reads plainly on the upstream side), apart, then FIN.
-        client.write(Buffer.from([0x81, 0x84, 0, 0, 0, 0, ...Buffer.from('held')]));
         // 40 one-byte frames, a read each: more reads than the gateway holds (16) before it lets TCP keep the rest.
         for (let i = 0; i < 40; i++) {
           client.write(Buffer.from([0x81, 0x81, 0, 0, 0, 0, 0x61 + (i % 26)]));
@@ -137,7 +137,7 @@ shutdown: { drainTimeout: 0 }`;
         client.write(big);
         client.write(Buffer.from([0x81, 0x85, 0, 0, 0, 0, ...Buffer.from('again')]));
         client.end();
-        await eventually(() => answer.startsWith('HTTP/1.1 101'), 5_000, 'the 101');
+        await eventually(() => answer().startsWith('HTTP/1.1 101'), 5_000, 'the 101');
         await eventually(() => received.includes('again'), 5_000, 'both frames at the upstream');
         assert.ok(received.indexOf('held') < received.indexOf('again'), 'in order');
         assert.ok(received.length >= 200_000 + 4 + 5 + 40, `${received.length} bytes at the upstream`);
