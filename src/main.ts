@@ -1,5 +1,10 @@
 #!/usr/bin/env node
-import { run } from './cli/index.js';
+import { keepYoungGenerationSmall } from './cli/young-generation.js';
+
+// Before anything else is loaded: loading the gateway's modules alone would
+// grow the young generation to its maximum.
+if (process.argv[2] === 'start') keepYoungGenerationSmall();
+const { run } = await import('./cli/index.js');
 
 run(process.argv.slice(2)).then(
   (code) => {

@@ -10,8 +10,8 @@ import { echo, openClient, startBackend } from './helpers.js';
 
 const MAIN = join(import.meta.dirname, '..', 'src', 'main.ts');
 
-function wsgate(args: string[]): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function wsgate(args: string[], nodeFlags: string[] = []): ChildProcess {
+  return spawn(process.execPath, [...nodeFlags, '--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -97,6 +97,58 @@ relay: { mode: tunnel }
       assert.match(out, /"msg":"session closed"/);
     } finally {
       child.kill('SIGKILL');
+      await backend.close();
+    }
+  });
+
+  void it('start keeps V8\'s young generation small, unless Node\'s command line sizes it', { timeout: 60_000 }, async () => {
+    const backend = await startBackend();
+    const dir = await mkdtemp(join(tmpdir(), 'wsgate-cli-'));
+    // Loaded before wsgate: reports the young generation's size as the process exits.
+    const probe = join(dir, 'young-generation-probe.mjs');
+    await writeFile(
+      probe,
+      "import v8 from 'node:v8';\n" +
+        "process.on('exit', () => process.stderr.write(`new_space ${v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size}\\n`));\n",
+    );
+    const newSpace = async (nodeFlags: string[]): Promise<number> => {
+      const port = await freePort();
+      const file = await configFile(
+        `listeners: [{ address: 127.0.0.1:${port} }]\nroutes: [{ match: { path: / }, upstream: app }]\nupstreams: { app: { targets: [{ url: "${backend.url}" }] } }\nrelay: { mode: inspect }\nlimits: { perIp: { maxConnections: 1000, handshakeRate: 10000/s, handshakeBurst: 1000 } }\n`,
+      );
+      const child = wsgate(['start', '-c', file], [...nodeFlags, '--import', probe]);
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      try {
+        while (!out.includes('wsgate started')) await once(child.stdout!, 'data');
+        // Sessions that stay open while more are made: what a young generation sized by survival grows on.
+        const open = [];
+        for (let i = 0; i < 300; i++) {
+          const ws = await openClient(`ws://127.0.0.1:${port}`);
+          assert.equal(await echo(ws, `m${i}`), `m${i}`);
+          open.push(ws);
+        }
+        for (const ws of open) ws.terminate();
+        const exited = once(child, 'exit');
+        child.kill('SIGTERM');
+        await exited;
+      } finally {
+        child.kill('SIGKILL');
+      }
+      const m = /new_space (\d+)/.exec(err);
+      assert.ok(m, err);
+      return Number(m[1]);
+    };
+    try {
+      const MiB = 1024 * 1024;
+      // V8 alone grows it to 16-32 MiB here, while loading the gateway and making the sessions.
+      const kept = await newSpace([]);
+      assert.ok(kept <= 4 * MiB, `new space ${kept / MiB} MiB`);
+      const sized = await newSpace(['--max-semi-space-size=8']);
+      assert.ok(sized > 4 * MiB, `new space ${sized / MiB} MiB`);
+    } finally {
       await backend.close();
     }
   });
