@@ -153,3 +153,44 @@ shutdown: { drainTimeout: 0 }`;
     });
   });
 }
+
+void describe('inspect mode on a plain listener: the end of a session', () => {
+  void it('once the client has said Close and got the answer, its connection is closed at once, without waiting for its FIN', async () => {
+    const backend = await startBackend();
+    const gw = await startGateway(simpleConfig([backend.url], 'relay: { mode: inspect }'));
+    // A client that never ends its side of TCP.
+    const client = connect({ port: gw.port, host: '127.0.0.1', allowHalfOpen: true });
+    let failed: NodeJS.ErrnoException | undefined;
+    client.on('error', (err: NodeJS.ErrnoException) => (failed = err));
+    let answer = Buffer.alloc(0);
+    let ended = false;
+    client.on('data', (d: Buffer) => (answer = Buffer.concat([answer, d])));
+    client.on('end', () => (ended = true));
+    try {
+      await once(client, 'connect');
+      client.write(upgradeRequest());
+      await eventually(() => answer.includes('\r\n\r\n'), 5_000, 'the 101');
+      assert.match(answer.toString('latin1'), /^HTTP\/1\.1 101 /);
+      const closeFrame = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // Close 1000, mask 0
+      client.write(closeFrame);
+      await eventually(() => ended, 5_000, "the gateway's FIN");
+      assert.ok(answer.subarray(answer.indexOf('\r\n\r\n') + 4).equals(Buffer.from([0x88, 0x02, 0x03, 0xe8])), 'the Close answer, whole');
+      // Ended before the close handshake's 2 s limit would have cut a client that keeps its side open.
+      await eventually(() => gw.gw.stats().sessions === 0, 1_500, 'the session ended');
+      // Closed, not half-closed: what the client still sends meets a reset.
+      await eventually(
+        () => {
+          if (failed === undefined && !client.destroyed) client.write('x');
+          return failed !== undefined;
+        },
+        5_000,
+        'a reset',
+      );
+      assert.match(failed!.code ?? '', /^(EPIPE|ECONNRESET)$/);
+    } finally {
+      client.destroy();
+      await gw.close();
+      await backend.close();
+    }
+  });
+});

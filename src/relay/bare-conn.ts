@@ -204,6 +204,23 @@ export class BareConn extends EventEmitter {
     return this;
   }
 
+  /**
+   * Ends the connection when the peer has said it sends nothing more (its
+   * WebSocket Close is in). With nothing left in libuv, the handle is closed
+   * at once and the close sends our FIN: a shutdown, then reading on for the
+   * peer's FIN, would cost three system calls and a turn of the loop. Data
+   * the peer sends anyway meets a reset, as it would at nginx.
+   */
+  hangUp(): void {
+    if (this.destroyed || this.writableEnded) return;
+    if (this.handle.writeQueueSize !== 0 || this.#held !== undefined) {
+      this.end();
+      return;
+    }
+    this.writableEnded = true;
+    this.destroy();
+  }
+
   /** @internal a chunk read while reading on its own */
   data(chunk: Buffer): void {
     const held = this.#held;

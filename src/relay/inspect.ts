@@ -73,6 +73,8 @@ export class InspectRelay implements Relay, FlowOwner {
   #recvClient = false;
   #sentUpstream = false;
   #recvUpstream = false;
+  /** The client's own Close frame came: it sends nothing more. */
+  #clientSaidClose = false;
   /** close() has run. */
   #closing = false;
   #closeTimer: NodeJS.Timeout | undefined;
@@ -171,7 +173,7 @@ export class InspectRelay implements Relay, FlowOwner {
   }
 
   closeReceived(flow: Flow, code: number): void {
-    if (flow.fromClient) this.#recvClient = true;
+    if (flow.fromClient) this.#recvClient = this.#clientSaidClose = true;
     else this.#recvUpstream = true;
     this.#record(flow.fromClient ? 'client' : 'upstream', `close ${code}`);
     this.#armCloseTimer();
@@ -322,7 +324,7 @@ export class InspectRelay implements Relay, FlowOwner {
     // for the upstream's FIN (the close timer cuts an upstream that never
     // sends one). Ending upstream connections first would pile TIME_WAIT
     // sockets onto the gateway's ephemeral ports toward each backend.
-    if (this.#sentClient && this.#recvClient) endSide(this.down);
+    if (this.#sentClient && this.#recvClient) endSide(this.down, this.#clientSaidClose);
   }
 
   #armCloseTimer(): void {
@@ -354,8 +356,11 @@ function later(fn: (r: InspectRelay) => void, ms: number, r: InspectRelay): Node
   return t;
 }
 
-function endSide(side: RelaySocket): void {
-  if (!side.writableEnded && !side.destroyed) side.end();
+/** `done`: the peer said Close, so nothing it sends is waited for (a bare connection is closed at once). */
+function endSide(side: RelaySocket, done = false): void {
+  if (side.writableEnded || side.destroyed) return;
+  if (done && 'hangUp' in side) side.hangUp();
+  else side.end();
 }
 
 function onKeepalive(r: InspectRelay): void {
