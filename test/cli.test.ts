@@ -10,8 +10,8 @@ import { echo, openClient, startBackend } from './helpers.js';
 
 const MAIN = join(import.meta.dirname, '..', 'src', 'main.ts');
 
-function wsgate(args: string[], nodeFlags: string[] = []): ChildProcess {
-  return spawn(process.execPath, [...nodeFlags, '--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function wsgate(args: string[], nodeFlags: string[] = [], env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  return spawn(process.execPath, [...nodeFlags, '--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
 }
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -111,12 +111,12 @@ relay: { mode: tunnel }
       "import v8 from 'node:v8';\n" +
         "process.on('exit', () => process.stderr.write(`new_space ${v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size}\\n`));\n",
     );
-    const newSpace = async (nodeFlags: string[]): Promise<number> => {
+    const newSpace = async (nodeFlags: string[], env?: NodeJS.ProcessEnv): Promise<number> => {
       const port = await freePort();
       const file = await configFile(
         `listeners: [{ address: 127.0.0.1:${port} }]\nroutes: [{ match: { path: / }, upstream: app }]\nupstreams: { app: { targets: [{ url: "${backend.url}" }] } }\nrelay: { mode: inspect }\nlimits: { perIp: { maxConnections: 1000, handshakeRate: 10000/s, handshakeBurst: 1000 } }\n`,
       );
-      const child = wsgate(['start', '-c', file], [...nodeFlags, '--import', probe]);
+      const child = wsgate(['start', '-c', file], [...nodeFlags, '--import', probe], env);
       let out = '';
       let err = '';
       child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -148,6 +148,9 @@ relay: { mode: tunnel }
       assert.ok(kept <= 4 * MiB, `new space ${kept / MiB} MiB`);
       const sized = await newSpace(['--max-semi-space-size=8']);
       assert.ok(sized > 4 * MiB, `new space ${sized / MiB} MiB`);
+      // The same through NODE_OPTIONS, as docs/operations.md shows it.
+      const viaEnv = await newSpace([], { ...process.env, NODE_OPTIONS: '--max-semi-space-size=8' });
+      assert.ok(viaEnv > 4 * MiB, `new space ${viaEnv / MiB} MiB`);
     } finally {
       await backend.close();
     }

@@ -17,14 +17,12 @@ import { setFlagsFromString } from 'node:v8';
 // choice and left alone.
 
 /** Whether the operator sized the young generation on Node's command line. */
-export function youngGenerationSized(execArgv: readonly string[], nodeOptions: string | undefined): boolean {
+function youngGenerationSized(execArgv: readonly string[], nodeOptions: string | undefined): boolean {
   const flag = /^--max[-_]semi[-_]space[-_]size(=|$)/;
   return execArgv.some((a) => flag.test(a)) || (nodeOptions ?? '').split(/\s+/).some((a) => flag.test(a));
 }
 
-/** Keeps V8's young generation at its initial size, unless the operator sized it; true when it did. */
-export function keepYoungGenerationSmall(): boolean {
-  if (youngGenerationSized(process.execArgv, process.env.NODE_OPTIONS)) return false;
-  setFlagsFromString('--semi-space-growth-factor=1');
-  return true;
+/** Keeps V8's young generation at its initial size, unless the operator sized it. */
+export function keepYoungGenerationSmall(): void {
+  if (!youngGenerationSized(process.execArgv, process.env.NODE_OPTIONS)) setFlagsFromString('--semi-space-growth-factor=1');
 }

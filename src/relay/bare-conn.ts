@@ -209,7 +209,7 @@ export class BareConn extends EventEmitter {
    * WebSocket Close is in). With nothing left in libuv, the handle is closed
    * at once and the close sends our FIN: a shutdown, then reading on for the
    * peer's FIN, would cost three system calls and a turn of the loop. Data
-   * the peer sends anyway meets a reset, as it would at nginx.
+   * the peer sends anyway meets a reset.
    */
   hangUp(): void {
     if (this.destroyed || this.writableEnded) return;
