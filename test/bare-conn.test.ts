@@ -193,4 +193,43 @@ void describe('inspect mode on a plain listener: the end of a session', () => {
       await backend.close();
     }
   });
+
+  void it('a client that reads slowly and says Close still gets everything before the Close answer, then the FIN', async () => {
+    const MESSAGE = 8 * 1024 * 1024;
+    const backend = await startBackend();
+    // Right after the upgrade, more than the gateway and the sockets buffer: the upstream's Close answer queues behind it.
+    backend.wss.on('connection', (ws) => ws.send(Buffer.alloc(MESSAGE, 0x61), { binary: true }));
+    const gw = await startGateway(simpleConfig([backend.url], 'relay: { mode: inspect }'));
+    const client = connect({ port: gw.port, host: '127.0.0.1', allowHalfOpen: true });
+    client.on('error', () => {});
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    let ended = false;
+    client.on('data', (d: Buffer) => {
+      chunks.push(d);
+      bytes += d.length;
+    });
+    client.on('end', () => (ended = true));
+    try {
+      await once(client, 'connect');
+      client.write(upgradeRequest());
+      await eventually(() => Buffer.concat(chunks).includes('\r\n\r\n'), 5_000, 'the 101');
+      client.pause();
+      client.write(Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])); // Close 1000, mask 0
+      await new Promise((r) => setTimeout(r, 300));
+      client.resume();
+      await eventually(() => ended, 10_000, "the gateway's FIN");
+      const all = Buffer.concat(chunks);
+      const frames = all.subarray(all.indexOf('\r\n\r\n') + 4);
+      // The binary frame whole (a 10-byte header for 8 MiB), then the Close answer, and nothing else.
+      assert.equal(frames.length, 10 + MESSAGE + 4, `${bytes} bytes in all`);
+      assert.deepEqual([...frames.subarray(0, 2)], [0x82, 127]);
+      assert.ok(frames.subarray(frames.length - 4).equals(Buffer.from([0x88, 0x02, 0x03, 0xe8])), 'the Close answer last');
+      await eventually(() => gw.gw.stats().sessions === 0, 5_000, 'the session ended');
+    } finally {
+      client.destroy();
+      await gw.close();
+      await backend.close();
+    }
+  });
 });
