@@ -396,6 +396,30 @@ static napi_value open_sessions(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// tryWrite(fd, buffer): writes what the socket takes now, as uv_try_write
+// does, and returns the bytes written (0 when it takes nothing) or -errno.
+// The inspect relay reads every socket into one shared buffer
+// (src/relay/handle-io.ts); a libuv write keeps a pointer into its data
+// until it completes, so the relay writes such data here, where nothing is
+// kept, and copies only what the socket did not take. Only called while
+// libuv holds nothing else for the socket, so the bytes keep their order.
+static napi_value try_write(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int32_t fd = -1;
+  void* data = NULL;
+  size_t len = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &len));
+  ssize_t n;
+  do n = send(fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) n = errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  CHECK(napi_create_int32(env, (int32_t)n, &result));
+  return result;
+}
+
 static void free_module(napi_env env, void* data, void* hint) {
   module_t* mod = data;
   if (mod->async != NULL) napi_async_destroy(env, mod->async);
@@ -417,6 +441,7 @@ NAPI_MODULE_INIT() {
     {"active", NULL, active, NULL, NULL, NULL, napi_enumerable, mod},
     {"bytes", NULL, bytes, NULL, NULL, NULL, napi_enumerable, mod},
     {"openSessions", NULL, open_sessions, NULL, NULL, NULL, napi_enumerable, mod},
+    {"tryWrite", NULL, try_write, NULL, NULL, NULL, napi_enumerable, mod},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -4,13 +4,14 @@ import { once } from 'node:events';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage } from 'node:http';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { parseConfig } from '../src/config/load.js';
 import { createGateway } from '../src/gateway.js';
 import { echo, eventually, startBackend, startGateway, type RunningGateway, listenLocal, closeHttp } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
 import { coreSessions } from '../src/relay/native-tunnel.js';
+import { checkFloodBothWays, startFloodBackend } from './flood-fixtures.js';
 
 /** The certificate a TLS client is shown, by common name (undefined when the handshake fails). */
 async function certName(port: number, options: ConnectionOptions): Promise<string | undefined> {
@@ -178,6 +179,37 @@ async function startTlsBackend(cert: string, key: string): Promise<TlsBackend> {
     },
   };
 }
+
+void describe('TLS listener: backpressure', { skip: NO_OPENSSL }, () => {
+  for (const mode of ['tunnel', 'inspect']) {
+    void it(`${mode} mode: both ends flood without reading, then read on: every byte arrives as sent`, { timeout: 90_000 }, async () => {
+      const ca = makeCa();
+      const files = ca.issue('server', ['localhost'], 'flood');
+      const backend = await startFloodBackend();
+      const gw = await startGateway(`
+listeners: [{ address: 127.0.0.1:0, tls: { cert: ${files.cert}, key: ${files.key} } }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { targets: [{ url: "ws://127.0.0.1:${backend.port}" }] } }
+limits: { maxBufferedBytes: 256KiB }
+relay: { mode: ${mode} }
+shutdown: { drainTimeout: 0 }
+`);
+      const dial = async (port: number): Promise<TLSSocket> => {
+        const s = tlsConnect({ port, host: '127.0.0.1', servername: 'localhost', ca: ca.ca });
+        s.on('error', () => {});
+        await once(s, 'secureConnect');
+        return s;
+      };
+      try {
+        await checkFloodBothWays(gw.port, backend, dial);
+      } finally {
+        await gw.close();
+        await backend.close();
+        ca.close();
+      }
+    });
+  }
+});
 
 void describe('upstream TLS (wss:// and https:// targets)', { skip: NO_OPENSSL }, () => {
   let ca: TestCa;

@@ -18,6 +18,7 @@ import {
   withGateway,
 } from './helpers.js';
 import { coreSessions } from '../src/relay/native-tunnel.js';
+import { checkFloodBothWays, startFloodBackend } from './flood-fixtures.js';
 
 const TUNNEL = 'relay: { mode: tunnel }';
 
@@ -187,6 +188,17 @@ void describe('leaks', () => {
 });
 
 void describe('backpressure', () => {
+  void it('both ends flood without reading, then read on: every byte arrives as sent, in two sessions at once', { timeout: 90_000 }, async () => {
+    const backend = await startFloodBackend();
+    const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${backend.port}`], `${TUNNEL}\nlimits: { maxBufferedBytes: 256KiB }`));
+    try {
+      await checkFloodBothWays(gw.port, backend);
+    } finally {
+      await gw.close();
+      await backend.close();
+    }
+  });
+
   void it('a backend flooding a client that does not read grows the gateway by less than 64 MiB', { timeout: 60_000 }, async () => {
     const frame = Buffer.alloc(1 << 20);
     frame[0] = 0x82;

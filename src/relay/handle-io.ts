@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { BareConn } from './bare-conn.js';
 import { Buffer } from 'node:buffer';
 import { getSystemErrorName } from 'node:util';
+import { nativeModule } from './native-module.js';
 
 // The relay's reads and writes on a plain TCP socket go straight to its libuv
 // handle, beneath Node's stream layer, the way net.Socket itself drives it:
@@ -10,7 +11,7 @@ import { getSystemErrorName } from 'node:util';
 // Readable's push/emit, the Writable's write/afterWrite machinery and the
 // nextTick behind it: 40% of the user-space instructions of a relayed echo
 // (`bench/instructions.ts --load chatty`, tunnel mode: 31.9k with streams,
-// 19.3k here). Chunks are still Node's own Buffers, never copied.
+// 19.3k here).
 //
 // The socket stays a net.Socket for everything else: end(), destroy(),
 // 'end', 'error' and 'close' behave as before, because EOF and read errors
@@ -24,6 +25,21 @@ import { getSystemErrorName } from 'node:util';
 // instead. Both paths run the same relay code. TLS sockets take the stream
 // API too: their TLSWrap takes one write at a time (a second one aborts the
 // process), and queueing the rest is exactly what the Writable is for.
+//
+// Reads on a handle go into one buffer that every relayed handle shares
+// (Node's `useUserBuffer`), not into a buffer of their own. By default Node
+// allocates 64 KiB for every read, copies what was read into a new buffer of
+// the right size and wraps that in an ArrayBuffer: a malloc, a copy and
+// garbage per read, a third of the user-space instructions of an
+// inspect-mode echo (`bench/instructions.ts --load chatty`: 20.8k, 13.3k
+// without). The
+// catch is that a chunk in the shared buffer is good only until the next
+// read, and a libuv write keeps a pointer into its data until it completes.
+// So such a chunk is written with native/relay.c's tryWrite, which keeps
+// nothing, and only what the socket does not take at once (or all of it,
+// while earlier writes are still queued) is copied: under backpressure, and
+// never more than Node copied anyway. Without the native module, reads keep
+// Node's own buffers.
 
 interface WriteReq {
   handle: Handle;
@@ -44,8 +60,13 @@ export interface Handle {
   readStart(): number;
   readStop(): number;
   writeBuffer(req: WriteReq, data: Uint8Array): number;
+  useUserBuffer(buffer: Uint8Array): void;
   [kPort]?: Port;
+  /** Reads go to the shared read buffer. */
+  [kShared]?: true;
 }
+
+type TryWrite = (fd: number, data: Uint8Array) => number;
 
 interface StreamWrap {
   WriteWrap: new () => WriteReq;
@@ -91,6 +112,7 @@ export interface ConnectReq {
 }
 
 const kPort = Symbol('wsgate.port');
+const kShared = Symbol('wsgate.sharedReads');
 
 /** Node's internals this module needs, or null when they are not there as expected. */
 function loadBinding(): Binding | null {
@@ -125,6 +147,21 @@ const kReadBytes = binding?.wrap.kReadBytesOrError ?? 0;
 const kOffset = binding?.wrap.kArrayBufferOffset ?? 0;
 const kAsync = binding?.wrap.kLastWriteWasAsync ?? 0;
 const UV_EOF = binding?.UV_EOF ?? 0;
+
+/** native/relay.c's tryWrite; null: no native module (or a build older than this code). */
+function loadTryWrite(): TryWrite | null {
+  if (binding === null || typeof (binding.TCP.prototype as Partial<Handle>).useUserBuffer !== 'function') return null;
+  const native = nativeModule();
+  const fn = typeof native === 'object' ? (native as { tryWrite?: unknown }).tryWrite : undefined;
+  return typeof fn === 'function' ? (fn as TryWrite) : null;
+}
+
+const tryWrite = loadTryWrite();
+/** The read buffer relayed handles share (null: each read gets Node's own buffer). */
+const readBuffer: Buffer | null = tryWrite !== null ? Buffer.allocUnsafeSlow(65_536) : null;
+const readArrayBuffer: ArrayBufferLike | null = readBuffer?.buffer ?? null;
+/** Relayed handles read into one shared buffer. */
+export const SHARED_READS: boolean = readBuffer !== null;
 
 /** What a relay does with its ports' events; the port's `owner` is the relay's own context. */
 export interface PortHandlers<O> {
@@ -198,6 +235,11 @@ export class Port<O = unknown> {
     if (this.bare) (this.socket as BareConn).relayed = true;
     handle[kPort] = this as Port;
     handle.onread = onRead;
+    // Only a Port reads a handle from here on (and its onRead takes either kind of read).
+    if (readBuffer !== null && handle[kShared] !== true) {
+      handle[kShared] = true;
+      handle.useUserBuffer(readBuffer);
+    }
     if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
     takeBuffered(this.socket, (chunk) => this.handlers.chunk(this, chunk));
     if (readEnded(this.socket)) this.eof = true;
@@ -213,8 +255,13 @@ export class Port<O = unknown> {
   send(chunk: Buffer): number {
     const handle = this.handle;
     if (handle === null || (this.viaStream && !this.#streamQueueEmpty())) {
-      this.socket.write(chunk);
+      this.socket.write(ownCopy(chunk));
       return this.pending + this.socket.writableLength;
+    }
+    if (chunk.buffer === readArrayBuffer) {
+      const rest = this.#sendShared(handle, chunk);
+      if (rest === null) return this.pending;
+      chunk = rest;
     }
     let req = this.req;
     if (req === null) {
@@ -242,10 +289,30 @@ export class Port<O = unknown> {
     return (this.pending += chunk.length);
   }
 
+  /**
+   * A chunk in the shared read buffer, with nothing queued in the socket's
+   * stream: written at once as far as the socket takes it, the rest (all of
+   * it, when libuv holds earlier writes) copied, to go the usual way. null:
+   * nothing left to write.
+   */
+  #sendShared(handle: Handle, chunk: Buffer): Buffer | null {
+    if (this.pending === 0) {
+      // A closed handle's fd is -1: the write fails as writeBuffer's would.
+      const n = tryWrite!(handle.fd, chunk);
+      if (n === chunk.length) return null;
+      if (n < 0) {
+        this.socket.destroy(uvError(n, 'write'));
+        return null;
+      }
+      chunk = chunk.subarray(n);
+    }
+    return Buffer.from(chunk);
+  }
+
   /** Writes through the socket's stream API (the slow paths: cork, frames of the gateway's own). */
   write(chunk: Buffer): void {
     this.viaStream = true;
-    this.socket.write(chunk);
+    this.socket.write(ownCopy(chunk));
   }
 
   /** Bytes waiting to go out. */
@@ -318,11 +385,18 @@ export function tcpHandleOf(socket: Socket): Handle | null {
   return binding !== null && handle instanceof binding.TCP && !socket.destroyed ? handle : null;
 }
 
+/** `chunk`, or a copy of it when it lies in the shared read buffer (whatever keeps it must not see the next read). */
+function ownCopy(chunk: Buffer): Buffer {
+  return chunk.buffer === readArrayBuffer ? Buffer.from(chunk) : chunk;
+}
+
+/** Never returns a value: a handle reading into a user buffer would take it as the next buffer. */
 function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
   const n = state[kReadBytes]!;
   const port = this[kPort]!;
   if (n > 0) {
-    port.handlers.chunk(port, Buffer.from(arrayBuffer!, state[kOffset]!, n));
+    // No ArrayBuffer: the read went to the shared buffer.
+    port.handlers.chunk(port, arrayBuffer === undefined ? Buffer.from(readArrayBuffer!, 0, n) : Buffer.from(arrayBuffer, state[kOffset]!, n));
     return;
   }
   if (n === 0) return;
@@ -434,7 +508,9 @@ function onShutdown(this: ShutdownReq, status: number): void {
 /** In a bare handle's onread: the chunk read, or the libuv code (UV_EOF or an error) when there is none. */
 export function bareRead(arrayBuffer: ArrayBuffer | undefined): Buffer | number {
   const n = state[kReadBytes]!;
-  return n > 0 ? Buffer.from(arrayBuffer!, state[kOffset]!, n) : n;
+  if (n <= 0) return n;
+  // A handle a Port had (the shared read buffer): the caller may keep the chunk.
+  return arrayBuffer === undefined ? Buffer.from(readBuffer!.subarray(0, n)) : Buffer.from(arrayBuffer, state[kOffset]!, n);
 }
 
 export function isEof(code: number): boolean {

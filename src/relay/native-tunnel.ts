@@ -1,9 +1,9 @@
-import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
 import type { Relay, RelayDone, RelayLimits, UpstreamConnection } from './relay.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
 import { HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, writeBare, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
+import { nativeModule } from './native-module.js';
 
 // Tunnel mode on the native relay core (native/relay.c). Once the 101 is
 // out, the session's two sockets are handed to the core as duplicated file
@@ -46,14 +46,10 @@ function loadCore(): Core | string | undefined {
   const io = process.env.WSGATE_RELAY_IO;
   if (io === 'handle' || io === 'stream') return undefined;
   if (!HANDLE_IO) return "this Node.js lacks the socket internals the handover needs";
-  try {
-    const core = createRequire(import.meta.url)('../../build/Release/wsgate_relay.node') as Core;
-    core.setDone(sessionDone);
-    return core;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === 'MODULE_NOT_FOUND' ? 'not built (npm ci builds it with node-gyp: it needs g++, make and python3)' : `cannot load it: ${(err as Error).message}`;
-  }
+  const core = nativeModule();
+  if (typeof core === 'string') return core;
+  (core as Core).setDone(sessionDone);
+  return core as Core;
 }
 
 const loaded = loadCore();
