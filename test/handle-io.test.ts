@@ -168,6 +168,31 @@ for (const kind of ['tcp', 'tls'] as const) {
       await closed;
     }));
 
+  void it("a chunk another Port read, sent on after the peer reset, reaches the socket as its own 'error' and 'close'", { skip: kind === 'tls' && 'TLS sockets take the stream API: their errors are Node\'s own' }, () =>
+    withPair(kind, (from) =>
+      withPair(kind, async (to) => {
+        // What `from` reads is sent on through `to`, as a relay does (on a
+        // handle: chunks of the shared read buffer, written directly).
+        const out = port(to.relayed, collector());
+        out.start(undefined);
+        out.pause();
+        const read: PortHandlers<null> = { chunk: (_p, chunk) => void out.send(chunk), drain: () => {} };
+        port(from.relayed, read).start(undefined);
+        const errored = once(to.relayed, 'error') as Promise<[NodeJS.ErrnoException]>;
+        const closed = new Promise((r) => to.relayed.once('close', r));
+        to.peer.resetAndDestroy();
+        // The first write after a reset can still be taken; the ones after it fail.
+        const timer = setInterval(() => from.peer.write('after the reset'), 20);
+        try {
+          const [err] = await errored;
+          assert.ok(['ECONNRESET', 'EPIPE'].includes(err.code ?? ''), `got ${err.code}`);
+          await closed;
+        } finally {
+          clearInterval(timer);
+        }
+      }),
+    ));
+
   void it('send() to a destroyed socket is dropped: no throw, no error event', () =>
     withPair(kind, async (p) => {
       const io = port(p.relayed, collector());
