@@ -17,6 +17,8 @@ import {
   type Backend,
   type RunningGateway,
   withGateway,
+  rawServer,
+  readHead,
 } from './helpers.js';
 
 void describe('handshake validation (RFC 6455 §4.2.1)', () => {
@@ -250,4 +252,49 @@ void describe('forwarding the handshake', () => {
     assert.match(answer, /^HTTP\/1\.1 101/);
     assert.ok(answer.endsWith('\x81\x03hey'), 'the echo of the early frame came back');
   });
+});
+
+// Field values may carry bytes beyond ASCII (RFC 9110 §5.5 obs-text; UTF-8 in
+// practice). The gateway reads heads as latin1, one character per byte, so
+// it must write them the same way, or each such byte goes out as two.
+void describe('header bytes beyond ASCII pass both ways unchanged', () => {
+  // "café" in UTF-8 and in latin1, as latin1 strings (one character per byte).
+  const UTF8 = 'caf\u00c3\u00a9';
+  const LATIN1 = 'caf\u00e9';
+  for (const host of ['127.0.0.1', 'localhost']) {
+    void it(`target by ${host === 'localhost' ? 'name' : 'address'}: request headers, the 101's headers, a non-101 answer`, async () => {
+      const heads: string[] = [];
+      const srv = await rawServer((s) => {
+        void readHead(s).then((text) => {
+          heads.push(text);
+          if (text.startsWith('GET /no ')) {
+            s.end(Buffer.from(`HTTP/1.1 403 Forbidden\r\nX-Why: ${UTF8}\r\nContent-Length: 2\r\n\r\nno`, 'latin1'));
+            return;
+          }
+          const key = /sec-websocket-key: (.*)\r\n/i.exec(text + '\r\n')?.[1] ?? '';
+          const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+          s.write(
+            Buffer.from(
+              `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nX-Back: ${UTF8} ${LATIN1}\r\n\r\n`,
+              'latin1',
+            ),
+          );
+        });
+      });
+      const gw = await startGateway(simpleConfig([`ws://${host}:${srv.port}`]));
+      try {
+        const request = (path: string): Buffer => Buffer.from(upgradeRequest(path, [`X-Name: ${UTF8}`, `X-Latin: ${LATIN1}`]), 'latin1');
+        const upgraded = await rawExchange(gw.port, request('/'), /\r\n\r\n/);
+        assert.equal(statusOf(upgraded), 101, upgraded);
+        assert.ok(upgraded.includes(`\r\nX-Back: ${UTF8} ${LATIN1}\r\n`), `the client got the 101's bytes: ${JSON.stringify(upgraded)}`);
+        assert.ok(heads[0]!.includes(`\r\nX-Name: ${UTF8}\r\nX-Latin: ${LATIN1}\r\n`), `the upstream got the request's bytes: ${JSON.stringify(heads[0])}`);
+        const refused = await rawExchange(gw.port, request('/no'), /\r\n\r\nno/);
+        assert.equal(statusOf(refused), 403, refused);
+        assert.ok(refused.includes(`\r\nX-Why: ${UTF8}\r\n`), `the client got the answer's bytes: ${JSON.stringify(refused)}`);
+      } finally {
+        await gw.close();
+        await srv.close();
+      }
+    });
+  }
 });

@@ -154,11 +154,12 @@ export class BareConn extends EventEmitter {
     return bytes;
   }
 
-  /** A Buffer, or a string sent as UTF-8 (as socket.write sends one). */
-  write(chunk: Buffer | string): boolean {
+  /** A Buffer, or a string sent as UTF-8 (as socket.write sends one) or, with 'latin1', one byte per character. */
+  write(chunk: Buffer | string, encoding?: 'utf8' | 'latin1'): boolean {
     if (this.destroyed || this.writableEnded) return false;
-    const bytes = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
-    const r = writeBare(this.handle, chunk, (status) => this.#written(status, bytes), true);
+    const utf8 = encoding !== 'latin1';
+    const bytes = typeof chunk !== 'string' ? chunk.length : utf8 ? Buffer.byteLength(chunk) : chunk.length;
+    const r = writeBare(this.handle, chunk, (status) => this.#written(status, bytes), utf8);
     if (r < 0) {
       this.destroy(uvError(r, 'write'));
       return false;

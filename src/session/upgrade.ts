@@ -223,7 +223,7 @@ export class Session {
 
   #upgrade(result: DialResult, early: Buffer | undefined): void {
     const down = this.#socket;
-    down.write(clientSwitchingHead(result.head));
+    down.write(clientSwitchingHead(result.head), 'latin1');
     const limits = this.route.limits;
     const relayConfig = this.#snap.relay;
     const tunnel = createRelay(
@@ -255,7 +255,7 @@ export class Session {
   #passAnswer(result: DialResult): void {
     const down = this.#socket;
     const up = result.socket;
-    down.write(clientAnswerHead(result.head));
+    down.write(clientAnswerHead(result.head), 'latin1');
     const length = Number(result.head.get('content-length') ?? NaN);
     let left = Number.isFinite(length) ? length : Infinity;
     const chunked = /chunked/i.test(result.head.get('transfer-encoding') ?? '');

@@ -114,7 +114,7 @@ export class UpstreamDial extends DialAttempt {
   #onConnect = (): void => {
     const proxyHeader = this.opts.proxyHeader;
     if (proxyHeader !== undefined && !this.opts.target.secure) this.socket.write(proxyHeader);
-    this.socket.write(this.opts.request);
+    this.socket.write(this.opts.request, 'latin1');
   };
 
   #onData = (chunk: Buffer): void => {
