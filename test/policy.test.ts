@@ -137,6 +137,8 @@ shutdown: { drainTimeout: 0 }
       const [denied, allowed] = v6.gw.addresses;
       assert.equal(await rawFrom(denied!.port, '::1', upgradeRequest(), '::1'), '');
       assert.equal(statusOf(await rawFrom(allowed!.port, '::1', upgradeRequest(), '::1')), 101);
+      // RFC 7239 §6: an IPv6 node is bracketed and quoted.
+      assert.equal(fx.backend.requests.at(-1)?.headers.forwarded, 'for="[::1]";host="localhost";proto=http');
     } finally {
       await v6.close();
     }
