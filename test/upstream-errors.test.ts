@@ -112,6 +112,28 @@ shutdown: { drainTimeout: 0 }${MODE}`;
     }
   });
 
+  void it("a non-101 answer whose body comes later, in pieces, reaches the client whole", async () => {
+    const piece = 'x'.repeat(40_000);
+    const srv = await rawServer((s) =>
+      s.once('data', () => {
+        s.write(`HTTP/1.1 403 Forbidden\r\nContent-Length: ${3 * piece.length}\r\n\r\n`);
+        let sent = 0;
+        const timer = setInterval(() => {
+          if (s.destroyed || sent === 3) return void clearInterval(timer);
+          s.write(piece);
+          sent++;
+        }, 50);
+      }),
+    );
+    try {
+      const { status, answer } = await statusThrough([`ws://127.0.0.1:${srv.port}`]);
+      assert.equal(status, 403);
+      assert.ok(answer.endsWith(`\r\n\r\n${piece.repeat(3)}`), `the whole body (got ${answer.length} bytes)`);
+    } finally {
+      await srv.close();
+    }
+  });
+
   void it('a failed connect is retried on another target; the client never notices', async () => {
     const dead1 = `ws://127.0.0.1:${await deadPort()}`;
     const dead2 = `ws://127.0.0.1:${await deadPort()}`;

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
-import { bareRead, bareShutdown, isEof, stopReading, uvError, writeBare, type BareHandle, type Handle } from './handle-io.js';
+import { bareRead, bareShutdown, isEof, shareReads, socketReads, stopReading, uvError, writeBare, type BareHandle, type Handle } from './handle-io.js';
 
 // A TCP connection on a bare libuv handle, for connections that never need a
 // net.Socket: clients accepted on plain listeners (src/listener/listener.ts)
@@ -73,6 +73,7 @@ export class BareConn extends EventEmitter {
     super();
     this.handle = handle;
     this.allowHalfOpen = allowHalfOpen;
+    shareReads(handle);
   }
 
   get writable(): boolean {
@@ -283,6 +284,7 @@ export class BareConn extends EventEmitter {
     const socket = new Socket({ handle, readable: true, writable: true, allowHalfOpen: this.allowHalfOpen, pauseOnCreate: true } as ConstructorParameters<
       typeof Socket
     >[0]);
+    socketReads(handle);
     if (rest !== undefined && rest.length > 0) socket.unshift(rest);
     socket.once('close', (hadError: boolean) => this.emit('close', hadError));
     return socket;

@@ -26,8 +26,10 @@ import { nativeModule } from './native-module.js';
 // API too: their TLSWrap takes one write at a time (a second one aborts the
 // process), and queueing the rest is exactly what the Writable is for.
 //
-// Reads on a handle go into one buffer that every relayed handle shares
-// (Node's `useUserBuffer`), not into a buffer of their own. By default Node
+// Reads on a handle go into one buffer that every plain TCP handle shares
+// (Node's `useUserBuffer`, from the handle's first read: bare accepts and
+// bare dials call shareReads(), a Port calls it for any other), not into a
+// buffer of their own. By default Node
 // allocates 64 KiB for every read, copies what was read into a new buffer of
 // the right size and wraps that in an ArrayBuffer: a malloc, a copy and
 // garbage per read, a third of the user-space instructions of an
@@ -38,7 +40,9 @@ import { nativeModule } from './native-module.js';
 // So such a chunk is written with native/relay.c's tryWrite, which keeps
 // nothing, and only what the socket does not take at once (or all of it,
 // while earlier writes are still queued) is copied: under backpressure, and
-// never more than Node copied anyway. Without the native module, reads keep
+// never more than Node copied anyway. A reader that keeps what it read (the
+// head readers, BareConn's hold, a net.Socket built on the handle) gets a
+// copy: bareRead(), socketReads(). Without the native module, reads keep
 // Node's own buffers.
 
 interface WriteReq {
@@ -64,6 +68,8 @@ export interface Handle {
   [kPort]?: Port;
   /** Reads go to the shared read buffer. */
   [kShared]?: true;
+  /** A net.Socket's own onread, behind socketReads(). */
+  [kNodeRead]?: (this: Handle, arrayBuffer: ArrayBuffer | undefined) => unknown;
 }
 
 type TryWrite = (fd: number, data: Uint8Array) => number;
@@ -113,6 +119,7 @@ export interface ConnectReq {
 
 const kPort = Symbol('wsgate.port');
 const kShared = Symbol('wsgate.sharedReads');
+const kNodeRead = Symbol('wsgate.nodeRead');
 
 /** Node's internals this module needs, or null when they are not there as expected. */
 function loadBinding(): Binding | null {
@@ -235,11 +242,7 @@ export class Port<O = unknown> {
     if (this.bare) (this.socket as BareConn).relayed = true;
     handle[kPort] = this as Port;
     handle.onread = onRead;
-    // Only a Port reads a handle from here on (and its onRead takes either kind of read).
-    if (readBuffer !== null && handle[kShared] !== true) {
-      handle[kShared] = true;
-      handle.useUserBuffer(readBuffer);
-    }
+    shareReads(handle);
     if (first !== undefined && first.length > 0) this.handlers.chunk(this, first);
     takeBuffered(this.socket, (chunk) => this.handlers.chunk(this, chunk));
     if (readEnded(this.socket)) this.eof = true;
@@ -345,6 +348,40 @@ export class Port<O = unknown> {
     this.viaStream = false;
     return true;
   }
+}
+
+/**
+ * From now on the handle reads into the shared read buffer (when there is
+ * one). Its reader must then take a read with no ArrayBuffer: a Port's
+ * onRead, bareRead(), or a net.Socket's own onread behind socketReads().
+ */
+export function shareReads(handle: Handle): void {
+  if (readBuffer === null || handle[kShared] === true) return;
+  handle[kShared] = true;
+  handle.useUserBuffer(readBuffer);
+}
+
+/**
+ * For a net.Socket just built on `handle`: Node's own onread wants a buffer
+ * per read, so a read into the shared buffer is copied into one first, as
+ * Node itself did before. The rare path: a plain HTTP request, an upstream's
+ * non-101 answer.
+ */
+export function socketReads(handle: Handle): void {
+  if (handle[kShared] !== true) return;
+  handle[kNodeRead] = handle.onread;
+  handle.onread = onSocketRead;
+}
+
+function onSocketRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
+  const n = state[kReadBytes]!;
+  if (arrayBuffer === undefined && n > 0) {
+    const copy = Buffer.from(readBuffer!.subarray(0, n));
+    state[kOffset] = copy.byteOffset;
+    arrayBuffer = copy.buffer as ArrayBuffer;
+  }
+  // What it returns is dropped: the shared buffer stays the handle's.
+  this[kNodeRead]!.call(this, arrayBuffer);
 }
 
 /** Stops reading a handle (idempotent); `reading` is the flag net.Socket keeps on it too. */

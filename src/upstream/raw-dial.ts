@@ -1,6 +1,19 @@
 import { isIPv4, isIPv6, Socket } from 'node:net';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
-import { BARE_TCP, bareConnectReq, bareRead, isEof, openBareTcp, uvError, writeBare, type BareHandle, type ConnectReq, type Handle } from '../relay/handle-io.js';
+import {
+  BARE_TCP,
+  bareConnectReq,
+  bareRead,
+  isEof,
+  openBareTcp,
+  shareReads,
+  socketReads,
+  uvError,
+  writeBare,
+  type BareHandle,
+  type ConnectReq,
+  type Handle,
+} from '../relay/handle-io.js';
 import { DialAttempt, type Answer } from './dial-attempt.js';
 import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
 
@@ -40,6 +53,7 @@ export class BareDial extends DialAttempt {
     this.#handle = handle;
     handle.dial = this;
     handle.setNoDelay(true);
+    shareReads(handle);
     const req = bareConnectReq() as DialReq;
     req.dial = this;
     req.oncomplete = onConnect;
@@ -152,6 +166,7 @@ class BareAnswer {
     if (this.#socket === undefined) {
       // Paused, as UpstreamDial leaves its sockets: the next owner starts the flow.
       const socket = new Socket({ handle: this.#handle, readable: true, writable: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
+      socketReads(this.#handle);
       socket.on('error', noop);
       this.#socket = socket;
     }
