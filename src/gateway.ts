@@ -10,7 +10,8 @@ import { AuthResources } from './auth/auth-resources.js';
 import { Gatekeeper } from './policy/gatekeeper.js';
 import { securityWarnings } from './policy/security-warnings.js';
 import { IdleSweeper } from './relay/idle-sweeper.js';
-import { HANDLE_IO } from './relay/handle-io.js';
+import { HANDLE_IO, SHARED_READS } from './relay/handle-io.js';
+import { nativeModule } from './relay/native-module.js';
 import { NATIVE_RELAY, NATIVE_RELAY_MISSING } from './relay/native-tunnel.js';
 import type { Relay } from './relay/relay.js';
 import type { Session } from './session/upgrade.js';
@@ -170,6 +171,10 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     );
     if (this.#snap.relay.mode === 'tunnel' && NATIVE_RELAY_MISSING !== undefined) {
       this.log.warn({ reason: NATIVE_RELAY_MISSING }, 'the native relay core is not available: tunnel mode relays in JavaScript, at a higher CPU cost per message');
+    } else if (this.#snap.relay.mode === 'inspect' && HANDLE_IO && !SHARED_READS) {
+      const native = nativeModule();
+      const reason = typeof native === 'string' ? native : 'it is older than this code: run npm ci';
+      this.log.warn({ reason }, 'the native module is not available: every read takes a buffer of its own, at a higher CPU cost per message');
     }
   }
 

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -98,6 +98,48 @@ relay: { mode: tunnel }
     } finally {
       child.kill('SIGKILL');
       await backend.close();
+    }
+  });
+
+  void it('start without the native module: a warning says why, and both modes still relay', { timeout: 60_000 }, async () => {
+    // A copy of the sources with no build/ beside it: the module cannot load.
+    const root = join(import.meta.dirname, '..');
+    const dir = await mkdtemp(join(tmpdir(), 'wsgate-no-native-'));
+    await cp(join(root, 'src'), join(dir, 'src'), { recursive: true });
+    await cp(join(root, 'package.json'), join(dir, 'package.json'));
+    await symlink(join(root, 'node_modules'), join(dir, 'node_modules'));
+    const backend = await startBackend();
+    try {
+      for (const [mode, warning] of [
+        ['inspect', 'the native module is not available: every read takes a buffer of its own'],
+        ['tunnel', 'the native relay core is not available: tunnel mode relays in JavaScript'],
+      ] as const) {
+        const port = await freePort();
+        const file = await configFile(`
+listeners: [{ address: 127.0.0.1:${port} }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
+shutdown: { drainTimeout: 0 }
+relay: { mode: ${mode} }
+`);
+        const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'src', 'main.ts'), 'start', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr!.resume();
+        try {
+          while (!out.includes(warning)) await once(child.stdout!, 'data');
+          assert.match(out, /"reason":"not built \(npm ci builds it with node-gyp/);
+          const ws = await openClient(`ws://127.0.0.1:${port}`);
+          assert.equal(await echo(ws, `${mode} without the module`), `${mode} without the module`);
+          ws.close();
+          await once(ws, 'close');
+        } finally {
+          child.kill('SIGKILL');
+        }
+      }
+    } finally {
+      await backend.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -27,23 +27,21 @@ import { nativeModule } from './native-module.js';
 // process), and queueing the rest is exactly what the Writable is for.
 //
 // Reads on a handle go into one buffer that every plain TCP handle shares
-// (Node's `useUserBuffer`, from the handle's first read: bare accepts and
-// bare dials call shareReads(), a Port calls it for any other), not into a
-// buffer of their own. By default Node
-// allocates 64 KiB for every read, copies what was read into a new buffer of
-// the right size and wraps that in an ArrayBuffer: a malloc, a copy and
-// garbage per read, a third of the user-space instructions of an
-// inspect-mode echo (`bench/instructions.ts --load chatty`: 20.8k, 13.3k
-// without). The
-// catch is that a chunk in the shared buffer is good only until the next
-// read, and a libuv write keeps a pointer into its data until it completes.
-// So such a chunk is written with native/relay.c's tryWrite, which keeps
-// nothing, and only what the socket does not take at once (or all of it,
-// while earlier writes are still queued) is copied: under backpressure, and
-// never more than Node copied anyway. A reader that keeps what it read (the
-// head readers, BareConn's hold, a net.Socket built on the handle) gets a
-// copy: bareRead(), socketReads(). Without the native module, reads keep
-// Node's own buffers.
+// (Node's `useUserBuffer`), not into a buffer of their own: bare accepts and
+// bare dials call shareReads() before their first read, a Port for any other
+// handle it takes. By default Node allocates 64 KiB for every read, copies
+// what was read into a new buffer of the right size and wraps that in an
+// ArrayBuffer: a malloc, a copy and garbage per read, a third of the
+// user-space instructions of an inspect-mode echo (`bench/instructions.ts
+// --load chatty`: 20.8k, 13.3k without). The catch is that a chunk in the
+// shared buffer is good only until the next read, and a libuv write keeps a
+// pointer into its data until it completes. So such a chunk is written with
+// native/relay.c's tryWrite, which keeps nothing, and only what the socket
+// does not take at once (or all of it, while earlier writes are still
+// queued) is copied: under backpressure, and never more than Node copied
+// anyway. A reader that keeps what it read (the head readers, BareConn's
+// hold, a net.Socket built on the handle) gets a copy: bareRead(),
+// socketReads(). Without the native module, reads keep Node's own buffers.
 
 interface WriteReq {
   handle: Handle;
@@ -164,10 +162,10 @@ function loadTryWrite(): TryWrite | null {
 }
 
 const tryWrite = loadTryWrite();
-/** The read buffer relayed handles share (null: each read gets Node's own buffer). */
+/** The read buffer plain TCP handles share (null: each read gets Node's own buffer). */
 const readBuffer: Buffer | null = tryWrite !== null ? Buffer.allocUnsafeSlow(65_536) : null;
 const readArrayBuffer: ArrayBufferLike | null = readBuffer?.buffer ?? null;
-/** Relayed handles read into one shared buffer. */
+/** Plain TCP handles read into the shared buffer (false: the native module is missing, or too old). */
 export const SHARED_READS: boolean = readBuffer !== null;
 
 /** What a relay does with its ports' events; the port's `owner` is the relay's own context. */
@@ -546,7 +544,7 @@ function onShutdown(this: ShutdownReq, status: number): void {
 export function bareRead(arrayBuffer: ArrayBuffer | undefined): Buffer | number {
   const n = state[kReadBytes]!;
   if (n <= 0) return n;
-  // A handle a Port had (the shared read buffer): the caller may keep the chunk.
+  // A shared handle's read: the caller may keep the chunk, so it gets a copy.
   return arrayBuffer === undefined ? Buffer.from(readBuffer!.subarray(0, n)) : Buffer.from(arrayBuffer, state[kOffset]!, n);
 }
 
