@@ -33,7 +33,7 @@ import { nativeModule } from './native-module.js';
 // what was read into a new buffer of the right size and wraps that in an
 // ArrayBuffer: a malloc, a copy and garbage per read, a third of the
 // user-space instructions of an inspect-mode echo (`bench/instructions.ts
-// --load chatty`: 20.8k, 13.3k without). The catch is that a chunk in the
+// --load chatty`: 20.8k, 12.8k without). The catch is that a chunk in the
 // shared buffer is good only until the next read, and a libuv write keeps a
 // pointer into its data until it completes. So such a chunk is written with
 // native/relay.c's tryWrite, which keeps nothing, and only what the socket
@@ -259,10 +259,20 @@ export class Port<O = unknown> {
       this.socket.write(ownCopy(chunk));
       return this.pending + this.socket.writableLength;
     }
-    if (chunk.buffer === readArrayBuffer) {
-      const rest = this.#sendShared(handle, chunk);
-      if (rest === null) return this.pending;
-      chunk = rest;
+    if (tryWrite !== null) {
+      // Reads go to the shared buffer: write what the socket takes now, and
+      // copy what libuv has to keep (it would point into the next read).
+      if (this.pending === 0) {
+        // A closed handle's fd is -1: the write fails as writeBuffer's would.
+        const n = tryWrite(handle.fd, chunk);
+        if (n === chunk.length) return 0;
+        if (n < 0) {
+          this.socket.destroy(uvError(n, 'write'));
+          return 0;
+        }
+        chunk = chunk.subarray(n);
+      }
+      chunk = ownCopy(chunk);
     }
     let req = this.req;
     if (req === null) {
@@ -288,26 +298,6 @@ export class Port<O = unknown> {
     req.bytes = chunk.length;
     req.buffer = chunk;
     return (this.pending += chunk.length);
-  }
-
-  /**
-   * A chunk in the shared read buffer, with nothing queued in the socket's
-   * stream: written at once as far as the socket takes it, the rest (all of
-   * it, when libuv holds earlier writes) copied, to go the usual way. null:
-   * nothing left to write.
-   */
-  #sendShared(handle: Handle, chunk: Buffer): Buffer | null {
-    if (this.pending === 0) {
-      // A closed handle's fd is -1: the write fails as writeBuffer's would.
-      const n = tryWrite!(handle.fd, chunk);
-      if (n === chunk.length) return null;
-      if (n < 0) {
-        this.socket.destroy(uvError(n, 'write'));
-        return null;
-      }
-      chunk = chunk.subarray(n);
-    }
-    return Buffer.from(chunk);
   }
 
   /** Writes through the socket's stream API (the slow paths: cork, frames of the gateway's own). */
