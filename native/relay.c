@@ -398,7 +398,7 @@ static napi_value open_sessions(napi_env env, napi_callback_info info) {
 
 // tryWrite(fd, buffer): writes what the socket takes now, as uv_try_write
 // does, and returns the bytes written (0 when it takes nothing) or -errno.
-// The inspect relay reads every socket into one shared buffer
+// wsgate reads plain TCP sockets into one shared buffer
 // (src/relay/handle-io.ts); a libuv write keeps a pointer into its data
 // until it completes, so the relay writes such data here, where nothing is
 // kept, and copies only what the socket did not take. Only called while
