@@ -63,7 +63,8 @@ async function startAuthService(): Promise<AuthService> {
         res.writeHead(302, { location: 'https://login.test/', 'set-cookie': 'state=1' });
         res.end();
       } else {
-        res.writeHead(403, { 'content-type': 'application/json', 'x-reason': 'denied' });
+        // x-why: "café" in UTF-8, one latin1 character per byte (as Node writes header values).
+        res.writeHead(403, { 'content-type': 'application/json', 'x-reason': 'denied', 'x-why': 'caf\u00c3\u00a9' });
         res.end('{"error":"nope"}');
       }
     };
@@ -120,6 +121,7 @@ shutdown: { drainTimeout: 0 }
     const denied = await rawExchange(gw.port, upgradeRequest('/', ['Authorization: Bearer no']), /nope"\}/);
     assert.equal(statusOf(denied), 403);
     assert.match(denied, /\r\nx-reason: denied\r\n/i);
+    assert.ok(denied.includes('\r\nx-why: caf\u00c3\u00a9\r\n'), `header bytes beyond ASCII as sent: ${JSON.stringify(denied)}`);
     assert.match(denied, /\r\ncontent-type: application\/json\r\n/i);
     assert.ok(denied.endsWith('{"error":"nope"}'), denied);
     const redirect = await rawExchange(gw.port, upgradeRequest('/', ['Authorization: Bearer redirect']));

@@ -38,7 +38,8 @@ export function rejectError(socket: Answerable, err: GatewayError): void {
   }
   let head = `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: ${answer.body.length}\r\n`;
   for (const line of answer.headers) head += line + '\r\n';
-  socket.write(head + '\r\n');
+  // The service's header values come decoded one character per byte (undici reads them as latin1).
+  socket.write(head + '\r\n', 'latin1');
   socket.end(answer.body);
   linger(socket);
 }
