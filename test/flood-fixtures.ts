@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-import { acceptUpgrade, eventually, rawServer, readHead, upgradeRequest } from './helpers.js';
+import { acceptUpgrade, eventually, rawServer, readHead, startGateway, upgradeRequest } from './helpers.js';
 
 // Sessions whose two ends flood each other without reading, so the gateway's
 // writes toward both back up; then one session reads on while the other
@@ -66,7 +66,7 @@ async function readAll(end: FloodEnd, masked: boolean): Promise<number> {
 }
 
 /** A backend that floods every upgraded connection and reads nothing until told. */
-export async function startFloodBackend(): Promise<{ port: number; ends: FloodEnd[]; close(): Promise<void> }> {
+async function startFloodBackend(): Promise<{ port: number; ends: FloodEnd[]; close(): Promise<void> }> {
   const ends: FloodEnd[] = [];
   const server = await rawServer((s) => void acceptUpgrade(s).then(() => ends.push(flood(s, false))));
   return { port: server.port, ends, close: server.close };
@@ -97,12 +97,27 @@ async function dialPlain(port: number): Promise<Socket> {
 }
 
 /**
+ * A flooding backend and a gateway in front of it (`config` gets the
+ * backend's port), checked as below, then both closed.
+ */
+export async function floodThroughGateway(config: (backendPort: number) => string, dial?: (port: number) => Promise<Socket>): Promise<void> {
+  const backend = await startFloodBackend();
+  const gw = await startGateway(config(backend.port));
+  try {
+    await checkFloodBothWays(gw.port, backend, dial);
+  } finally {
+    await gw.close();
+    await backend.close();
+  }
+}
+
+/**
  * Two sessions through the gateway at `gatewayPort` to `backend`, flooded
  * both ways until everything stalls; then session B is read out by both its
  * ends while A waits, then A. Asserts that all of it arrived intact.
  * `dial` connects a client (a TLS one, say).
  */
-export async function checkFloodBothWays(
+async function checkFloodBothWays(
   gatewayPort: number,
   backend: Awaited<ReturnType<typeof startFloodBackend>>,
   dial: (port: number) => Promise<Socket> = dialPlain,

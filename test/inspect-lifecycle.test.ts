@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { eventually, openClient, startBackend, startGateway, type Backend, type RunningGateway, withGateway } from './helpers.js';
 import { closeOf, closePayload, frame, inspectConfig, rawClient, rawUpstream, sleep, type RawUpstream } from './inspect-fixtures.js';
-import { checkFloodBothWays, startFloodBackend } from './flood-fixtures.js';
+import { floodThroughGateway } from './flood-fixtures.js';
 
 const BIN = 0x2;
 const CLOSE = 0x8;
@@ -62,14 +62,7 @@ void describe('inspect relay: messages through ws endpoints', () => {
 
 void describe('inspect relay: backpressure', () => {
   void it('both ends flood without reading, then read on: every byte arrives as sent, in two sessions at once', { timeout: 90_000 }, async () => {
-    const backend = await startFloodBackend();
-    const gw = await startGateway(inspectConfig([`ws://127.0.0.1:${backend.port}`], 'maxBufferedBytes: 256KiB'));
-    try {
-      await checkFloodBothWays(gw.port, backend);
-    } finally {
-      await gw.close();
-      await backend.close();
-    }
+    await floodThroughGateway((port) => inspectConfig([`ws://127.0.0.1:${port}`], 'maxBufferedBytes: 256KiB'));
   });
 });
 

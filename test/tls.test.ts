@@ -11,7 +11,7 @@ import { createGateway } from '../src/gateway.js';
 import { echo, eventually, startBackend, startGateway, type RunningGateway, listenLocal, closeHttp } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
 import { coreSessions } from '../src/relay/native-tunnel.js';
-import { checkFloodBothWays, startFloodBackend } from './flood-fixtures.js';
+import { floodThroughGateway } from './flood-fixtures.js';
 
 /** The certificate a TLS client is shown, by common name (undefined when the handshake fails). */
 async function certName(port: number, options: ConnectionOptions): Promise<string | undefined> {
@@ -185,15 +185,14 @@ void describe('TLS listener: backpressure', { skip: NO_OPENSSL }, () => {
     void it(`${mode} mode: both ends flood without reading, then read on: every byte arrives as sent`, { timeout: 90_000 }, async () => {
       const ca = makeCa();
       const files = ca.issue('server', ['localhost'], 'flood');
-      const backend = await startFloodBackend();
-      const gw = await startGateway(`
+      const config = (port: number): string => `
 listeners: [{ address: 127.0.0.1:0, tls: { cert: ${files.cert}, key: ${files.key} } }]
 routes: [{ match: { path: / }, upstream: app }]
-upstreams: { app: { targets: [{ url: "ws://127.0.0.1:${backend.port}" }] } }
+upstreams: { app: { targets: [{ url: "ws://127.0.0.1:${port}" }] } }
 limits: { maxBufferedBytes: 256KiB }
 relay: { mode: ${mode} }
 shutdown: { drainTimeout: 0 }
-`);
+`;
       const dial = async (port: number): Promise<TLSSocket> => {
         const s = tlsConnect({ port, host: '127.0.0.1', servername: 'localhost', ca: ca.ca });
         s.on('error', () => {});
@@ -201,10 +200,8 @@ shutdown: { drainTimeout: 0 }
         return s;
       };
       try {
-        await checkFloodBothWays(gw.port, backend, dial);
+        await floodThroughGateway(config, dial);
       } finally {
-        await gw.close();
-        await backend.close();
         ca.close();
       }
     });

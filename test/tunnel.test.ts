@@ -18,7 +18,7 @@ import {
   withGateway,
 } from './helpers.js';
 import { coreSessions } from '../src/relay/native-tunnel.js';
-import { checkFloodBothWays, startFloodBackend } from './flood-fixtures.js';
+import { floodThroughGateway } from './flood-fixtures.js';
 
 const TUNNEL = 'relay: { mode: tunnel }';
 
@@ -189,14 +189,7 @@ void describe('leaks', () => {
 
 void describe('backpressure', () => {
   void it('both ends flood without reading, then read on: every byte arrives as sent, in two sessions at once', { timeout: 90_000 }, async () => {
-    const backend = await startFloodBackend();
-    const gw = await startGateway(simpleConfig([`ws://127.0.0.1:${backend.port}`], `${TUNNEL}\nlimits: { maxBufferedBytes: 256KiB }`));
-    try {
-      await checkFloodBothWays(gw.port, backend);
-    } finally {
-      await gw.close();
-      await backend.close();
-    }
+    await floodThroughGateway((port) => simpleConfig([`ws://127.0.0.1:${port}`], `${TUNNEL}\nlimits: { maxBufferedBytes: 256KiB }`));
   });
 
   void it('a backend flooding a client that does not read grows the gateway by less than 64 MiB', { timeout: 60_000 }, async () => {
