@@ -116,7 +116,8 @@ function pinning(): { pin: string[]; note: string } {
 }
 
 async function startEcho(pin: readonly string[]): Promise<{ child: Child; port: number }> {
-  const node = [process.execPath, '--import', 'tsx', 'bench/echo-entry.ts', '--port', '0'];
+  // Small young-generation halves, as `wsgate echo` keeps them: its own pauses would show in every proxy's p99.
+  const node = [process.execPath, '--max-semi-space-size=1', '--import', 'tsx', 'bench/echo-entry.ts', '--port', '0'];
   const cmd = pin.length > 0 ? ['taskset', '-c', '1', ...node] : node;
   const child = spawnChild('echo backend', cmd[0] as string, cmd.slice(1), { cwd: root });
   const deadline = Date.now() + 15_000;

@@ -31,6 +31,17 @@ async function configFile(text: string): Promise<string> {
   return file;
 }
 
+/** A module loaded before wsgate (`--import`) that reports the young generation's size as the process exits. */
+async function youngGenerationProbe(): Promise<string> {
+  const probe = join(await mkdtemp(join(tmpdir(), 'wsgate-cli-')), 'young-generation-probe.mjs');
+  await writeFile(
+    probe,
+    "import v8 from 'node:v8';\n" +
+      "process.on('exit', () => process.stderr.write(`new_space ${v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size}\\n`));\n",
+  );
+  return probe;
+}
+
 async function freePort(): Promise<number> {
   const s = createServer().listen(0, '127.0.0.1');
   await once(s, 'listening');
@@ -145,14 +156,7 @@ relay: { mode: ${mode} }
 
   void it('start keeps V8\'s young generation small, unless Node\'s command line sizes it', { timeout: 60_000 }, async () => {
     const backend = await startBackend();
-    const dir = await mkdtemp(join(tmpdir(), 'wsgate-cli-'));
-    // Loaded before wsgate: reports the young generation's size as the process exits.
-    const probe = join(dir, 'young-generation-probe.mjs');
-    await writeFile(
-      probe,
-      "import v8 from 'node:v8';\n" +
-        "process.on('exit', () => process.stderr.write(`new_space ${v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size}\\n`));\n",
-    );
+    const probe = await youngGenerationProbe();
     const newSpace = async (nodeFlags: string[], env?: NodeJS.ProcessEnv): Promise<number> => {
       const port = await freePort();
       const file = await configFile(
@@ -195,6 +199,34 @@ relay: { mode: ${mode} }
       assert.ok(viaEnv > 4 * MiB, `new space ${viaEnv / MiB} MiB`);
     } finally {
       await backend.close();
+    }
+  });
+
+  void it('echo and bench, and bench\'s load workers, keep the young generation small too', { timeout: 60_000 }, async () => {
+    // Their own collections would pause the load and show in the latencies they measure.
+    const probe = await youngGenerationProbe();
+    const echoServer = wsgate(['echo', '--port', '0'], ['--import', probe]);
+    let echoOut = '';
+    let echoErr = '';
+    echoServer.stdout!.on('data', (d: Buffer) => (echoOut += d.toString()));
+    echoServer.stderr!.on('data', (d: Buffer) => (echoErr += d.toString()));
+    try {
+      let url: string | undefined;
+      while ((url = /ws:\/\/127\.0\.0\.1:\d+\//.exec(echoOut)?.[0]) === undefined) await once(echoServer.stdout!, 'data');
+      // V8 alone grows the young generation of all four processes to 8-32 MiB under this load.
+      const load = wsgate(['bench', url, '--workers', '2', '--connections', '1000', '--rate', '5000', '--duration', '2s', '--no-progress'], ['--import', probe]);
+      let loadErr = '';
+      load.stderr!.on('data', (d: Buffer) => (loadErr += d.toString()));
+      const [code] = (await once(load, 'exit')) as [number];
+      assert.equal(code, 0, loadErr);
+      const exited = once(echoServer, 'exit');
+      echoServer.kill('SIGTERM');
+      await exited;
+      const sizes = [...`${echoErr}${loadErr}`.matchAll(/new_space (\d+)/g)].map((m) => Number(m[1]));
+      assert.equal(sizes.length, 4, `${echoErr}${loadErr}`);
+      for (const size of sizes) assert.ok(size <= 4 * 1024 * 1024, `new space ${size / 1024 / 1024} MiB`);
+    } finally {
+      echoServer.kill('SIGKILL');
     }
   });
 });

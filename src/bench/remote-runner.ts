@@ -1,6 +1,7 @@
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { smallYoungGenerationFlags } from '../cli/young-generation.js';
 import { BenchError } from './bench-error.js';
 import { createHistogram, mergeEncoded } from './histogram.js';
 import type { Runner, RunnerProgress, RunnerResult, RunnerSlice } from './runner.js';
@@ -17,6 +18,7 @@ function workerEntry(): { path: string; execArgv: string[] } {
   const path = fileURLToPath(new URL(ts ? './worker-entry.ts' : './worker-entry.js', here));
   const execArgv = process.execArgv.filter((a) => !a.startsWith('--test') && !a.startsWith('--inspect'));
   if (ts && !execArgv.some((a) => a.includes('tsx'))) execArgv.push('--import', 'tsx');
+  execArgv.push(...smallYoungGenerationFlags());
   return { path, execArgv };
 }
 
