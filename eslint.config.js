@@ -28,10 +28,11 @@ export default tseslint.config(
         'error',
         {
           selector: "AssignmentExpression[left.type='MemberExpression'][right.type=/^(ArrowFunctionExpression|FunctionExpression)$/]",
-          message: 'A function literal assigned to a property is allocated in the old generation and keeps what it captures alive until a full GC: assign a module function and keep the state in a field.',
+          message:
+            'A function literal assigned to a property is allocated in the old generation and keeps what it captures alive until a full GC: assign a module function and keep the state in a field.',
         },
         {
-          selector: "ObjectExpression > Property[kind=/^(get|set)$/]",
+          selector: 'ObjectExpression > Property[kind=/^(get|set)$/]',
           message: "An object literal's accessors are allocated in the old generation and keep what they capture alive until a full GC: use a class.",
         },
       ],

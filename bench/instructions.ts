@@ -156,10 +156,7 @@ try {
   const port = await freePort();
   const out = join(tmp, 'cg');
   const valgrind = ['--tool=callgrind', '--smc-check=all-non-file', '--separate-threads=yes', `--callgrind-out-file=${out}.%p`, process.execPath];
-  const target =
-    proxy === 'node-floor'
-      ? ['--import', 'tsx', 'bench/node-floor.ts']
-      : [main, 'start', '-c', `bench/${proxy}.yaml`];
+  const target = proxy === 'node-floor' ? ['--import', 'tsx', 'bench/node-floor.ts'] : [main, 'start', '-c', `bench/${proxy}.yaml`];
   const env = { ...process.env, PORT: String(port), WSGATE_PORT: String(port), BACKEND_PORT: String(backendPort) };
   const gw = spawnChild(proxy, 'valgrind', [...valgrind, ...target], { cwd: root, env });
   children.push(gw);

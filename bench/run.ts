@@ -81,7 +81,10 @@ function parse(): Parsed {
     process.exit(0);
   }
   const quick = values.quick === true;
-  const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  const only = (values.only ?? [])
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   const known = new Set([...SCENARIOS.map((s) => s.name), ...PROXIES.map((p) => p.name)]);
   for (const name of only) if (!known.has(name)) fail(`--only: unknown name "${name}" (known: ${[...known].join(', ')})`);
   const rate = values.rate === undefined ? undefined : Number(values.rate);
@@ -159,7 +162,9 @@ async function main(): Promise<number> {
 
   const started = new Date();
   const suiteStart = Date.now();
-  const load = loadavg().map((n) => n.toFixed(2)).join(' ');
+  const load = loadavg()
+    .map((n) => n.toFixed(2))
+    .join(' ');
   const nproc = availableParallelism(); // before pinning narrows it to 1
   const { pin, note } = pinning();
   const tmp = mkdtempSync(join(tmpdir(), 'wsgate-bench-'));
@@ -272,12 +277,25 @@ async function main(): Promise<number> {
   process.stdout.write(`\n${table}\n${table.includes(' †') ? `\n${BEHIND_NOTE}\n` : ''}${targets === undefined ? '' : `\n${targets}\n`}`);
   process.stdout.write(`\nsuite took ${elapsed.toFixed(0)} s\n`);
   const argv = process.argv.slice(2).join(' ');
-  const command = process.env.npm_lifecycle_event === 'bench' ? `npm run bench${argv ? ` -- ${argv}` : ''}` : `node --import tsx bench/run.ts${argv ? ` ${argv}` : ''}`;
+  const command =
+    process.env.npm_lifecycle_event === 'bench' ? `npm run bench${argv ? ` -- ${argv}` : ''}` : `node --import tsx bench/run.ts${argv ? ` ${argv}` : ''}`;
   const machine = { nproc, cpu: cpuModel(), kernel: release(), loadAverageBefore: load, ...versions() };
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   mkdirSync(join(out, 'results'), { recursive: true });
   const jsonPath = join(out, 'results', `${stamp}.json`);
-  const json = { date: started.toISOString(), command, machine, pinning: note, settings: { ...settings, rate: calibration.rate, rounds }, calibration, skipped, results, targets: judged ? verdicts : [], rounds: raw, seconds: Math.round(elapsed) };
+  const json = {
+    date: started.toISOString(),
+    command,
+    machine,
+    pinning: note,
+    settings: { ...settings, rate: calibration.rate, rounds },
+    calibration,
+    skipped,
+    results,
+    targets: judged ? verdicts : [],
+    rounds: raw,
+    seconds: Math.round(elapsed),
+  };
   writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
   writeFileSync(join(out, 'RESULTS.md'), resultsMarkdown({ table, targets, command, started, machine, note, skipped, settings, rounds, calibration }));
   process.stdout.write(`\nwrote ${jsonPath} and ${join(out, 'RESULTS.md')}\n`);
@@ -298,7 +316,10 @@ function resultsMarkdown(r: {
 }): string {
   const m = r.machine;
   const s = r.settings;
-  const tools = ['node', 'nginx', 'haproxy'].filter((k) => m[k] !== undefined).map((k) => `${k} ${m[k]}`).join(', ');
+  const tools = ['node', 'nginx', 'haproxy']
+    .filter((k) => m[k] !== undefined)
+    .map((k) => `${k} ${m[k]}`)
+    .join(', ');
   const warm = s.warmup > 0 ? ` after ${s.warmup} s of warm-up` : '';
   const lines = [
     '# Benchmark results',

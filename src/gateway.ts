@@ -170,7 +170,10 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
       'wsgate started',
     );
     if (this.#snap.relay.mode === 'tunnel' && NATIVE_RELAY_MISSING !== undefined) {
-      this.log.warn({ reason: NATIVE_RELAY_MISSING }, 'the native relay core is not available: tunnel mode relays in JavaScript, at a higher CPU cost per message');
+      this.log.warn(
+        { reason: NATIVE_RELAY_MISSING },
+        'the native relay core is not available: tunnel mode relays in JavaScript, at a higher CPU cost per message',
+      );
     } else if (this.#snap.relay.mode === 'inspect' && HANDLE_IO && !SHARED_READS) {
       const native = nativeModule();
       const reason = typeof native === 'string' ? native : 'it is older than this code: run npm ci';

@@ -150,7 +150,9 @@ shutdown: { drainTimeout: 0 }
     longLived.close();
     slowloris.stop();
 
-    t.diagnostic(`flood: ${FLOOD_HANDSHAKES} handshakes in ${elapsed.toFixed(2)} s (${Math.round(FLOOD_HANDSHAKES / elapsed)}/s): ${JSON.stringify(Object.fromEntries(statuses))}`);
+    t.diagnostic(
+      `flood: ${FLOOD_HANDSHAKES} handshakes in ${elapsed.toFixed(2)} s (${Math.round(FLOOD_HANDSHAKES / elapsed)}/s): ${JSON.stringify(Object.fromEntries(statuses))}`,
+    );
     t.diagnostic(`slowloris: ${slowloris.cut} connections cut, ${slowloris.answered} answers`);
 
     assert.deepEqual(errors, [], 'the well-behaved client saw no error');
@@ -173,6 +175,9 @@ shutdown: { drainTimeout: 0 }
     // Refusals are logged, but not one line each.
     const rejected = gw.logs.filter((l) => l.msg === 'handshake rejected');
     assert.ok(rejected.length > 0 && rejected.length < limited, `${rejected.length} log lines for ${limited} refusals`);
-    assert.ok(rejected.some((l) => typeof l.suppressed === 'number' && l.suppressed > 0), 'a line says how many were left out');
+    assert.ok(
+      rejected.some((l) => typeof l.suppressed === 'number' && l.suppressed > 0),
+      'a line says how many were left out',
+    );
   });
 });

@@ -2,7 +2,17 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { rawServer, startGateway, eventually, type RunningGateway } from './helpers.js';
-import { admin, countBy, NO_PER_IP_LIMITS, openMany, openTagged, roundTrip, switchableBackend, type SwitchableBackend, type TaggedClient } from './resilience-helpers.js';
+import {
+  admin,
+  countBy,
+  NO_PER_IP_LIMITS,
+  openMany,
+  openTagged,
+  roundTrip,
+  switchableBackend,
+  type SwitchableBackend,
+  type TaggedClient,
+} from './resilience-helpers.js';
 
 const TOKEN = 's3cret-token';
 
@@ -66,7 +76,10 @@ void describe('admin API', () => {
           [1, b.url, 1, true, true, false, false],
         ],
       );
-      assert.deepEqual(targets.map((t) => t.activeConnections), [2, 2]);
+      assert.deepEqual(
+        targets.map((t) => t.activeConnections),
+        [2, 2],
+      );
       const one = await admin(gw.gw, 'GET', '/api/upstreams/app');
       assert.equal(one.status, 200);
       assert.equal(one.body.name, 'app');
@@ -105,7 +118,10 @@ void describe('admin API', () => {
     assert.equal(target.drained, true);
     assert.equal(target.available, false);
     const fresh = await openMany(gw.url, 10);
-    assert.deepEqual(countBy(fresh, (c) => c.backend), { b: 10 });
+    assert.deepEqual(
+      countBy(fresh, (c) => c.backend),
+      { b: 10 },
+    );
     await Promise.all(onA.map((c) => c.closedP));
     for (const c of onA) assert.equal(c.closed?.code, 1012);
     for (const c of onB) {
@@ -173,8 +189,14 @@ void describe('drain during a handshake', () => {
     const slow = await rawServer((socket) => {
       socket.once('data', (d: Buffer) => {
         const key = /sec-websocket-key: (.*)\r\n/i.exec(d.toString('latin1'))?.[1] ?? '';
-        const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-        answer = () => socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n\x81\x0ahello slow`, 'latin1');
+        const accept = createHash('sha1')
+          .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+          .digest('base64');
+        answer = () =>
+          socket.write(
+            `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n\x81\x0ahello slow`,
+            'latin1',
+          );
       });
     });
     const gw = await startGateway(config([`ws://127.0.0.1:${slow.port}`, other.url]), { ADMIN_TOKEN: '' });
@@ -196,7 +218,7 @@ void describe('drain during a handshake', () => {
 });
 
 void describe('drain in tunnel mode', () => {
-  void it('the drained target\'s connections are cut (no close frame can be added); the others stay', async () => {
+  void it("the drained target's connections are cut (no close frame can be added); the others stay", async () => {
     const a = await switchableBackend('a');
     const b = await switchableBackend('b');
     const gw = await startGateway(config([a.url, b.url], 'relay: { mode: tunnel }').replace('drainPeriod: 500ms', 'drainPeriod: 0'), { ADMIN_TOKEN: '' });

@@ -18,7 +18,8 @@ void describe('JWT with a shared secret (HS256)', () => {
   let gw: RunningGateway;
   before(async () => {
     backend = await startBackend({ handleProtocols: (p) => (p.has('chat.v1') ? 'chat.v1' : false) });
-    gw = await startGateway(`
+    gw = await startGateway(
+      `
 listeners: [{ address: 127.0.0.1:0 }]
 routes:
   - name: chat
@@ -33,7 +34,9 @@ routes:
         forwardClaims: { x-user-id: sub, x-tenant: org.id }
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 shutdown: { drainTimeout: 0 }
-`, { JWT_SECRET: SECRET });
+`,
+      { JWT_SECRET: SECRET },
+    );
   });
   after(async () => {
     await gw.close();
@@ -70,7 +73,12 @@ shutdown: { drainTimeout: 0 }
   const failures: [string, () => Promise<readonly string[]>, number, RegExp][] = [
     ['no token at all', async () => [], 401, /^WWW-Authenticate: Bearer realm="wsgate"\r$/m],
     ['a Basic Authorization header is no bearer token', async () => ['Authorization: Basic YTpi'], 401, /WWW-Authenticate: Bearer/],
-    ['a bad signature', async () => [`Authorization: Bearer ${await hs256({ iss: 'https://idp.test', aud: 'chat' }, { secret: 'another-secret-another-secret-xx' })}`], 401, /error="invalid_token"/],
+    [
+      'a bad signature',
+      async () => [`Authorization: Bearer ${await hs256({ iss: 'https://idp.test', aud: 'chat' }, { secret: 'another-secret-another-secret-xx' })}`],
+      401,
+      /error="invalid_token"/,
+    ],
     ['a malformed token', async () => ['Authorization: Bearer not.a.jwt'], 401, /error="invalid_token"/],
     ['expired beyond the clock skew', async () => [`Authorization: Bearer ${await good({}, now() - 120)}`], 401, /invalid_token/],
     ['not valid yet (nbf) beyond the skew', async () => [`Authorization: Bearer ${await good({ nbf: now() + 120 })}`], 401, /invalid_token/],
@@ -157,7 +165,11 @@ shutdown: { drainTimeout: 0 }
   });
 
   void it('RS256 and PS256 with an RSA key; ES256 with a P-256 key', async () => {
-    for (const [path, key, alg] of [['/rsa', rsa.privateKey, 'RS256'], ['/rsa', rsa.privateKey, 'PS256'], ['/ec', ec.privateKey, 'ES256']] as const) {
+    for (const [path, key, alg] of [
+      ['/rsa', rsa.privateKey, 'RS256'],
+      ['/rsa', rsa.privateKey, 'PS256'],
+      ['/ec', ec.privateKey, 'ES256'],
+    ] as const) {
       const token = await signWith(key, alg, { sub: 'bob' });
       assert.equal((await handshake(gw.port, [`Authorization: Bearer ${token}`], path)).status, 101, `${alg} on ${path}`);
     }

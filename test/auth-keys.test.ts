@@ -1,16 +1,31 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage } from 'node:http';
-import { rawExchange, startBackend, startGateway, statusOf, upgradeRequest, type Backend, type RunningGateway, withGateway, listenLocal, closeHttp } from './helpers.js';
+import {
+  rawExchange,
+  startBackend,
+  startGateway,
+  statusOf,
+  upgradeRequest,
+  type Backend,
+  type RunningGateway,
+  withGateway,
+  listenLocal,
+  closeHttp,
+} from './helpers.js';
 import { SECRET, handshake, hs256, noSecretsIn } from './auth-fixtures.js';
 
 void describe('API keys', () => {
-  const fx = withGateway(startBackend, (backend) => `
+  const fx = withGateway(
+    startBackend,
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app, auth: { apiKeys: { header: x-api-key, keys: ["\${K1}", "second-key-value"] } } }]
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 shutdown: { drainTimeout: 0 }
-`, { K1: 'first-key-value' });
+`,
+    { K1: 'first-key-value' },
+  );
 
   void it('either key passes; missing → 401, wrong → 401, both with WWW-Authenticate; keys are never logged', async () => {
     assert.equal((await handshake(fx.gw.port, ['X-Api-Key: first-key-value'])).status, 101);
@@ -157,12 +172,15 @@ shutdown: { drainTimeout: 0 }
 });
 
 void describe('several methods on one route', () => {
-  const fx = withGateway(startBackend, (backend) => `
+  const fx = withGateway(
+    startBackend,
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0 }]
 routes: [{ match: { path: / }, upstream: app, auth: { apiKeys: { keys: [svc-key] }, jwt: { secret: "${SECRET}" } } }]
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 shutdown: { drainTimeout: 0 }
-`);
+`,
+  );
 
   void it('every configured method must pass', async () => {
     const token = await hs256({ sub: 'x' });

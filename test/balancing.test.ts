@@ -47,13 +47,23 @@ void describe('load balancing through the gateway', () => {
 
   void it('hash on a header keeps a user on one target', async () => {
     const backends = await Promise.all([startBackend(), startBackend(), startBackend()]);
-    const gw = await startGateway(config('hash', backends.map((b) => b.url), 'hash: { key: "header:x-user-id" }'));
+    const gw = await startGateway(
+      config(
+        'hash',
+        backends.map((b) => b.url),
+        'hash: { key: "header:x-user-id" }',
+      ),
+    );
     try {
       for (const user of ['alice', 'bob', 'carol', 'dave']) {
         const counts = backends.map((b) => b.requests.length);
         for (let i = 0; i < 5; i++) (await openClient(gw.url, { headers: { 'x-user-id': user } })).close();
         const grew = backends.map((b, i) => b.requests.length - counts[i]!);
-        assert.deepEqual(grew.filter((n) => n > 0), [5], `${user} stuck to one target: ${grew.join(',')}`);
+        assert.deepEqual(
+          grew.filter((n) => n > 0),
+          [5],
+          `${user} stuck to one target: ${grew.join(',')}`,
+        );
       }
     } finally {
       await gw.close();

@@ -181,7 +181,11 @@ async function rawEchoClient(port: number): Promise<{ socket: Socket; next(): Pr
         if (pending.length >= hl) {
           const len = len7 === 126 ? pending.readUInt16BE(2) : len7;
           if (pending.length >= hl + len) {
-            const frame = { opcode: (pending[0] as number) & 0x0f, fin: ((pending[0] as number) & 0x80) !== 0, payload: Buffer.from(pending.subarray(hl, hl + len)) };
+            const frame = {
+              opcode: (pending[0] as number) & 0x0f,
+              fin: ((pending[0] as number) & 0x80) !== 0,
+              payload: Buffer.from(pending.subarray(hl, hl + len)),
+            };
             pending = pending.subarray(hl + len);
             return frame;
           }
@@ -300,7 +304,10 @@ void describe('wsgate bench: errors by kind', () => {
     const r = await load([url, '--churn', '--rate', '100', '--connections', '2', '--duration', '1s']);
     assert.ok(r.messages.unsent > 50, `${r.messages.unsent} not started`);
     assert.equal(r.behindSchedule, true);
-    assert.ok(r.warnings.some((w) => w.includes('scheduled handshakes were not started')), r.warnings.join('\n'));
+    assert.ok(
+      r.warnings.some((w) => w.includes('scheduled handshakes were not started')),
+      r.warnings.join('\n'),
+    );
   });
 
   void test('churn counts each failed cycle and completes good ones', { timeout: 30_000 }, async () => {
@@ -572,7 +579,10 @@ void describe('bench suite: figures and targets', () => {
     assert.equal(byKey.get('wsgate-tunnel idle')?.met, true);
     assert.equal(byKey.get('wsgate-inspect idle')?.met, null);
     const p99 = judgeTargets(results).filter((v) => v.target.includes('p99'));
-    assert.deepEqual(p99.map((v) => v.met), [true, null]); // +0.5 ms; inspect's load side fell behind
+    assert.deepEqual(
+      p99.map((v) => v.met),
+      [true, null],
+    ); // +0.5 ms; inspect's load side fell behind
     const md = targetsMarkdown(judgeTargets(results));
     assert.match(md, /\| chatty: p99 ≤ nginx p99 \+ 1 ms \| \+0\.50 ms ✓ \| \+5\.00 ms \? \(load side fell behind its schedule\) \|/);
     assert.match(markdownTable(results, ['nginx', 'wsgate-tunnel']), /\| chatty: p99 − nginx p99 \(ms\) ↓ \| \+0\.00 \| \+0\.50 \|/);

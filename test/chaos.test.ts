@@ -87,7 +87,11 @@ void describe('chaos: 3 backend processes, 500 clients', { timeout: 240_000 }, (
     await allClosed(onVictim, 10_000);
     const slowest = Math.max(...onVictim.map((c) => c.closed!.at - killedAt));
     assert.ok(slowest <= 2_000, `the last client of the killed backend was closed after ${slowest}ms`);
-    assert.deepEqual(countBy(onVictim, (c) => String(c.closed!.code)), { '1011': onVictim.length }, 'inspect mode closes with 1011');
+    assert.deepEqual(
+      countBy(onVictim, (c) => String(c.closed!.code)),
+      { '1011': onVictim.length },
+      'inspect mode closes with 1011',
+    );
 
     // Nobody else noticed, and nobody hangs.
     assert.ok(survivors.every((c) => c.closed === undefined));
@@ -124,7 +128,10 @@ void describe('chaos: 3 backend processes, 500 clients', { timeout: 240_000 }, (
     assert.equal(countBy(during, (c) => c.backend).a, undefined);
 
     await allClosed(drained, DRAIN_PERIOD_MS + 10_000);
-    assert.deepEqual(countBy(drained, (c) => String(c.closed!.code)), { '1012': drained.length });
+    assert.deepEqual(
+      countBy(drained, (c) => String(c.closed!.code)),
+      { '1012': drained.length },
+    );
     const last = Math.max(...drained.map((c) => c.closed!.at - startedAt));
     // The close frames go out within the period; the close handshakes take a moment more.
     assert.ok(last <= DRAIN_PERIOD_MS + 1_000, `the last drained client was closed after ${last}ms`);
@@ -132,7 +139,10 @@ void describe('chaos: 3 backend processes, 500 clients', { timeout: 240_000 }, (
     const times = drained.map((c) => c.closed!.at - startedAt).sort((x, y) => x - y);
     assert.ok(times[Math.floor(times.length / 4)]! < times[times.length - 1]! - DRAIN_PERIOD_MS / 4, `closes not spread: ${times[0]}..${times.at(-1)}ms`);
 
-    assert.ok(others.every((c) => c.closed === undefined), 'a connection on another target was lost');
+    assert.ok(
+      others.every((c) => c.closed === undefined),
+      'a connection on another target was lost',
+    );
     await Promise.all(others.map((c) => roundTrip(c, 'still here')));
 
     assert.equal((await admin(gw.gw, 'POST', '/api/upstreams/app/targets/0/undrain')).status, 200);

@@ -61,7 +61,9 @@ void describe('wsgate CLI', () => {
   });
 
   void it('check: a valid file exits 0; an invalid one exits 1 listing every problem', async () => {
-    const good = await configFile('listeners: [{ address: 127.0.0.1:8080 }]\nroutes: [{ match: { path: / }, upstream: app }]\nupstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }] } }\n');
+    const good = await configFile(
+      'listeners: [{ address: 127.0.0.1:8080 }]\nroutes: [{ match: { path: / }, upstream: app }]\nupstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }] } }\n',
+    );
     const ok = await run(['check', '-c', good]);
     assert.equal(ok.code, 0, ok.err);
     assert.match(ok.out, /ok/);
@@ -154,7 +156,7 @@ relay: { mode: ${mode} }
     }
   });
 
-  void it('start keeps V8\'s young generation small, unless Node\'s command line sizes it', { timeout: 60_000 }, async () => {
+  void it("start keeps V8's young generation small, unless Node's command line sizes it", { timeout: 60_000 }, async () => {
     const backend = await startBackend();
     const probe = await youngGenerationProbe();
     const newSpace = async (nodeFlags: string[], env?: NodeJS.ProcessEnv): Promise<number> => {
@@ -202,7 +204,7 @@ relay: { mode: ${mode} }
     }
   });
 
-  void it('echo and bench, and bench\'s load workers, keep the young generation small too', { timeout: 60_000 }, async () => {
+  void it("echo and bench, and bench's load workers, keep the young generation small too", { timeout: 60_000 }, async () => {
     // Their own collections would pause the load and show in the latencies they measure.
     const probe = await youngGenerationProbe();
     const echoServer = wsgate(['echo', '--port', '0'], ['--import', probe]);
@@ -214,7 +216,10 @@ relay: { mode: ${mode} }
       let url: string | undefined;
       while ((url = /ws:\/\/127\.0\.0\.1:\d+\//.exec(echoOut)?.[0]) === undefined) await once(echoServer.stdout!, 'data');
       // V8 alone grows the young generation of all four processes to 8-32 MiB under this load.
-      const load = wsgate(['bench', url, '--workers', '2', '--connections', '1000', '--rate', '5000', '--duration', '2s', '--no-progress'], ['--import', probe]);
+      const load = wsgate(
+        ['bench', url, '--workers', '2', '--connections', '1000', '--rate', '5000', '--duration', '2s', '--no-progress'],
+        ['--import', probe],
+      );
       let loadErr = '';
       load.stderr!.on('data', (d: Buffer) => (loadErr += d.toString()));
       const [code] = (await once(load, 'exit')) as [number];

@@ -272,7 +272,9 @@ void describe('header bytes beyond ASCII pass both ways unchanged', () => {
             return;
           }
           const key = /sec-websocket-key: (.*)\r\n/i.exec(text + '\r\n')?.[1] ?? '';
-          const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+          const accept = createHash('sha1')
+            .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+            .digest('base64');
           s.write(
             Buffer.from(
               `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nX-Back: ${UTF8} ${LATIN1}\r\n\r\n`,

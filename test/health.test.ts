@@ -30,10 +30,7 @@ void describe('active health checks', () => {
     a = await switchableBackend('a');
     b = await switchableBackend('b');
     gw = await startGateway(
-      config(
-        [a.url, b.url],
-        '    healthCheck: { type: http, path: /health, interval: 100ms, timeout: 1s, healthyThreshold: 2, unhealthyThreshold: 2 }',
-      ),
+      config([a.url, b.url], '    healthCheck: { type: http, path: /health, interval: 100ms, timeout: 1s, healthyThreshold: 2, unhealthyThreshold: 2 }'),
     );
   });
   after(async () => {
@@ -53,9 +50,15 @@ void describe('active health checks', () => {
     b.healthy = false;
     await eventually(() => targetOf(gw, 1).healthy === false, 5_000, 'b unhealthy');
     assert.equal(targetOf(gw, 1).available, false);
-    assert.ok(gw.logs.some((l) => l.msg === 'target unhealthy: status 503' && l.target === `app/${b.url}`), 'logged');
+    assert.ok(
+      gw.logs.some((l) => l.msg === 'target unhealthy: status 503' && l.target === `app/${b.url}`),
+      'logged',
+    );
     const clients = await openMany(gw.url, 20);
-    assert.deepEqual(countBy(clients, (c) => c.backend), { a: 20 });
+    assert.deepEqual(
+      countBy(clients, (c) => c.backend),
+      { a: 20 },
+    );
     b.healthy = true;
     await eventually(() => targetOf(gw, 1).available === true, 5_000, 'b back');
     const more = await openMany(gw.url, 20);
@@ -95,7 +98,10 @@ void describe('tcp and websocket health checks in the gateway', () => {
         assert.equal(targetOf(gw, 0).healthy, true);
         assert.equal((targetOf(gw, 0).lastCheck as { ok: boolean }).ok, true);
         const clients = await openMany(gw.url, 6);
-        assert.deepEqual(countBy(clients, (c) => c.backend), { live: 6 });
+        assert.deepEqual(
+          countBy(clients, (c) => c.backend),
+          { live: 6 },
+        );
         for (const c of clients) c.ws.terminate();
       } finally {
         await gw.close();
@@ -117,7 +123,10 @@ void describe('passive ejection', () => {
       // Every client gets through: the refused attempts are retried on the live target.
       const clients: Awaited<ReturnType<typeof openTagged>>[] = [];
       for (let i = 0; i < 8; i++) clients.push(await openTagged(gw.url));
-      assert.deepEqual(countBy(clients, (c) => c.backend), { live: 8 });
+      assert.deepEqual(
+        countBy(clients, (c) => c.backend),
+        { live: 8 },
+      );
       assert.equal(attempts(), 3, 'round-robin sent every other client to the dead target until it was ejected');
       const ejected = gw.logs.find((l) => l.msg === 'target ejected');
       assert.equal(ejected?.target, `app/${deadUrl}`);

@@ -228,7 +228,9 @@ export function readHead(socket: Socket): Promise<string> {
 export async function acceptUpgrade(socket: Socket, extra: Buffer = Buffer.alloc(0)): Promise<string> {
   const text = await readHead(socket);
   const key = /sec-websocket-key: (.*)\r\n/i.exec(text + '\r\n')?.[1] ?? '';
-  const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  const accept = createHash('sha1')
+    .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+    .digest('base64');
   const head = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
   socket.write(Buffer.concat([Buffer.from(head), extra]));
   return text;

@@ -214,7 +214,9 @@ export async function rawUpstream(onPeer: (p: RawPeer) => void = () => {}, extra
     void (async () => {
       const { head, rest } = await readHead(s);
       const key = /^sec-websocket-key:\s*(\S+)/im.exec(head)?.[1] ?? '';
-      const accept = createHash('sha1').update(key + GUID).digest('base64');
+      const accept = createHash('sha1')
+        .update(key + GUID)
+        .digest('base64');
       s.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${extraHead}\r\n`);
       const p = new RawPeer(s, rest);
       peers.push(p);

@@ -67,7 +67,10 @@ void describe('inspect relay: backpressure', () => {
 });
 
 void describe('inspect relay: permessage-deflate end to end', () => {
-  const fx = withGateway(() => startBackend({ perMessageDeflate: { threshold: 0 } }), (backend) => inspectConfig([backend.url]));
+  const fx = withGateway(
+    () => startBackend({ perMessageDeflate: { threshold: 0 } }),
+    (backend) => inspectConfig([backend.url]),
+  );
 
   void it('is negotiated through the gateway; compressed (RSV1) messages pass', async () => {
     const ws = await openClient(fx.gw.url, { perMessageDeflate: { threshold: 0 } });

@@ -185,7 +185,10 @@ void describe('InspectRelay', () => {
     for (const m of msgs) s.client.send(m);
     await eventually(() => portOf(s.down)!.paused, 10_000, 'client side paused');
     s.upstream.socket.resume();
-    await s.upstream.receivedAtLeast(msgs.reduce((n, m) => n + m.length, 0), 15_000);
+    await s.upstream.receivedAtLeast(
+      msgs.reduce((n, m) => n + m.length, 0),
+      15_000,
+    );
     assert.ok(Buffer.concat(s.upstream.received).equals(Buffer.concat(msgs)));
     await eventually(() => !portOf(s.down)!.paused, 5_000, 'client side resumed');
     s.client.socket.destroy();

@@ -50,9 +50,21 @@ void describe('Utf8Stream', () => {
       }),
     );
     fc.assert(
-      fc.property(bytes, fc.array(fc.nat(), { maxLength: 6 }), fc.array(fc.uint8Array({ minLength: 4, maxLength: 4 }), { minLength: 1, maxLength: 3 }), (data, cuts, keys) => {
-        assert.equal(check(data, cuts, keys.map((k) => Buffer.from(k))), isUtf8(data));
-      }),
+      fc.property(
+        bytes,
+        fc.array(fc.nat(), { maxLength: 6 }),
+        fc.array(fc.uint8Array({ minLength: 4, maxLength: 4 }), { minLength: 1, maxLength: 3 }),
+        (data, cuts, keys) => {
+          assert.equal(
+            check(
+              data,
+              cuts,
+              keys.map((k) => Buffer.from(k)),
+            ),
+            isUtf8(data),
+          );
+        },
+      ),
       { numRuns: 3000 },
     );
   });

@@ -4,7 +4,18 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { coreSessions, NATIVE_RELAY } from '../src/relay/native-tunnel.js';
-import { acceptUpgrade, eventually, readHead, openClient, rawServer, simpleConfig, startBackend, startGateway, upgradeRequest, type RunningGateway } from './helpers.js';
+import {
+  acceptUpgrade,
+  eventually,
+  readHead,
+  openClient,
+  rawServer,
+  simpleConfig,
+  startBackend,
+  startGateway,
+  upgradeRequest,
+  type RunningGateway,
+} from './helpers.js';
 
 // Tunnel mode over raw sockets: the test holds both ends of each session and
 // the gateway relays the bytes between them. By default sessions run in the
@@ -54,7 +65,7 @@ async function rawTunnel(
 /** Writes `total` bytes of random data to `socket` in 64 KiB writes, minding backpressure; resolves with their hash. */
 async function sendRandom(socket: Socket, total: number): Promise<string> {
   const hash = createHash('sha256');
-  for (let sent = 0; sent < total; ) {
+  for (let sent = 0; sent < total;) {
     const chunk = randomBytes(Math.min(65_536, total - sent));
     hash.update(chunk);
     sent += chunk.length;
@@ -86,36 +97,46 @@ function sessionLines(gw: RunningGateway): Record<string, unknown>[] {
 }
 
 void describe(`tunnel sessions (${native ? 'native core' : 'JavaScript tunnel'})`, () => {
-  void it(native ? 'run in the native core: the start line says so, and the gateway keeps no socket of its own per session' : 'run in JavaScript with WSGATE_RELAY_IO=handle', async () => {
-    assert.equal(NATIVE_RELAY, native, native ? 'the native core is built and loaded (npm ci builds it)' : 'WSGATE_RELAY_IO=handle turns it off');
-    const backend = await startBackend();
-    const gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { perIp: { maxConnections: 1000 } }`));
-    const sockets = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
-    try {
-      assert.equal(gw.logs.find((l) => l.msg === 'wsgate started')?.relayIo, native ? 'native' : 'handle');
-      const before = sockets();
-      const clients = await Promise.all(Array.from({ length: 20 }, () => openClient(gw.url)));
-      await eventually(() => gw.gw.stats().sessions === 20, 5_000, '20 sessions');
-      // This process holds the clients and the backend too: 2 sockets per session,
-      // plus the gateway's 2 when it relays in JavaScript (40 or 80 here; sockets
-      // of earlier tests may still be closing).
-      const added = sockets() - before;
-      assert.ok(native ? added < 60 : added > 60, `${added} sockets for 20 sessions`);
-      assert.equal(coreSessions(), native ? 20 : 0);
-      for (const ws of clients) ws.close();
-      await eventually(() => gw.gw.stats().sessions === 0 && coreSessions() === 0, 5_000, 'sessions back to 0');
-    } finally {
-      await gw.close();
-      await backend.close();
-    }
-  });
+  void it(
+    native
+      ? 'run in the native core: the start line says so, and the gateway keeps no socket of its own per session'
+      : 'run in JavaScript with WSGATE_RELAY_IO=handle',
+    async () => {
+      assert.equal(NATIVE_RELAY, native, native ? 'the native core is built and loaded (npm ci builds it)' : 'WSGATE_RELAY_IO=handle turns it off');
+      const backend = await startBackend();
+      const gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { perIp: { maxConnections: 1000 } }`));
+      const sockets = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
+      try {
+        assert.equal(gw.logs.find((l) => l.msg === 'wsgate started')?.relayIo, native ? 'native' : 'handle');
+        const before = sockets();
+        const clients = await Promise.all(Array.from({ length: 20 }, () => openClient(gw.url)));
+        await eventually(() => gw.gw.stats().sessions === 20, 5_000, '20 sessions');
+        // This process holds the clients and the backend too: 2 sockets per session,
+        // plus the gateway's 2 when it relays in JavaScript (40 or 80 here; sockets
+        // of earlier tests may still be closing).
+        const added = sockets() - before;
+        assert.ok(native ? added < 60 : added > 60, `${added} sockets for 20 sessions`);
+        assert.equal(coreSessions(), native ? 20 : 0);
+        for (const ws of clients) ws.close();
+        await eventually(() => gw.gw.stats().sessions === 0 && coreSessions() === 0, 5_000, 'sessions back to 0');
+      } finally {
+        await gw.close();
+        await backend.close();
+      }
+    },
+  );
 
   void it('32 MiB each way, both readers pausing half a second: every byte arrives, in order', async () => {
     const t = await rawTunnel();
     try {
       const { client, upstream } = await t.open();
       const size = 32 * 1024 * 1024;
-      const [sentDown, gotDown, sentUp, gotUp] = await Promise.all([sendRandom(upstream, size), receive(client, size, 500), sendRandom(client, size), receive(upstream, size, 500)]);
+      const [sentDown, gotDown, sentUp, gotUp] = await Promise.all([
+        sendRandom(upstream, size),
+        receive(client, size, 500),
+        sendRandom(client, size),
+        receive(upstream, size, 500),
+      ]);
       assert.equal(gotDown, sentDown, 'upstream → client intact');
       assert.equal(gotUp, sentUp, 'client → upstream intact');
       client.end();

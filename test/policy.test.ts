@@ -3,15 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { WebSocket } from 'ws';
-import {
-  echo,
-  eventually,
-  startBackend,
-  startGateway,
-  statusOf,
-  upgradeRequest,
-  withGateway,
-} from './helpers.js';
+import { echo, eventually, startBackend, startGateway, statusOf, upgradeRequest, withGateway } from './helpers.js';
 
 /** A raw handshake from a chosen local address (any of 127.0.0.0/8 works on loopback). */
 async function rawFrom(port: number, localAddress: string, request: string, host = '127.0.0.1'): Promise<string> {
@@ -47,14 +39,17 @@ async function wsFrom(url: string, localAddress: string, headers: Record<string,
 }
 
 void describe('Origin check (allowedOrigins)', () => {
-  const fx = withGateway(startBackend, (backend) => `
+  const fx = withGateway(
+    startBackend,
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0 }]
 routes:
   - { name: strict, match: { path: /strict }, upstream: app, allowedOrigins: ["https://app.example.com"], allowMissingOrigin: false }
   - { name: open, match: { path: / }, upstream: app, allowedOrigins: ["https://app.example.com", "https://*.example.org:8443"] }
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 shutdown: { drainTimeout: 0 }
-`);
+`,
+  );
 
   const cases: [string, string | undefined, number][] = [
     ['/', 'https://app.example.com', 101],
@@ -82,7 +77,9 @@ shutdown: { drainTimeout: 0 }
 });
 
 void describe('IP allow and deny lists', () => {
-  const fx = withGateway(startBackend, (backend) => `
+  const fx = withGateway(
+    startBackend,
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0, ipDeny: [127.0.0.9] }]
 trustedProxies: [127.0.0.5]
 routes:
@@ -90,7 +87,8 @@ routes:
   - { name: main, match: { path: / }, upstream: app, ipDeny: [127.0.0.2, "203.0.113.0/24", "2001:db8:bad::/48"] }
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 shutdown: { drainTimeout: 0 }
-`);
+`,
+  );
 
   void it('a route deny list → 403; others pass', async () => {
     assert.equal(await statusFrom(fx.gw.port, '127.0.0.2'), 403);
@@ -146,7 +144,9 @@ shutdown: { drainTimeout: 0 }
 });
 
 void describe('per-IP limits and maxConnections', () => {
-  const fx = withGateway(startBackend, (backend) => `
+  const fx = withGateway(
+    startBackend,
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0 }]
 routes:
   - { name: tight, match: { path: /tight }, upstream: app, limits: { perIp: { maxConnections: 1 } } }
@@ -155,7 +155,8 @@ routes:
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 limits: { perIp: { maxConnections: 3, handshakeRate: 2/s, handshakeBurst: 4 } }
 shutdown: { drainTimeout: 0 }
-`);
+`,
+  );
 
   void it('perIp.maxConnections → 429; a closed session gives its slot back exactly once', async () => {
     const open = await Promise.all([1, 2, 3].map(() => wsFrom(fx.gw.url, '127.0.0.21')));

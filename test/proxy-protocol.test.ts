@@ -37,14 +37,17 @@ function v2Header(src: readonly number[], sport: number): Buffer {
 }
 
 void describe('PROXY protocol on a listener', () => {
-  const fx = withGateway(startBackend, (backend) => `
+  const fx = withGateway(
+    startBackend,
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0, proxyProtocol: true, ipDeny: [203.0.113.99] }]
 routes:
   - { name: main, match: { path: / }, upstream: app, ipDeny: [203.0.113.66] }
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 limits: { handshakeTimeout: 500ms }
 shutdown: { drainTimeout: 0 }
-`);
+`,
+  );
 
   void it('v1: the source address is the client everywhere (forwarding headers included)', async () => {
     const answer = await rawExchange(fx.gw.port, `PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n${upgradeRequest()}`, /\r\n\r\n/);

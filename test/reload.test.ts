@@ -66,9 +66,7 @@ async function freePort(): Promise<number> {
 void describe('reload', () => {
   void it('routes change for new connections; open connections keep going', () =>
     withBackends(['a', 'b'], async ([a, b]) => {
-      const g = await startFromFile(
-        yaml({ routes: '[{ match: { path: /a }, upstream: ua }]', upstreams: `${upstream('ua', [a!])}\n${upstream('ub', [b!])}` }),
-      );
+      const g = await startFromFile(yaml({ routes: '[{ match: { path: /a }, upstream: ua }]', upstreams: `${upstream('ua', [a!])}\n${upstream('ub', [b!])}` }));
       try {
         const old = await openTagged(`${g.url()}/a`);
         assert.equal(old.backend, 'a');
@@ -96,7 +94,11 @@ void describe('reload', () => {
         assert.equal(errors.length, 2, errors.join('\n'));
         assert.ok(errors.some((e) => e.startsWith('routes[0].upstream:')));
         assert.ok(errors.some((e) => e.startsWith('limits.maxConection: unknown key')));
-        for (const e of errors) assert.ok(g.logs.some((l) => l.level === 50 && l.problem === e), `not logged: ${e}`);
+        for (const e of errors)
+          assert.ok(
+            g.logs.some((l) => l.level === 50 && l.problem === e),
+            `not logged: ${e}`,
+          );
         assert.ok(g.logs.some((l) => l.msg === 'reload rejected; the running configuration stays in place'));
         assert.equal((await openTagged(g.url())).backend, 'a');
       } finally {
@@ -136,7 +138,10 @@ void describe('reload', () => {
         await Promise.all(onB.map((x) => x.closedP));
         for (const x of onB) assert.equal(x.closed?.code, 1012);
         const fresh = await openMany(g.url(), 10);
-        assert.deepEqual(countBy(fresh, (x) => x.backend), { a: 5, c: 5 });
+        assert.deepEqual(
+          countBy(fresh, (x) => x.backend),
+          { a: 5, c: 5 },
+        );
         for (const x of onA) await roundTrip(x, 'untouched');
         const removed = g.gw.upstreamStatus()[0]!.removed;
         assert.ok(removed.length <= 1);
@@ -155,7 +160,10 @@ void describe('reload', () => {
         await g.gw.reload(parseConfig(yaml({ routes, upstreams: upstream('app', [a!, b!], ', connectTimeout: 3s') }), {}));
         assert.equal(g.gw.upstreamStatus()[0]!.targets[1]!.drained, true);
         const fresh = await openMany(g.url(), 6);
-        assert.deepEqual(countBy(fresh, (x) => x.backend), { a: 6 });
+        assert.deepEqual(
+          countBy(fresh, (x) => x.backend),
+          { a: 6 },
+        );
         for (const x of fresh) x.ws.terminate();
       } finally {
         await g.close();
@@ -174,7 +182,10 @@ void describe('reload', () => {
         (await openTagged(`ws://127.0.0.1:${p2}`)).ws.terminate();
         const moved = await g.gw.reload(parseConfig(yaml({ ...base, listeners: [`127.0.0.1:${p2}`] }), {}));
         assert.deepEqual(moved.ok && moved.listenersRemoved, [`127.0.0.1:${p1}`]);
-        assert.deepEqual(g.gw.addresses.map((x) => x.port), [p2]);
+        assert.deepEqual(
+          g.gw.addresses.map((x) => x.port),
+          [p2],
+        );
         const refused = connect(p1, '127.0.0.1');
         const [err] = (await once(refused, 'error')) as [NodeJS.ErrnoException];
         assert.equal(err.code, 'ECONNREFUSED');
@@ -194,7 +205,10 @@ void describe('reload', () => {
       const g = await startFromFile(yaml({ routes: '[{ match: { path: / }, upstream: app }]', upstreams: upstream('app', [a!]) }));
       try {
         const result = await g.gw.reload(
-          parseConfig(yaml({ listeners: ['127.0.0.1:0', `127.0.0.1:${taken}`], routes: '[{ match: { path: / }, upstream: app }]', upstreams: upstream('app', [b!]) }), {}),
+          parseConfig(
+            yaml({ listeners: ['127.0.0.1:0', `127.0.0.1:${taken}`], routes: '[{ match: { path: / }, upstream: app }]', upstreams: upstream('app', [b!]) }),
+            {},
+          ),
         );
         assert.equal(result.ok, false);
         assert.match(result.ok ? '' : result.errors[0]!, /cannot listen/);

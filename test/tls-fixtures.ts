@@ -41,7 +41,23 @@ function openssl(args: readonly string[], cwd: string): void {
 export function makeCa(name = 'wsgate test CA'): TestCa {
   const dir = mkdtempSync(join(tmpdir(), 'wsgate-tls-'));
   openssl(
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '2', '-subj', `/CN=${name}`],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca-key.pem',
+      '-out',
+      'ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+    ],
     dir,
   );
   const caFile = join(dir, 'ca.pem');
@@ -53,9 +69,43 @@ export function makeCa(name = 'wsgate test CA'): TestCa {
     issue(prefix, names, cn = names[0] ?? prefix) {
       const san = names.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
       writeFileSync(join(dir, `${prefix}.ext`), `subjectAltName=${san}\n`);
-      openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${prefix}-key.pem`, '-out', `${prefix}.csr`, '-subj', `/CN=${cn}`], dir);
       openssl(
-        ['x509', '-req', '-in', `${prefix}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-set_serial', String(serial++), '-out', `${prefix}.pem`, '-days', '2', '-extfile', `${prefix}.ext`],
+        [
+          'req',
+          '-new',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          `${prefix}-key.pem`,
+          '-out',
+          `${prefix}.csr`,
+          '-subj',
+          `/CN=${cn}`,
+        ],
+        dir,
+      );
+      openssl(
+        [
+          'x509',
+          '-req',
+          '-in',
+          `${prefix}.csr`,
+          '-CA',
+          'ca.pem',
+          '-CAkey',
+          'ca-key.pem',
+          '-set_serial',
+          String(serial++),
+          '-out',
+          `${prefix}.pem`,
+          '-days',
+          '2',
+          '-extfile',
+          `${prefix}.ext`,
+        ],
         dir,
       );
       return { cert: join(dir, `${prefix}.pem`), key: join(dir, `${prefix}-key.pem`) };

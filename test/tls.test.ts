@@ -237,7 +237,11 @@ shutdown: { drainTimeout: 0 }
       await once(ws, 'open');
       assert.equal(await echo(ws, 'to wss'), 'to wss');
       ws.close();
-      assert.equal(gw.logs.some((l) => l.level === 40 && String(l.msg).includes('tls.verify')), false, 'no warning while verifying');
+      assert.equal(
+        gw.logs.some((l) => l.level === 40 && String(l.msg).includes('tls.verify')),
+        false,
+        'no warning while verifying',
+      );
     } finally {
       await gw.close();
     }

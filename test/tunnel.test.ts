@@ -154,7 +154,9 @@ void describe('leaks', () => {
   void it('1,000 sessions closed every way leave no session, socket or timer behind', async () => {
     const backend = await startBackend();
     backend.wss.on('connection', (ws) => ws.on('message', (m) => String(m) === 'reset' && ws.terminate()));
-    const gw = await startGateway(simpleConfig([backend.url], `${TUNNEL}\nlimits: { idleTimeout: 300ms, perIp: { maxConnections: 100000, handshakeRate: 0 } }\nlog: { accessLog: false }`));
+    const gw = await startGateway(
+      simpleConfig([backend.url], `${TUNNEL}\nlimits: { idleTimeout: 300ms, perIp: { maxConnections: 100000, handshakeRate: 0 } }\nlog: { accessLog: false }`),
+    );
     const handles = (): number => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').length;
     // The native core's sessions are no Node handles: count descriptors too.
     const fds = (): number => readdirSync('/proc/self/fd').length;

@@ -98,9 +98,7 @@ shutdown: { drainTimeout: 0 }${MODE}`;
   void it("an upstream's own non-101 answer reaches the client as is, body included", async () => {
     const body = 'go away, you are banned\n';
     const srv = await rawServer((s) =>
-      s.once('data', () =>
-        s.write(`HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Reason: banned\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
-      ),
+      s.once('data', () => s.write(`HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Reason: banned\r\nContent-Length: ${body.length}\r\n\r\n${body}`)),
     );
     try {
       const { status, answer } = await statusThrough([`ws://127.0.0.1:${srv.port}`]);
@@ -112,7 +110,7 @@ shutdown: { drainTimeout: 0 }${MODE}`;
     }
   });
 
-  void it("a non-101 answer whose body comes later, in pieces, reaches the client whole", async () => {
+  void it('a non-101 answer whose body comes later, in pieces, reaches the client whole', async () => {
     const piece = 'x'.repeat(40_000);
     const srv = await rawServer((s) =>
       s.once('data', () => {

@@ -76,7 +76,14 @@ async function irqBaseline(side: LoadSide): Promise<number> {
   return (cpuIrqMicros(side.cpu) - before) / ((performance.now() - t0) * 1000);
 }
 
-async function probe(proxy: RunningProxy, isNginx: boolean, s: { quick: boolean; warmup: number }, side: LoadSide, rate: number, irqShare: number): Promise<Probe> {
+async function probe(
+  proxy: RunningProxy,
+  isNginx: boolean,
+  s: { quick: boolean; warmup: number },
+  side: LoadSide,
+  rate: number,
+  irqShare: number,
+): Promise<Probe> {
   const seconds = s.quick ? 0.5 : 2;
   const m = await measure(proxy, chattyArgs(s, rate, seconds), side);
   const echoes = m.result.messages.receivedInWindow;
@@ -136,7 +143,8 @@ export async function calibrate(proxy: RunningProxy, isNginx: boolean, s: { quic
   } else {
     how = `nginx could not be probed, so ${fmt(wanted)} msg/s by default; ${sideText}${capped ? ": **the load side's cap binds**" : ''}`;
   }
-  if (Number.isFinite(ceiling)) how += `; the load side fell behind its schedule in a probe at ${fmt(ceiling / BEHIND_BACKOFF)} msg/s, so the rate stays under ${fmt(ceiling)}`;
+  if (Number.isFinite(ceiling))
+    how += `; the load side fell behind its schedule in a probe at ${fmt(ceiling / BEHIND_BACKOFF)} msg/s, so the rate stays under ${fmt(ceiling)}`;
   if (trusted === undefined && !s.quick) how += '; **every probe fell behind its schedule (a busy machine): the rate is a rough estimate**';
   return { rate: chosen, how: `${fmt(chosen)} msg/s (${how})`, probes, nginxRate, loadSideCap: Number.isFinite(loadSideCap) ? loadSideCap : null, capped };
 }

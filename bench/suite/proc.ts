@@ -198,7 +198,9 @@ export function rssKiB(pids: readonly number[]): number {
  */
 export function cpuIrqMicros(cpu: number): number {
   try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `));
+    const line = readFileSync('/proc/stat', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`cpu${cpu} `));
     const f = (line ?? '').trim().split(/\s+/);
     // cpuN user nice system idle iowait irq softirq steal …
     return ((Number(f[6]) || 0) + (Number(f[7]) || 0)) * (1_000_000 / ticksPerSecond());

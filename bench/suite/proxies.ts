@@ -114,18 +114,16 @@ export const PROXIES: readonly ProxyDef[] = [
       return started(spawnPinned(ctx, 'node-floor', process.execPath, ['--import', 'tsx', 'bench/node-floor.ts'], env), port);
     },
   },
-  ...(['tunnel', 'inspect'] as const).map(
-    (mode): ProxyDef => ({
-      name: `wsgate-${mode}`,
-      unavailable: (ctx) => (existsSync(ctx.wsgate) ? undefined : `${relative(ctx.root, ctx.wsgate)} is not built (npm run build)`),
-      start: async (ctx) => {
-        const port = await freePort();
-        const env = { WSGATE_PORT: String(port), BACKEND_PORT: String(ctx.backendPort) };
-        const args = [ctx.wsgate, 'start', '-c', `bench/wsgate-${mode}.yaml`];
-        return started(spawnPinned(ctx, `wsgate-${mode}`, process.execPath, args, env), port);
-      },
-    }),
-  ),
+  ...(['tunnel', 'inspect'] as const).map((mode): ProxyDef => ({
+    name: `wsgate-${mode}`,
+    unavailable: (ctx) => (existsSync(ctx.wsgate) ? undefined : `${relative(ctx.root, ctx.wsgate)} is not built (npm run build)`),
+    start: async (ctx) => {
+      const port = await freePort();
+      const env = { WSGATE_PORT: String(port), BACKEND_PORT: String(ctx.backendPort) };
+      const args = [ctx.wsgate, 'start', '-c', `bench/wsgate-${mode}.yaml`];
+      return started(spawnPinned(ctx, `wsgate-${mode}`, process.execPath, args, env), port);
+    },
+  })),
 ];
 
 /** The versions the report names. */

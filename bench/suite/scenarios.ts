@@ -128,7 +128,17 @@ function timing(s: RunSettings, seconds = s.seconds): string[] {
 /** chatty's load: the open loop every proxy gets at the same rate. */
 export function chattyArgs(s: { quick: boolean; warmup: number }, rate: number, seconds: number): string[] {
   const conns = s.quick ? 20 : 1000;
-  return ['--rate', String(rate), '--connections', String(conns), '--size', '64', '--duration', `${seconds}s`, ...(s.warmup > 0 ? ['--warmup', `${s.warmup}s`] : [])];
+  return [
+    '--rate',
+    String(rate),
+    '--connections',
+    String(conns),
+    '--size',
+    '64',
+    '--duration',
+    `${seconds}s`,
+    ...(s.warmup > 0 ? ['--warmup', `${s.warmup}s`] : []),
+  ];
 }
 
 function per(total: number | null, count: number): number | null {

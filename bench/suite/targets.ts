@@ -76,7 +76,8 @@ export function judgeTargets(results: SuiteResults): TargetVerdict[] {
 
 function show(v: TargetVerdict, t: TargetDef): string {
   if (v.value === null) return `– (${v.note ?? 'not measured'})`;
-  const value = t.kind === 'diff' ? `${v.value >= 0 ? '+' : '−'}${formatNumber(Math.abs(v.value))}` : t.kind === 'ratio' ? v.value.toFixed(2) : formatNumber(v.value);
+  const value =
+    t.kind === 'diff' ? `${v.value >= 0 ? '+' : '−'}${formatNumber(Math.abs(v.value))}` : t.kind === 'ratio' ? v.value.toFixed(2) : formatNumber(v.value);
   const mark = v.met === null ? `? (${v.note ?? ''})` : v.met ? '✓' : '✗';
   return `${value}${t.unit} ${mark}`;
 }

@@ -98,7 +98,12 @@ const SUITES: readonly Suite[] = [
       },
       { name: 'no token', headers: () => ({ 'sec-websocket-protocol': 'v1' }), expect: 'AUTH_MISSING', status: 401 },
       { name: 'an expired token', headers: async () => ({ cookie: `t=${await token({ aud: 'suite' }, 1_000)}` }), expect: 'AUTH_INVALID', status: 401 },
-      { name: 'the wrong audience', headers: async () => ({ authorization: `Bearer ${await token({ aud: 'other' })}` }), expect: 'AUTH_FORBIDDEN', status: 403 },
+      {
+        name: 'the wrong audience',
+        headers: async () => ({ authorization: `Bearer ${await token({ aud: 'other' })}` }),
+        expect: 'AUTH_FORBIDDEN',
+        status: 403,
+      },
     ],
   },
   {
@@ -173,7 +178,10 @@ void describe('authenticators: the shared suite', () => {
         assert.equal(result.code, c.expect, result.message);
         if (c.status !== undefined) assert.equal(result.status, c.status);
         if (result.status === 401 && result.code !== 'AUTH_DENIED') {
-          assert.ok(result.headers?.some((h) => h.startsWith('WWW-Authenticate: ')), 'a 401 carries WWW-Authenticate');
+          assert.ok(
+            result.headers?.some((h) => h.startsWith('WWW-Authenticate: ')),
+            'a 401 carries WWW-Authenticate',
+          );
         }
         if (result.code === 'AUTH_DENIED') {
           assert.equal(result.answer?.body.toString(), 'who are you?');
@@ -184,7 +192,10 @@ void describe('authenticators: the shared suite', () => {
   }
 
   void test('an auth service that cannot be reached is a 503, never a pass', async () => {
-    const auth = new RouteAuth({ apiKeys: undefined, jwt: undefined, forward: { url: 'http://127.0.0.1:1/auth', headers: [], responseHeaders: [], timeout: 500 } }, resources);
+    const auth = new RouteAuth(
+      { apiKeys: undefined, jwt: undefined, forward: { url: 'http://127.0.0.1:1/auth', headers: [], responseHeaders: [], timeout: 500 } },
+      resources,
+    );
     await assert.rejects(
       Promise.resolve(auth.run({ req: request({}), client: '192.0.2.1', secure: false, signal: undefined })),
       (err: unknown) => err instanceof GatewayError && err.code === 'AUTH_UNAVAILABLE',
@@ -192,7 +203,10 @@ void describe('authenticators: the shared suite', () => {
   });
 
   void test('a client that goes away aborts the forward-auth call', async () => {
-    const auth = new RouteAuth({ apiKeys: undefined, jwt: undefined, forward: { url: authUrl, headers: ['authorization'], responseHeaders: [], timeout: 60_000 } }, resources);
+    const auth = new RouteAuth(
+      { apiKeys: undefined, jwt: undefined, forward: { url: authUrl, headers: ['authorization'], responseHeaders: [], timeout: 60_000 } },
+      resources,
+    );
     const abort = new AbortController();
     const pending = Promise.resolve(auth.run({ req: request({ authorization: 'slow' }), client: '192.0.2.1', secure: false, signal: abort.signal }));
     setTimeout(() => abort.abort(), 50);

@@ -1,9 +1,7 @@
 import type { UpgradeRequest } from '../handshake/request-head.js';
 
 /** One `jwt.from` entry, parsed once. */
-export type TokenSource =
-  | { readonly kind: 'header' | 'query' | 'cookie'; readonly name: string }
-  | { readonly kind: 'protocol' };
+export type TokenSource = { readonly kind: 'header' | 'query' | 'cookie'; readonly name: string } | { readonly kind: 'protocol' };
 
 export function parseTokenSources(from: readonly string[]): TokenSource[] {
   return from.map((entry) => {

@@ -192,10 +192,16 @@ const SHARED_CASES: readonly SharedCase[] = [
           // Smooth round-robin is exact over any whole number of cycles.
           const targets = makeTargets(5, 1, 1);
           const counts = countPicks(algorithm, targets, 700);
-          assert.deepEqual(targets.map((t) => counts.get(t)), [500, 100, 100]);
+          assert.deepEqual(
+            targets.map((t) => counts.get(t)),
+            [500, 100, 100],
+          );
           const uneven = makeTargets(3, 2, 4, 1);
           const unevenCounts = countPicks(algorithm, uneven, 1000);
-          assert.deepEqual(uneven.map((t) => unevenCounts.get(t)), [300, 200, 400, 100]);
+          assert.deepEqual(
+            uneven.map((t) => unevenCounts.get(t)),
+            [300, 200, 400, 100],
+          );
           return;
         }
         case 'connections': {
@@ -262,7 +268,10 @@ void describe('round-robin', () => {
     const targets = makeTargets(1, 1);
     targets[0]!.active = 1000;
     const counts = countPicks('round-robin', targets, 100);
-    assert.deepEqual(targets.map((t) => counts.get(t)), [50, 50]);
+    assert.deepEqual(
+      targets.map((t) => counts.get(t)),
+      [50, 50],
+    );
   });
 });
 
@@ -331,11 +340,14 @@ void describe('hash', () => {
     for (let i = 0; i < 20; i++) assert.equal(balancer.pick('user-42')!.id, first.get('user-42'));
   });
 
-  void it('removing one of 5 targets moves about 1/5 of the keys, and only that target\'s keys', () => {
+  void it("removing one of 5 targets moves about 1/5 of the keys, and only that target's keys", () => {
     const targets = makeTargets(1, 1, 1, 1, 1);
     const before = mapKeys(targets, KEYS);
     const removed = targets[2]!;
-    const after = mapKeys(targets.filter((t) => t !== removed), KEYS);
+    const after = mapKeys(
+      targets.filter((t) => t !== removed),
+      KEYS,
+    );
     let moved = 0;
     for (const key of KEYS) {
       if (before.get(key) === after.get(key)) continue;
@@ -360,7 +372,7 @@ void describe('hash', () => {
     assert.ok(fraction >= 0.08 && fraction <= 0.3, `moved ${fraction}`);
   });
 
-  void it('an unavailable target\'s keys move to the others and come back; no other key moves', () => {
+  void it("an unavailable target's keys move to the others and come back; no other key moves", () => {
     const targets = makeTargets(1, 1, 1, 1, 1);
     const balancer = createBalancer('hash', targets);
     const before = KEYS.map((k) => balancer.pick(k));
@@ -389,7 +401,7 @@ void describe('hash', () => {
     assert.ok(Math.abs(heavy / 4000 - 0.75) <= 0.05, `weight-3 target got ${heavy} of 4000`);
   });
 
-  void it('an excluded target\'s keys go to the next target on the ring, others stay put', () => {
+  void it("an excluded target's keys go to the next target on the ring, others stay put", () => {
     const targets = makeTargets(1, 1, 1);
     const balancer = createBalancer('hash', targets);
     for (const key of KEYS.slice(0, 500)) {

@@ -5,10 +5,10 @@ import { PowerOfTwoBalancer } from './power-of-two.js';
 import { RoundRobinBalancer } from './round-robin.js';
 
 export interface BalancerTarget {
-  readonly id: string;        // stable id, e.g. "chat/ws://10.0.0.11:3000"
-  readonly weight: number;    // positive integer
-  active: number;             // live connections, maintained by the caller
-  available: boolean;         // false when ejected/drained/unhealthy; never pick it
+  readonly id: string; // stable id, e.g. "chat/ws://10.0.0.11:3000"
+  readonly weight: number; // positive integer
+  active: number; // live connections, maintained by the caller
+  available: boolean; // false when ejected/drained/unhealthy; never pick it
 }
 
 export interface Balancer {

@@ -45,11 +45,7 @@ export class PowerOfTwoBalancer implements Balancer {
   }
 
   /** The eligible target (other than `skip`) where the running sum of weights passes r. */
-  #draw(
-    r: number,
-    skip: BalancerTarget | undefined,
-    exclude: ReadonlySet<BalancerTarget> | undefined,
-  ): BalancerTarget | undefined {
+  #draw(r: number, skip: BalancerTarget | undefined, exclude: ReadonlySet<BalancerTarget> | undefined): BalancerTarget | undefined {
     const targets = this.#targets;
     let chosen: BalancerTarget | undefined;
     for (let i = 0; i < targets.length; i++) {

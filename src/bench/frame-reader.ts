@@ -1,13 +1,4 @@
-import {
-  FrameHeader,
-  OP_BINARY,
-  OP_CLOSE,
-  OP_CONTINUATION,
-  OP_PONG,
-  OP_TEXT,
-  readFrameHeader,
-  unmask,
-} from './frame-codec.js';
+import { FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PONG, OP_TEXT, readFrameHeader, unmask } from './frame-codec.js';
 
 /** What a FrameReader reports. Payloads are given as (buffer, start, end): no view is made per frame. */
 export interface FrameSink {

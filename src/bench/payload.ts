@@ -31,7 +31,6 @@ export class FrameStamper {
     writeSequence(out, this.#payloadAt, seq, this.#binary);
     return out;
   }
-
 }
 
 /** Writes `seq` into the first 8 bytes at buf[at]. */

@@ -70,6 +70,7 @@ export function formatProgress(p: LoadProgress, previousReceived: number, interv
   const c = p.counters;
   const rate = ((c.received - previousReceived) * 1000) / intervalMs;
   const p99 = p.p99 > 0 ? ms(p.p99) : '-';
-  return `${p.phase.padEnd(10)} ${(p.elapsedMs / 1000).toFixed(1).padStart(5)} s  open ${int(c.open)}  ` +
-    `${int(rate)} msg/s  errors ${int(c.errors)}  p99 ${p99}`;
+  return (
+    `${p.phase.padEnd(10)} ${(p.elapsedMs / 1000).toFixed(1).padStart(5)} s  open ${int(c.open)}  ` + `${int(rate)} msg/s  errors ${int(c.errors)}  p99 ${p99}`
+  );
 }

@@ -122,7 +122,16 @@ function combine(options: BenchOptions, results: readonly RunnerResult[]): Bench
   const rtt = createHistogram();
   const lag = createHistogram();
   const errors = new ErrorTally();
-  let opened = 0, failed = 0, handshakes = 0, sent = 0, received = 0, inWindow = 0, unsent = 0, bytes = 0, loadMs = 0, connectMs = 0;
+  let opened = 0,
+    failed = 0,
+    handshakes = 0,
+    sent = 0,
+    received = 0,
+    inWindow = 0,
+    unsent = 0,
+    bytes = 0,
+    loadMs = 0,
+    connectMs = 0;
   for (const r of results) {
     mergeEncoded(hs, r.handshakeHistogram);
     mergeEncoded(rtt, r.rttHistogram);
@@ -146,7 +155,7 @@ function combine(options: BenchOptions, results: readonly RunnerResult[]): Bench
   if (sendLag !== null && sendLag.p99 > LAG_WARN_MS) {
     warnings.push(
       `the load tool fell behind its schedule (send lag p99 ${sendLag.p99} ms, max ${sendLag.max} ms): ` +
-        'latencies still count from the intended send times, but the figures include the tool\'s own delay',
+        "latencies still count from the intended send times, but the figures include the tool's own delay",
     );
   }
   if (unsent > 0) {

@@ -9,7 +9,9 @@ const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 export const MAX_RESPONSE_HEAD = 16 * 1024;
 
 export function acceptKeyFor(key: string): string {
-  return createHash('sha1').update(key + GUID).digest('base64');
+  return createHash('sha1')
+    .update(key + GUID)
+    .digest('base64');
 }
 
 export function newClientKey(): string {

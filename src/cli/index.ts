@@ -63,9 +63,7 @@ async function check(args: readonly string[]): Promise<number> {
   const file = configPath(args);
   try {
     const config = await loadConfig(file);
-    console.log(
-      `${file}: ok (${config.listeners.length} listener(s), ${config.routes.length} route(s), ${Object.keys(config.upstreams).length} upstream(s))`,
-    );
+    console.log(`${file}: ok (${config.listeners.length} listener(s), ${config.routes.length} route(s), ${Object.keys(config.upstreams).length} upstream(s))`);
     for (const key of config.inert) console.log(`${key}: not implemented yet; this setting has no effect`);
     return 0;
   } catch (err) {

@@ -19,10 +19,7 @@ upstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }] } }
 
 void describe('security keys', () => {
   void test('defaults: open IP lists, missing Origin allowed, no PROXY to upstreams, JWT cooldown and skew 30 s', () => {
-    const config = parseConfig(
-      BASE.replace('upstream: app }', 'upstream: app, auth: { jwt: { jwksUrl: "https://idp/jwks" } } }'),
-      {},
-    );
+    const config = parseConfig(BASE.replace('upstream: app }', 'upstream: app, auth: { jwt: { jwksUrl: "https://idp/jwks" } } }'), {});
     assert.deepEqual(config.listeners[0]?.ipAllow, []);
     assert.deepEqual(config.listeners[0]?.ipDeny, []);
     const route = config.routes[0]!;
@@ -65,14 +62,17 @@ upstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }], proxyProtocol: true
 routes: [{ match: { path: / }, upstream: app, allowMissingOrigin: maybe, ipDeny: ["::1/129"], auth: { jwt: { secret: s, jwksCooldown: soon } } }]
 upstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }], proxyProtocol: v2 } }
 `;
-    assert.deepEqual(problemsOf(() => parseConfig(text, {})), [
-      'listeners[0].ipAllow[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
-      'listeners[0].ipDeny[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
-      'routes[0].allowMissingOrigin: must be true or false',
-      'routes[0].ipDeny[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
-      'routes[0].auth.jwt.jwksCooldown: must be a duration such as 250ms, 10s, 5m or 1h',
-      'upstreams.app.proxyProtocol: must be true or false',
-    ]);
+    assert.deepEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'listeners[0].ipAllow[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
+        'listeners[0].ipDeny[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
+        'routes[0].allowMissingOrigin: must be true or false',
+        'routes[0].ipDeny[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
+        'routes[0].auth.jwt.jwksCooldown: must be a duration such as 250ms, 10s, 5m or 1h',
+        'upstreams.app.proxyProtocol: must be true or false',
+      ],
+    );
   });
 
   void test('no security key is listed as not implemented any more', () => {

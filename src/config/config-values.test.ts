@@ -36,12 +36,17 @@ void describe('addresses', () => {
   }
 
   void test('in a config: the listener and admin addresses are checked, and clashes found', () => {
-    const text = cfg('admin: { address: "[::1]:99999" }\n', { 'listeners: [{ address: 127.0.0.1:0 }]': 'listeners: [{ address: 8080 }, { address: "127.0.0.1:80" }, { address: "127.0.0.1:80" }]' });
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'listeners[0].address: must be a string',
-      'listeners[2].address: same address as listeners[1].address',
-      'admin.address: must be host:port with a port from 0 to 65535',
-    ]);
+    const text = cfg('admin: { address: "[::1]:99999" }\n', {
+      'listeners: [{ address: 127.0.0.1:0 }]': 'listeners: [{ address: 8080 }, { address: "127.0.0.1:80" }, { address: "127.0.0.1:80" }]',
+    });
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'listeners[0].address: must be a string',
+        'listeners[2].address: same address as listeners[1].address',
+        'admin.address: must be host:port with a port from 0 to 65535',
+      ],
+    );
   });
 
   void test('admin: present alone means its defaults', () => {
@@ -79,20 +84,23 @@ void describe('targets', () => {
   app: { targets: [], retries: -1 }
   web: { targets: [{ url: ws://h:1, weight: 1.5 }], retries: 1.5 }`,
     });
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'upstreams.app.targets: must not be empty',
-      'upstreams.app.retries: must be at least 0',
-      'upstreams.web.targets[0].weight: must be an integer',
-      'upstreams.web.retries: must be an integer',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'upstreams.app.targets: must not be empty',
+        'upstreams.app.retries: must be at least 0',
+        'upstreams.web.targets[0].weight: must be an integer',
+        'upstreams.web.retries: must be an integer',
+      ],
+    );
   });
 
   void test('upstream names are restricted', () => {
     const text = cfg('', { 'upstreams: { app:': 'upstreams: { "a.b": { targets: [{ url: ws://h:1 }] }, __proto__: { targets: [{ url: ws://h:1 }] }, app:' });
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'upstreams["a.b"]: upstream name must contain only letters, digits, "_" and "-"',
-      'upstreams.__proto__: is a reserved name',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      ['upstreams["a.b"]: upstream name must contain only letters, digits, "_" and "-"', 'upstreams.__proto__: is a reserved name'],
+    );
   });
 });
 
@@ -118,11 +126,14 @@ void describe('hash keys', () => {
   d: { balance: hash, hash: { key: "session" }, targets: [{ url: ws://h:1 }] }
   e: { balance: hash, hash: {}, targets: [{ url: ws://h:1 }] }`,
     });
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'upstreams.b.hash: is required when balance is hash (e.g. hash: { key: "header:x-user-id" })',
-      'upstreams.d.hash.key: must be ip, header:NAME, cookie:NAME, query:NAME or claim:NAME',
-      'upstreams.e.hash.key: is required',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'upstreams.b.hash: is required when balance is hash (e.g. hash: { key: "header:x-user-id" })',
+        'upstreams.d.hash.key: must be ip, header:NAME, cookie:NAME, query:NAME or claim:NAME',
+        'upstreams.e.hash.key: is required',
+      ],
+    );
     const ok = parseConfig(cfg('', { '{ app: { targets': '{ app: { balance: hash, hash: { key: "header:X-Room" }, targets' }), {});
     assert.deepStrictEqual(ok.upstreams.app?.hash, { source: 'header', name: 'x-room' });
   });
@@ -139,23 +150,36 @@ void describe('routes', () => {
 
   void test('bad match values', () => {
     const text = cfg('', { 'match: { path: / }': 'match: { host: "chat.example.com:443", path: chat, headers: { "bad header": x } }' });
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'routes[0].match.host: must be a host name such as chat.example.com or *.example.com (no port)',
-      'routes[0].match.path: must start with / (and contain no spaces, ? or #)',
-      'routes[0].match.headers["bad header"]: is not a valid header name',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'routes[0].match.host: must be a host name such as chat.example.com or *.example.com (no port)',
+        'routes[0].match.path: must start with / (and contain no spaces, ? or #)',
+        'routes[0].match.headers["bad header"]: is not a valid header name',
+      ],
+    );
   });
 
   void test('names default to route-<index> and must be unique', () => {
-    const ok = parseConfig(cfg('', { 'routes: [{ match: { path: / }, upstream: app }]': 'routes: [{ upstream: app }, { name: chat, upstream: app }, { upstream: app }]' }), {});
-    assert.deepStrictEqual(ok.routes.map((r) => r.name), ['route-0', 'chat', 'route-2']);
+    const ok = parseConfig(
+      cfg('', { 'routes: [{ match: { path: / }, upstream: app }]': 'routes: [{ upstream: app }, { name: chat, upstream: app }, { upstream: app }]' }),
+      {},
+    );
+    assert.deepStrictEqual(
+      ok.routes.map((r) => r.name),
+      ['route-0', 'chat', 'route-2'],
+    );
     const text = cfg('', {
-      'routes: [{ match: { path: / }, upstream: app }]': 'routes: [{ name: chat, upstream: app }, { name: chat, upstream: app }, { name: route-3, upstream: app }, { upstream: app }]',
+      'routes: [{ match: { path: / }, upstream: app }]':
+        'routes: [{ name: chat, upstream: app }, { name: chat, upstream: app }, { name: route-3, upstream: app }, { upstream: app }]',
     });
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'routes[1].name: duplicate route name "chat" (also routes[0].name)',
-      'routes[3]: its default name "route-3" is already taken by routes[2].name; give this route a name',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'routes[1].name: duplicate route name "chat" (also routes[0].name)',
+        'routes[3]: its default name "route-3" is already taken by routes[2].name; give this route a name',
+      ],
+    );
   });
 
   void test('auth needs a method, and jwt exactly one key source', () => {
@@ -166,18 +190,24 @@ void describe('routes', () => {
   - { upstream: app, auth: { jwt: { secret: s, jwksUrl: "https://idp/jwks" } } }
   - { upstream: app, auth: { jwt: { secret: s, from: [body] }, apiKeys: { keys: [] } } }`,
     });
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'routes[0].auth: needs at least one of jwt, apiKeys or forward',
-      'routes[1].auth.jwt: needs one of secret, publicKey or jwksUrl',
-      'routes[2].auth.jwt: set only one of secret, publicKey or jwksUrl (found secret and jwksUrl)',
-      'routes[3].auth.jwt.from[0]: must be header:NAME, query:NAME, cookie:NAME or protocol',
-      'routes[3].auth.apiKeys.keys: must not be empty',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'routes[0].auth: needs at least one of jwt, apiKeys or forward',
+        'routes[1].auth.jwt: needs one of secret, publicKey or jwksUrl',
+        'routes[2].auth.jwt: set only one of secret, publicKey or jwksUrl (found secret and jwksUrl)',
+        'routes[3].auth.jwt.from[0]: must be header:NAME, query:NAME, cookie:NAME or protocol',
+        'routes[3].auth.apiKeys.keys: must not be empty',
+      ],
+    );
   });
 
   void test('auth defaults and normalisation', () => {
     const config = parseConfig(
-      cfg('', { 'upstream: app }': 'upstream: app, allowedOrigins: ["HTTPS://Chat.Example.com:443"], auth: { jwt: { jwksUrl: "https://idp/jwks", from: ["header:X-Token"] }, apiKeys: { keys: [k] }, forward: { url: "http://a/auth" } } }' }),
+      cfg('', {
+        'upstream: app }':
+          'upstream: app, allowedOrigins: ["HTTPS://Chat.Example.com:443"], auth: { jwt: { jwksUrl: "https://idp/jwks", from: ["header:X-Token"] }, apiKeys: { keys: [k] }, forward: { url: "http://a/auth" } } }',
+      }),
       {},
     );
     const route = config.routes[0];
@@ -193,12 +223,15 @@ void describe('other sections', () => {
   void test('trustedProxies take IPs and CIDRs', () => {
     const config = parseConfig(cfg('trustedProxies: [10.0.0.0/8, 192.168.1.1, "::1", "fd00::/8"]\n'), {});
     assert.deepStrictEqual(config.trustedProxies, ['10.0.0.0/8', '192.168.1.1', '::1', 'fd00::/8']);
-    assert.deepStrictEqual(problemsOf(() => parseConfig(cfg('trustedProxies: [10.0.0.0/33, "fd00::/129", localhost, 10.0.0.0/8/8]\n'), {})), [
-      'trustedProxies[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
-      'trustedProxies[1]: must be an IP address or a CIDR such as 10.0.0.0/8',
-      'trustedProxies[2]: must be an IP address or a CIDR such as 10.0.0.0/8',
-      'trustedProxies[3]: must be an IP address or a CIDR such as 10.0.0.0/8',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(cfg('trustedProxies: [10.0.0.0/33, "fd00::/129", localhost, 10.0.0.0/8/8]\n'), {})),
+      [
+        'trustedProxies[0]: must be an IP address or a CIDR such as 10.0.0.0/8',
+        'trustedProxies[1]: must be an IP address or a CIDR such as 10.0.0.0/8',
+        'trustedProxies[2]: must be an IP address or a CIDR such as 10.0.0.0/8',
+        'trustedProxies[3]: must be an IP address or a CIDR such as 10.0.0.0/8',
+      ],
+    );
   });
 
   void test('cluster.workers: a positive integer or "auto"; both inert unless the default', () => {
@@ -206,26 +239,33 @@ void describe('other sections', () => {
     assert.deepStrictEqual(auto.cluster, { workers: 'auto', redis: 'redis://h:6379' });
     assert.deepStrictEqual(auto.inert, ['cluster.workers', 'cluster.redis']);
     assert.deepStrictEqual(parseConfig(cfg('cluster: { workers: 1, redis: "" }\n'), {}).inert, []);
-    assert.deepStrictEqual(problemsOf(() => parseConfig(cfg('cluster: { workers: many }\n'), {})), [
-      'cluster.workers: must be a positive integer or "auto"',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(cfg('cluster: { workers: many }\n'), {})),
+      ['cluster.workers: must be a positive integer or "auto"'],
+    );
   });
 
   void test('decimal size units are refused in context', () => {
-    assert.deepStrictEqual(problemsOf(() => parseConfig(cfg('limits: { maxMessageBytes: 1MB, maxHeaderBytes: 0 }\n'), {})), [
-      'limits.maxMessageBytes: must be a size such as 512B, 64KiB, 1MiB or 1GiB (MB is ambiguous: write MiB for 1024-based units)',
-      'limits.maxHeaderBytes: must be at least 1B',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(cfg('limits: { maxMessageBytes: 1MB, maxHeaderBytes: 0 }\n'), {})),
+      [
+        'limits.maxMessageBytes: must be a size such as 512B, 64KiB, 1MiB or 1GiB (MB is ambiguous: write MiB for 1024-based units)',
+        'limits.maxHeaderBytes: must be at least 1B',
+      ],
+    );
   });
 
   void test('types are named, empty values too', () => {
     const text = cfg('relay: { validateUtf8: yes, pingInterval: true }\nlog: { accessLog: }\nlimits: { maxConnections: "10" }\n');
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'relay.validateUtf8: must be true or false',
-      'relay.pingInterval: must be a duration such as 250ms, 10s, 5m or 1h',
-      'log.accessLog: must be true or false (the value is empty)',
-      'limits.maxConnections: must be a number',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'relay.validateUtf8: must be true or false',
+        'relay.pingInterval: must be a duration such as 250ms, 10s, 5m or 1h',
+        'log.accessLog: must be true or false (the value is empty)',
+        'limits.maxConnections: must be a number',
+      ],
+    );
   });
 
   void test('listener TLS and PROXY protocol', () => {
@@ -238,10 +278,10 @@ void describe('other sections', () => {
     assert.deepStrictEqual(config.listeners[1]?.tls, { cert: '/srv/c.pem', key: '/srv/k.pem', sni: [], minVersion: 'TLSv1.3' });
     assert.equal(config.listeners[1]?.proxyProtocol, true);
     assert.deepStrictEqual(config.inert, []);
-    assert.deepStrictEqual(problemsOf(() => parseConfig(cfg('', { '127.0.0.1:0 }': '127.0.0.1:0, tls: { cert: c.pem, minVersion: SSLv3 } }' }), {})), [
-      'listeners[0].tls.key: is required',
-      'listeners[0].tls.minVersion: must be one of: TLSv1.2, TLSv1.3',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(cfg('', { '127.0.0.1:0 }': '127.0.0.1:0, tls: { cert: c.pem, minVersion: SSLv3 } }' }), {})),
+      ['listeners[0].tls.key: is required', 'listeners[0].tls.minVersion: must be one of: TLSv1.2, TLSv1.3'],
+    );
   });
 
   void test('health check defaults', () => {
@@ -266,19 +306,25 @@ void describe('resilience keys', () => {
     assert.deepStrictEqual(defaults.outlier, { consecutiveFailures: 3, baseEjection: 10_000, maxEjection: 300_000, maxEjectionPercent: 50 });
     assert.equal(defaults.slowStart, 0);
     assert.equal(defaults.drainPeriod, 30_000);
-    const set = parseConfig(withUpstream('outlier: { consecutiveFailures: 0, baseEjection: 1s, maxEjection: 1m, maxEjectionPercent: 100 }, slowStart: 30s, drainPeriod: 0'), {}).upstreams.app!;
+    const set = parseConfig(
+      withUpstream('outlier: { consecutiveFailures: 0, baseEjection: 1s, maxEjection: 1m, maxEjectionPercent: 100 }, slowStart: 30s, drainPeriod: 0'),
+      {},
+    ).upstreams.app!;
     assert.deepStrictEqual(set.outlier, { consecutiveFailures: 0, baseEjection: 1_000, maxEjection: 60_000, maxEjectionPercent: 100 });
     assert.equal(set.slowStart, 30_000);
     assert.equal(set.drainPeriod, 0);
   });
 
   void test('outlier values are checked', () => {
-    assert.deepStrictEqual(problemsOf(() => parseConfig(withUpstream('outlier: { consecutiveFailures: -1, baseEjection: 0, maxEjectionPercent: 101, ejection: 1s }'), {})), [
-      'upstreams.app.outlier.consecutiveFailures: must be at least 0',
-      'upstreams.app.outlier.baseEjection: must be longer than 0',
-      'upstreams.app.outlier.maxEjectionPercent: must be at most 100',
-      'upstreams.app.outlier.ejection: unknown key',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(withUpstream('outlier: { consecutiveFailures: -1, baseEjection: 0, maxEjectionPercent: 101, ejection: 1s }'), {})),
+      [
+        'upstreams.app.outlier.consecutiveFailures: must be at least 0',
+        'upstreams.app.outlier.baseEjection: must be longer than 0',
+        'upstreams.app.outlier.maxEjectionPercent: must be at most 100',
+        'upstreams.app.outlier.ejection: unknown key',
+      ],
+    );
   });
 
   void test('watch and pidFile: off by default; the pid file is resolved against the config folder', () => {
@@ -289,6 +335,9 @@ void describe('resilience keys', () => {
     assert.equal(set.watch, true);
     assert.equal(set.pidFile, '/etc/wsgate/run/wsgate.pid');
     assert.equal(parseConfig(cfg('pidFile:\n'), {}).pidFile, '');
-    assert.deepStrictEqual(problemsOf(() => parseConfig(cfg('watch: yes please\n'), {})), ['watch: must be true or false']);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(cfg('watch: yes please\n'), {})),
+      ['watch: must be true or false'],
+    );
   });
 });

@@ -257,7 +257,10 @@ void describe('parseConfig: the full example of CONFIG.md', () => {
       healthyThreshold: 2,
       unhealthyThreshold: 3,
     });
-    assert.deepStrictEqual(chat?.targets.map((t) => t.url), ['ws://10.0.0.11:3000', 'ws://10.0.0.12:3000']);
+    assert.deepStrictEqual(
+      chat?.targets.map((t) => t.url),
+      ['ws://10.0.0.11:3000', 'ws://10.0.0.12:3000'],
+    );
     assert.deepStrictEqual(config.limits, DEFAULT_LIMITS);
   });
 
@@ -273,10 +276,13 @@ void describe('parseConfig: the full example of CONFIG.md', () => {
   });
 
   void test('without its environment variables, each is named at its key', () => {
-    assert.deepStrictEqual(problemsOf(() => parseConfig(FULL_EXAMPLE, {})), [
-      'routes[0].auth.jwt.secret: environment variable JWT_SECRET is not set (line 31)',
-      'routes[0].auth.apiKeys.keys[0]: environment variable API_KEY is not set (line 37)',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(FULL_EXAMPLE, {})),
+      [
+        'routes[0].auth.jwt.secret: environment variable JWT_SECRET is not set (line 31)',
+        'routes[0].auth.apiKeys.keys[0]: environment variable API_KEY is not set (line 37)',
+      ],
+    );
   });
 });
 
@@ -300,37 +306,44 @@ upstreams:
         weight: 0
 log: { level: loud }
 `;
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'listeners[1].address: must be host:port',
-      'trustedProxies[1]: must be an IP address or a CIDR such as 10.0.0.0/8',
-      'routes[0].upstream: no upstream named "chta" (known: chat)',
-      'routes[0].match.path: must start with / (and contain no spaces, ? or #)',
-      'limits.maxConection: unknown key (did you mean maxConnections?)',
-      'limits.idleTimeout: must be a duration such as 250ms, 10s, 5m or 1h',
-      'upstreams.chat.balance: must be one of: round-robin, least-connections, power-of-two, hash',
-      'upstreams.chat.targets[0].url: must be ws://, wss://, http:// or https://',
-      'upstreams.chat.targets[0].weight: must be at least 1',
-      'log.level: must be one of: trace, debug, info, warn, error',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'listeners[1].address: must be host:port',
+        'trustedProxies[1]: must be an IP address or a CIDR such as 10.0.0.0/8',
+        'routes[0].upstream: no upstream named "chta" (known: chat)',
+        'routes[0].match.path: must start with / (and contain no spaces, ? or #)',
+        'limits.maxConection: unknown key (did you mean maxConnections?)',
+        'limits.idleTimeout: must be a duration such as 250ms, 10s, 5m or 1h',
+        'upstreams.chat.balance: must be one of: round-robin, least-connections, power-of-two, hash',
+        'upstreams.chat.targets[0].url: must be ws://, wss://, http:// or https://',
+        'upstreams.chat.targets[0].weight: must be at least 1',
+        'log.level: must be one of: trace, debug, info, warn, error',
+      ],
+    );
   });
 
   void test('unknown keys: did-you-mean when close, plain otherwise, at every level', () => {
     const text = `${SMALLEST}limit: {}
 relay: { pingIntervl: 5s, colour: blue }
 `.replace('upstream: app', 'upstream: app, stripPrefx: true');
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'routes[0].stripPrefx: unknown key (did you mean stripPrefix?)',
-      'limit: unknown key (did you mean limits?)',
-      'relay.pingIntervl: unknown key (did you mean pingInterval?)',
-      'relay.colour: unknown key',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'routes[0].stripPrefx: unknown key (did you mean stripPrefix?)',
+        'limit: unknown key (did you mean limits?)',
+        'relay.pingIntervl: unknown key (did you mean pingInterval?)',
+        'relay.colour: unknown key',
+      ],
+    );
   });
 
   void test('a route naming an unknown upstream', () => {
     const text = SMALLEST.replace('upstream: app', 'upstream: ap').replace('{ app:', '{ app: { targets: [{ url: ws://h:1 }] }, web:');
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'routes[0].upstream: no upstream named "ap" (known: app, web)',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      ['routes[0].upstream: no upstream named "ap" (known: app, web)'],
+    );
   });
 
   void test('a YAML syntax error is reported with its line', () => {
@@ -342,17 +355,22 @@ relay: { pingIntervl: 5s, colour: blue }
   });
 
   void test('an empty file names the required keys; a non-mapping is refused', () => {
-    assert.deepStrictEqual(problemsOf(() => parseConfig('', {})), [
-      'listeners: is required',
-      'routes: is required',
-      'upstreams: is required',
-    ]);
-    assert.deepStrictEqual(problemsOf(() => parseConfig('- 1\n', {})), ['config: must be a mapping']);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig('', {})),
+      ['listeners: is required', 'routes: is required', 'upstreams: is required'],
+    );
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig('- 1\n', {})),
+      ['config: must be a mapping'],
+    );
   });
 
   void test('listeners must not be empty', () => {
     const text = SMALLEST.replace('listeners: [{ address: 127.0.0.1:8080 }]', 'listeners: []');
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), ['listeners: must not be empty']);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      ['listeners: must not be empty'],
+    );
   });
 });
 
@@ -379,10 +397,13 @@ upstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }] } }
 
   void test('override values are validated like the top-level ones', () => {
     const text = SMALLEST.replace('upstream: app', 'upstream: app, limits: { idleTimeout: soon, maxConection: 1 }');
-    assert.deepStrictEqual(problemsOf(() => parseConfig(text, {})), [
-      'routes[0].limits.idleTimeout: must be a duration such as 250ms, 10s, 5m or 1h',
-      'routes[0].limits.maxConection: unknown key (did you mean maxConnections?)',
-    ]);
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'routes[0].limits.idleTimeout: must be a duration such as 250ms, 10s, 5m or 1h',
+        'routes[0].limits.maxConection: unknown key (did you mean maxConnections?)',
+      ],
+    );
   });
 });
 

@@ -38,10 +38,7 @@ void describe('substituteEnv', () => {
 
   void test('an unset variable without default is an error naming it and its line', () => {
     const problems = problemsOf(() => substituteEnv('a: 1\nb: ${NOPE}\nc: ${ALSO_NOPE}\n', {}));
-    assert.deepEqual(problems, [
-      'line 2: environment variable NOPE is not set',
-      'line 3: environment variable ALSO_NOPE is not set',
-    ]);
+    assert.deepEqual(problems, ['line 2: environment variable NOPE is not set', 'line 3: environment variable ALSO_NOPE is not set']);
   });
 
   void test('$${ is a literal ${', () => {

@@ -50,13 +50,7 @@ export function findInert(raw: unknown): string[] {
   return found;
 }
 
-function walk(
-  node: unknown,
-  steps: readonly Step[],
-  index: number,
-  path: PathSegment[],
-  hit: (value: unknown, path: PathSegment[]) => void,
-): void {
+function walk(node: unknown, steps: readonly Step[], index: number, path: PathSegment[], hit: (value: unknown, path: PathSegment[]) => void): void {
   const step = steps[index];
   if (step === undefined) {
     hit(node, path);

@@ -39,10 +39,7 @@ function missingMessage(ref: EnvReference): string {
  */
 export function substituteEnv(text: string, env: NodeJS.ProcessEnv = process.env): string {
   const expanded = expandEnv(text, env);
-  const problems = [
-    ...lineProblems(expanded.malformed),
-    ...lineProblems(expanded.missing.map((ref) => ({ line: ref.line, message: missingMessage(ref) }))),
-  ];
+  const problems = [...lineProblems(expanded.malformed), ...lineProblems(expanded.missing.map((ref) => ({ line: ref.line, message: missingMessage(ref) })))];
   if (problems.length > 0) throw new ConfigError(sortByLine(problems));
   return expanded.text;
 }
@@ -155,9 +152,7 @@ function findPlaceholder(value: unknown, placeholder: string, path: PathSegment[
   if (typeof value === 'string') return value.includes(placeholder) ? [path] : [];
   if (Array.isArray(value)) return value.flatMap((v, i) => findPlaceholder(v, placeholder, [...path, i]));
   if (typeof value === 'object' && value !== null) {
-    return Object.entries(value).flatMap(([k, v]) =>
-      k.includes(placeholder) ? [[...path, k]] : findPlaceholder(v, placeholder, [...path, k]),
-    );
+    return Object.entries(value).flatMap(([k, v]) => (k.includes(placeholder) ? [[...path, k]] : findPlaceholder(v, placeholder, [...path, k])));
   }
   return [];
 }
@@ -181,9 +176,7 @@ function describeIssue(iss: z.core.$ZodRawIssue, knownKeys: Map<string, readonly
       return `must be ${expected}${iss.input === null ? ' (the value is empty)' : ''}`;
     }
     case 'invalid_value':
-      return iss.values.length === 1
-        ? `must be ${String(iss.values[0])}`
-        : `must be one of: ${iss.values.map(String).join(', ')}`;
+      return iss.values.length === 1 ? `must be ${String(iss.values[0])}` : `must be one of: ${iss.values.map(String).join(', ')}`;
     case 'too_small':
       if (iss.origin === 'array') return iss.minimum === 1 ? 'must not be empty' : `must have at least ${iss.minimum} entries`;
       if (iss.origin === 'string') return 'must not be empty';

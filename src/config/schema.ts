@@ -85,7 +85,11 @@ const file = text;
 const bool = z.boolean();
 const posInt = z.int().min(1);
 const nonNegInt = z.int().min(0);
-const headerName = z.string().trim().regex(HEADER_NAME_RE, 'must be a header name').transform((s) => s.toLowerCase());
+const headerName = z
+  .string()
+  .trim()
+  .regex(HEADER_NAME_RE, 'must be a header name')
+  .transform((s) => s.toLowerCase());
 const headerList = z.array(headerName);
 const name = z.string().trim().regex(NAME_RE, NAME_MESSAGE);
 
@@ -122,9 +126,7 @@ function headerMap<V extends z.ZodType<string>>(value: V) {
 const listenerTls = section({
   cert: file,
   key: file,
-  sni: z
-    .array(section({ hosts: z.array(hostPattern).min(1), cert: file, key: file }))
-    .prefault(() => [...DEFAULTS.listenerTls.sni]),
+  sni: z.array(section({ hosts: z.array(hostPattern).min(1), cert: file, key: file })).prefault(() => [...DEFAULTS.listenerTls.sni]),
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).prefault(DEFAULTS.listenerTls.minVersion),
 });
 
@@ -202,7 +204,10 @@ const jwt = section({
   jwksUrl: z.string().trim().transform(via(httpUrl)).optional(),
   issuer: text.optional(),
   audience: text.optional(),
-  from: z.array(z.string().transform(via(parseTokenSource))).min(1).prefault(() => [...DEFAULTS.jwt.from]),
+  from: z
+    .array(z.string().transform(via(parseTokenSource)))
+    .min(1)
+    .prefault(() => [...DEFAULTS.jwt.from]),
   forwardClaims: headerMap(text).prefault(() => ({ ...DEFAULTS.jwt.forwardClaims })),
   jwksCooldown: duration.prefault(DEFAULTS.jwt.jwksCooldown),
   clockSkew: duration.prefault(DEFAULTS.jwt.clockSkew),
@@ -226,7 +231,11 @@ const route = section({
   name: name.optional(),
   match: section({
     host: hostPattern.optional(),
-    path: z.string().trim().regex(/^\/[^\s?#]*$/, 'must start with / (and contain no spaces, ? or #)').optional(),
+    path: z
+      .string()
+      .trim()
+      .regex(/^\/[^\s?#]*$/, 'must start with / (and contain no spaces, ? or #)')
+      .optional(),
     headers: headerMap(z.union([z.string(), z.number().transform(String)])).prefault({}),
   }).prefault({}),
   upstream: text,
@@ -244,12 +253,14 @@ const O = DEFAULTS.outlier;
 const upstream = section({
   balance: z.enum(['round-robin', 'least-connections', 'power-of-two', 'hash']).prefault(DEFAULTS.upstream.balance),
   hash: section({ key: z.string().transform(via(parseHashKey)) }).optional(),
-  targets: z.array(
-    section({
-      url: z.string().trim().transform(via(parseTargetUrl)),
-      weight: posInt.prefault(DEFAULTS.target.weight),
-    }),
-  ).min(1),
+  targets: z
+    .array(
+      section({
+        url: z.string().trim().transform(via(parseTargetUrl)),
+        weight: posInt.prefault(DEFAULTS.target.weight),
+      }),
+    )
+    .min(1),
   tls: section({
     ca: file.optional(),
     servername: text.optional(),
@@ -259,7 +270,11 @@ const upstream = section({
   retries: nonNegInt.prefault(DEFAULTS.upstream.retries),
   healthCheck: section({
     type: z.enum(['http', 'tcp', 'websocket']).prefault(H.type),
-    path: z.string().trim().regex(/^\/\S*$/, 'must start with /').prefault(H.path),
+    path: z
+      .string()
+      .trim()
+      .regex(/^\/\S*$/, 'must start with /')
+      .prefault(H.path),
     interval: positiveDuration.prefault(H.interval),
     timeout: positiveDuration.prefault(H.timeout),
     healthyThreshold: posInt.prefault(H.healthyThreshold),

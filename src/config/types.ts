@@ -119,9 +119,7 @@ export interface RouteConfig {
 export type BalanceAlgorithm = 'round-robin' | 'least-connections' | 'power-of-two' | 'hash';
 
 /** Where a hash balancer takes its key from. */
-export type HashKeySpec =
-  | { readonly source: 'ip' }
-  | { readonly source: 'header' | 'cookie' | 'query' | 'claim'; readonly name: string };
+export type HashKeySpec = { readonly source: 'ip' } | { readonly source: 'header' | 'cookie' | 'query' | 'claim'; readonly name: string };
 
 export interface TargetConfig {
   readonly url: string;

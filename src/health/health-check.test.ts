@@ -112,7 +112,13 @@ interface Case {
 
 const CASES: readonly Case[] = [
   { name: 'a healthy target', fixture: healthyServer, expect: { http: true, tcp: true, websocket: true } },
-  { name: 'the target URL\'s base path goes in front of the check path', fixture: healthyServer, path: '/health', basePath: '/base', expect: { http: true, tcp: true, websocket: true } },
+  {
+    name: "the target URL's base path goes in front of the check path",
+    fixture: healthyServer,
+    path: '/health',
+    basePath: '/base',
+    expect: { http: true, tcp: true, websocket: true },
+  },
   { name: 'a path the target does not serve (404)', fixture: healthyServer, path: '/missing', expect: { http: false, tcp: true, websocket: false } },
   { name: 'a target answering 500', fixture: failingServer, expect: { http: false, tcp: true, websocket: false } },
   { name: 'a target that accepts and never answers', fixture: silentServer, expect: { http: false, tcp: true, websocket: false } },

@@ -33,7 +33,9 @@ export class WebSocketCheck implements HealthChecker {
         {
           target,
           request,
-          accept: createHash('sha1').update(key + WS_GUID).digest('base64'),
+          accept: createHash('sha1')
+            .update(key + WS_GUID)
+            .digest('base64'),
           timeout: options.timeout,
           maxHeadBytes: MAX_HEAD_BYTES,
           tls: options.tls,

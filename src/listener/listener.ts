@@ -157,10 +157,7 @@ export class Listener {
     try {
       changed = certs.load(config.tls);
     } catch (err) {
-      this.#handlers.log?.error(
-        { listener: config.address, err: (err as Error).message },
-        'TLS certificates not reloaded; the previous ones stay in service',
-      );
+      this.#handlers.log?.error({ listener: config.address, err: (err as Error).message }, 'TLS certificates not reloaded; the previous ones stay in service');
       return false;
     }
     if (changed) {

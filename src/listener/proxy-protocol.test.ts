@@ -94,12 +94,28 @@ void describe('PROXY protocol v2', () => {
 
   const bad: [string, Buffer, RegExp][] = [
     ['a broken signature', Buffer.concat([SIG.subarray(0, 11), Buffer.from([0x0b, 0x21, 0x11, 0, 0])]), /no PROXY protocol header/],
-    ['version 3', (() => { const b = v2(1, 0x11, Buffer.alloc(12)); b[12] = 0x31; return b; })(), /version 3/],
+    [
+      'version 3',
+      (() => {
+        const b = v2(1, 0x11, Buffer.alloc(12));
+        b[12] = 0x31;
+        return b;
+      })(),
+      /version 3/,
+    ],
     ['command 2', v2(2, 0x11, Buffer.alloc(12)), /command 2/],
     ['a short IPv4 block', v2(1, 0x11, Buffer.alloc(8)), /short/],
     ['a short IPv6 block', v2(1, 0x21, Buffer.alloc(20)), /short/],
     ['an unknown family', v2(1, 0x41, Buffer.alloc(12)), /family 4/],
-    ['an oversized header', (() => { const b = v2(1, 0x11, Buffer.alloc(12)); b.writeUInt16BE(V2_MAX_PAYLOAD + 1, 14); return b; })(), /over 4096/],
+    [
+      'an oversized header',
+      (() => {
+        const b = v2(1, 0x11, Buffer.alloc(12));
+        b.writeUInt16BE(V2_MAX_PAYLOAD + 1, 14);
+        return b;
+      })(),
+      /over 4096/,
+    ],
   ];
   for (const [name, buf, reason] of bad) {
     void test(`refuses ${name}`, () => {

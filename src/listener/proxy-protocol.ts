@@ -92,7 +92,7 @@ export function formatIpv6(b: Buffer): string {
   // The longest run of two or more zero groups becomes "::".
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;

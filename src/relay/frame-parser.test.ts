@@ -66,9 +66,7 @@ function closeBody(code: number, reason: string | Buffer = ''): Buffer {
 // A recorder that turns chunk-relative offsets into stream offsets, so runs
 // with different chunkings can be compared.
 
-type Ev =
-  | { kind: 'control'; opcode: number; payload: string; start: number; end: number }
-  | { kind: 'message'; opcode: number; bytes: number };
+type Ev = { kind: 'control'; opcode: number; payload: string; start: number; end: number } | { kind: 'message'; opcode: number; bytes: number };
 
 class Recorder implements FrameEvents {
   events: Ev[] = [];
@@ -389,7 +387,13 @@ void describe('FrameTracker: chunking', () => {
       for (const start of starts.slice(1, 6)) {
         for (let a = 1; a < 14; a += 3) {
           for (let b = a + 1; b < a + 20; b += 4) {
-            const r = run(opts, splitAt(stream, [start + a, start + b].filter((p) => p <= stream.length)));
+            const r = run(
+              opts,
+              splitAt(
+                stream,
+                [start + a, start + b].filter((p) => p <= stream.length),
+              ),
+            );
             assert.deepEqual(r.events, reference.events, `split at ${start + a}, ${start + b}`);
           }
         }
@@ -434,15 +438,7 @@ void describe('FrameTracker: chunking', () => {
   });
 
   void it('handles pings and pongs between fragments', () => {
-    const stream = Buffer.concat([
-      c(1, 'Hel', { fin: false }),
-      c(9, 'p1'),
-      c(0, 'lo, ', { fin: false }),
-      c(10, 'p2'),
-      c(9, ''),
-      c(0, 'world'),
-      c(2, 'after'),
-    ]);
+    const stream = Buffer.concat([c(1, 'Hel', { fin: false }), c(9, 'p1'), c(0, 'lo, ', { fin: false }), c(10, 'p2'), c(9, ''), c(0, 'world'), c(2, 'after')]);
     for (const size of [1, 2, 3, 5, 7, 11, stream.length]) {
       const r = run(CLIENT, chunksOf(stream, size));
       assert.equal(r.code, 0);
@@ -502,18 +498,20 @@ interface SenderLike {
 const Sender = (wsModule as unknown as { Sender: SenderLike }).Sender;
 
 type Piece =
-  | { kind: 'data'; opcode: number; fragments: number[]; controls: { opcode: number; size: number }[][] }
-  | { kind: 'control'; opcode: number; size: number };
+  { kind: 'data'; opcode: number; fragments: number[]; controls: { opcode: number; size: number }[][] } | { kind: 'control'; opcode: number; size: number };
 
 const controlArb = fc.record({ opcode: fc.constantFrom(9, 10), size: fc.integer({ min: 0, max: 125 }) });
 const pieceArb: fc.Arbitrary<Piece> = fc.oneof(
-  { weight: 4, arbitrary: fc
+  {
+    weight: 4,
+    arbitrary: fc
       .record({
         opcode: fc.constantFrom(1, 2),
         fragments: fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 4 }),
         between: fc.array(fc.array(controlArb, { maxLength: 2 }), { minLength: 3, maxLength: 3 }),
       })
-      .map((r) => ({ kind: 'data' as const, opcode: r.opcode, fragments: r.fragments, controls: r.between })) },
+      .map((r) => ({ kind: 'data' as const, opcode: r.opcode, fragments: r.fragments, controls: r.between })),
+  },
   { weight: 1, arbitrary: controlArb.map((r) => ({ kind: 'control' as const, ...r })) },
 );
 

@@ -6,19 +6,13 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { FrameTracker } from './frame-parser.js';
-import {
-  applyMask,
-  CloseCode,
-  encodeClose,
-  encodeFrame,
-  encodePing,
-  encodePong,
-  isValidCloseCode,
-  Opcode,
-} from './frames.js';
+import { applyMask, CloseCode, encodeClose, encodeFrame, encodePing, encodePong, isValidCloseCode, Opcode } from './frames.js';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-const acceptKey = (key: string): string => createHash('sha1').update(key + GUID).digest('base64');
+const acceptKey = (key: string): string =>
+  createHash('sha1')
+    .update(key + GUID)
+    .digest('base64');
 
 /** Parse one frame by hand (test oracle, independent of FrameTracker). */
 function parse(frame: Buffer): { fin: boolean; opcode: number; masked: boolean; key: Buffer | null; payload: Buffer; size: number } {
@@ -142,10 +136,7 @@ void describe('frames: understood by ws', () => {
         if (!head.includes('\r\n\r\n')) return;
         sock.off('data', onData);
         const key = /sec-websocket-key:\s*(\S+)/i.exec(head)?.[1] ?? '';
-        sock.write(
-          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-            `Sec-WebSocket-Accept: ${acceptKey(key)}\r\n\r\n`,
-        );
+        sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' + `Sec-WebSocket-Accept: ${acceptKey(key)}\r\n\r\n`);
         sock.write(encodeClose(1001, 'bye', false));
         sock.end();
       });
@@ -174,8 +165,7 @@ void describe('frames: understood by ws', () => {
       await once(sock, 'connect');
       const key = Buffer.from('0123456789abcdef').toString('base64');
       sock.write(
-        `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` + `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
       );
       const [ws] = await serverSide;
       ws.on('error', () => {});

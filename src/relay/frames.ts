@@ -46,10 +46,7 @@ export const MAX_CONTROL_PAYLOAD = 125;
  * 1005/1006/1015 are local-only.
  */
 export function isValidCloseCode(code: number): boolean {
-  return (
-    (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) ||
-    (code >= 3000 && code <= 4999)
-  );
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
 }
 
 /**

@@ -499,8 +499,7 @@ export function writeBare(handle: BareHandle, data: string | Buffer, done: (stat
   req.oncomplete = onBareWriteDone;
   req.done = done;
   req.buffer = typeof data === 'string' ? null : data;
-  const err =
-    typeof data !== 'string' ? handle.writeBuffer(req, data) : utf8 ? handle.writeUtf8String(req, data) : handle.writeLatin1String(req, data);
+  const err = typeof data !== 'string' ? handle.writeBuffer(req, data) : utf8 ? handle.writeUtf8String(req, data) : handle.writeLatin1String(req, data);
   if (err !== 0) return err;
   return state[kAsync] === 0 ? 0 : 1;
 }

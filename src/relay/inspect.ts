@@ -298,11 +298,7 @@ export class InspectRelay implements Relay, FlowOwner {
     if (client) this.#sentClient = this.#recvClient = true;
     else this.#sentUpstream = this.#recvUpstream = true;
     this.#toward(client).shut();
-    this.#sendClose(
-      this.#toward(!client),
-      client ? CloseCode.GOING_AWAY : CloseCode.INTERNAL,
-      client ? 'client went away' : 'upstream went away',
-    );
+    this.#sendClose(this.#toward(!client), client ? CloseCode.GOING_AWAY : CloseCode.INTERNAL, client ? 'client went away' : 'upstream went away');
     this.#armCloseTimer();
     this.#settle();
   }

@@ -45,7 +45,7 @@ const READ_MAX = 65_536;
 function loadCore(): Core | string | undefined {
   const io = process.env.WSGATE_RELAY_IO;
   if (io === 'handle' || io === 'stream') return undefined;
-  if (!HANDLE_IO) return "this Node.js lacks the socket internals the handover needs";
+  if (!HANDLE_IO) return 'this Node.js lacks the socket internals the handover needs';
   const core = nativeModule();
   if (typeof core === 'string') return core;
   (core as Core).setDone(sessionDone);

@@ -15,7 +15,6 @@ type Side = RelaySocket & {
 
 export type Party = 'client' | 'upstream' | 'gateway';
 
-
 export interface RelayEnd {
   readonly closedBy: Party;
   /** "end" (clean FIN), "reset", "error: …", or the gateway's own reason. */

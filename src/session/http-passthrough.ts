@@ -36,7 +36,7 @@ export async function passThrough(
   const peer = peerAddress(req.socket);
   const client = snap.trusted.clientAddress(peer, req);
   const key = pool.config.hash === undefined ? undefined : hashKeyOf(pool.config.hash, { headers: req.headers, url: req.url ?? '/' }, client, granted?.claims);
-  const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
+  const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
   const headers = forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure, extra: granted?.headers });
   const abort = new AbortController();
   res.once('close', () => abort.abort());

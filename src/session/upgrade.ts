@@ -114,7 +114,11 @@ export class Session {
       return;
     }
     // Closures only on the asynchronous path: a session without auth allocates none.
-    if (result instanceof Promise) void result.then((r) => this.#authPassed(r), (err: unknown) => this.#authFailed(err));
+    if (result instanceof Promise)
+      void result.then(
+        (r) => this.#authPassed(r),
+        (err: unknown) => this.#authFailed(err),
+      );
     else this.#authPassed(result);
   }
 
@@ -164,7 +168,9 @@ export class Session {
           extra: granted?.headers,
           protocol: granted?.protocol,
         }),
-        accept: createHash('sha1').update(key64 + WS_GUID).digest('base64'),
+        accept: createHash('sha1')
+          .update(key64 + WS_GUID)
+          .digest('base64'),
         timeout: this.#pool.config.connectTimeout,
         maxHeadBytes: this.#snap.limits.maxHeaderBytes,
         tls: this.#pool.config.tls,

@@ -74,8 +74,20 @@ function writeV6(buf: Buffer, at: number, address: string): void {
     a = `${a.slice(0, lastColon + 1)}${((p[0]! << 8) | p[1]!).toString(16)}:${((p[2]! << 8) | p[3]!).toString(16)}`;
   }
   const gap = a.indexOf('::');
-  const head = gap === -1 ? a.split(':') : a.slice(0, gap).split(':').filter((g) => g !== '');
-  const rest = gap === -1 ? [] : a.slice(gap + 2).split(':').filter((g) => g !== '');
+  const head =
+    gap === -1
+      ? a.split(':')
+      : a
+          .slice(0, gap)
+          .split(':')
+          .filter((g) => g !== '');
+  const rest =
+    gap === -1
+      ? []
+      : a
+          .slice(gap + 2)
+          .split(':')
+          .filter((g) => g !== '');
   const groups = gap === -1 ? head : [...head, ...new Array<string>(8 - head.length - rest.length).fill('0'), ...rest];
   for (let i = 0; i < 8; i++) buf.writeUInt16BE(parseInt(groups[i] ?? '0', 16), at + i * 2);
 }

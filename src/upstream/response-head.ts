@@ -43,7 +43,6 @@ export function parseResponseHead(text: string): ResponseHead | undefined {
   };
 }
 
-
 /** The 101 for the client: the upstream's headers minus hop-by-hop ones, with our own Connection/Upgrade. */
 export function clientSwitchingHead(head: ResponseHead): string {
   let out = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n';

@@ -76,7 +76,10 @@ void describe('DrainSchedule', () => {
     const sessions = Array.from({ length: 5 }, () => new FakeSession(live));
     live.delete(sessions[2]!);
     new DrainSchedule(live, 0, 1012, 'drain', () => {});
-    assert.deepEqual(sessions.map((s) => s.code), [1012, 1012, undefined, 1012, 1012]);
+    assert.deepEqual(
+      sessions.map((s) => s.code),
+      [1012, 1012, undefined, 1012, 1012],
+    );
   });
 
   void it('cancel stops further closes', async () => {
@@ -96,7 +99,10 @@ void describe('TargetRegistry', () => {
     const a = new UpstreamPool(app(2).app!, registry);
     const b = new UpstreamPool(app(3).app!, registry);
     const changes = registry.sync(app(3));
-    assert.deepEqual(changes.added.map((s) => s.id), ['app/ws://10.0.0.3:3000']);
+    assert.deepEqual(
+      changes.added.map((s) => s.id),
+      ['app/ws://10.0.0.3:3000'],
+    );
     assert.equal(a.targets[0]!.state, b.targets[0]!.state);
     a.targets[0]!.active += 3;
     assert.equal(b.targets[0]!.active, 3);
@@ -164,7 +170,10 @@ void describe('passive ejection', () => {
       s.returnedAt = now;
       now += 100;
     }
-    assert.deepEqual(lengths.map((ms) => Math.round(ms / 1000)), [1, 2, 4, 5, 5]);
+    assert.deepEqual(
+      lengths.map((ms) => Math.round(ms / 1000)),
+      [1, 2, 4, 5, 5],
+    );
     dialFailed(s, now + 5_000);
     assert.equal(Math.round((s.ejectedUntil - Date.now()) / 1000), 1);
     registry.stopTimers();
