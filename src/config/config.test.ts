@@ -405,6 +405,17 @@ upstreams: { app: { targets: [{ url: ws://127.0.0.1:3000 }] } }
       ],
     );
   });
+
+  void test('handshakeTimeout and maxHeaderBytes cannot be set per route: the head is read before routing', () => {
+    const text = SMALLEST.replace('upstream: app', 'upstream: app, limits: { handshakeTimeout: 2s, maxHeaderBytes: 4KiB }');
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(text, {})),
+      [
+        'routes[0].limits.handshakeTimeout: cannot be set per route: the request head is read before its route is known (set limits.handshakeTimeout)',
+        'routes[0].limits.maxHeaderBytes: cannot be set per route: the request head is read before its route is known (set limits.maxHeaderBytes)',
+      ],
+    );
+  });
 });
 
 void describe('docs/configuration.md', () => {

@@ -180,7 +180,20 @@ const limits = section({
   maxBufferedBytes: limitFields.maxBufferedBytes.prefault(L.maxBufferedBytes),
 });
 
-/** A route's overrides: any subset of the limits, perIp included key by key. */
+/**
+ * The limits the request head is read within: it is read before a route is chosen by it, so a
+ * route cannot have its own, and setting one is an error rather than a value silently unused.
+ */
+function notPerRoute(key: string) {
+  return z
+    .unknown()
+    .superRefine((_value, ctx) => {
+      ctx.addIssue({ code: 'custom', message: `cannot be set per route: the request head is read before its route is known (set limits.${key})` });
+    })
+    .optional();
+}
+
+/** A route's overrides: any subset of the limits that apply after routing, perIp included key by key. */
 const limitsOverride = section({
   maxConnections: limitFields.maxConnections.optional(),
   perIp: section({
@@ -188,8 +201,8 @@ const limitsOverride = section({
     handshakeRate: perIpFields.handshakeRate.optional(),
     handshakeBurst: perIpFields.handshakeBurst.optional(),
   }).optional(),
-  handshakeTimeout: limitFields.handshakeTimeout.optional(),
-  maxHeaderBytes: limitFields.maxHeaderBytes.optional(),
+  handshakeTimeout: notPerRoute('handshakeTimeout'),
+  maxHeaderBytes: notPerRoute('maxHeaderBytes'),
   idleTimeout: limitFields.idleTimeout.optional(),
   maxLifetime: limitFields.maxLifetime.optional(),
   maxMessageBytes: limitFields.maxMessageBytes.optional(),
