@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import { simpleConfig, startGateway, type RunningGateway, listenLocal } from './helpers.js';
 
@@ -77,6 +78,54 @@ void describe('HTTP passthrough', () => {
       await g.close();
     }
   });
+
+  void it(
+    "waits for a slow answer past connectTimeout; an upstream silent for the route's idleTimeout → 504, or is cut mid-body",
+    { timeout: 30_000 },
+    async () => {
+      // Reads requests and answers as the path says: /slow after 600 ms, /stall with half a body, /silent never.
+      const sockets = new Set<Socket>();
+      const upstream = createTcpServer((socket) => {
+        sockets.add(socket);
+        socket.on('error', () => {});
+        socket.on('close', () => sockets.delete(socket));
+        socket.once('data', (head: Buffer) => {
+          const path = head.toString('latin1').split(' ')[1];
+          if (path === '/slow') setTimeout(() => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow'), 600);
+          if (path === '/stall') socket.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf ');
+        });
+      });
+      const port = await listenLocal(upstream);
+      const g = await startGateway(`
+listeners: [{ address: 127.0.0.1:0 }]
+routes: [{ match: { path: / }, upstream: app, limits: { idleTimeout: 1500ms } }]
+upstreams: { app: { targets: [{ url: "http://127.0.0.1:${port}" }], connectTimeout: 200ms, retries: 0 } }
+shutdown: { drainTimeout: 0 }`);
+      try {
+        const slow = await send(g.port, 'GET', '/slow');
+        assert.equal(slow.status, 200);
+        assert.equal(slow.body.toString(), 'slow');
+
+        const silent = await send(g.port, 'GET', '/silent');
+        assert.equal(silent.status, 504);
+        assert.match(silent.body.toString(), /Gateway Timeout/);
+
+        // The head went out before the upstream fell silent: the client sees its answer cut short.
+        const req = request({ host: '127.0.0.1', port: g.port, path: '/stall' });
+        req.end();
+        const [res] = (await once(req, 'response')) as [IncomingMessage];
+        assert.equal(res.statusCode, 200);
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        await assert.rejects(once(res, 'end'), /aborted/);
+        assert.equal(Buffer.concat(chunks).toString(), 'half ');
+      } finally {
+        await g.close();
+        for (const s of sockets) s.destroy();
+        upstream.close();
+      }
+    },
+  );
 
   void it('no route → 404', async () => {
     const g = await startGateway(`

@@ -56,8 +56,6 @@ export async function passThrough(
           secureContext: upstreamSecureContext(pool.config.tls),
           servername: pool.config.tls?.servername,
         },
-        headersTimeout: 0,
-        bodyTimeout: 0,
       });
       const answer = await target.http.request({
         method: req.method as 'GET',
@@ -65,6 +63,11 @@ export async function passThrough(
         headers,
         body: hasBody ? req : null,
         signal: abort.signal,
+        // Not connectTimeout: a long poll (socket.io, SockJS) holds its answer for tens of seconds.
+        // An upstream silent for the route's idleTimeout, before or within its answer, is cut (504
+        // before the answer), as a WebSocket silent both ways is closed.
+        headersTimeout: route.limits.idleTimeout,
+        bodyTimeout: route.limits.idleTimeout,
       });
       answered = true;
       dialSucceeded(target.state);
@@ -97,7 +100,9 @@ export async function passThrough(
 }
 
 function undiciErrorCode(err: unknown): ErrorCode {
-  if (err instanceof undiciErrors.ConnectTimeoutError || err instanceof undiciErrors.HeadersTimeoutError) return 'UPSTREAM_TIMEOUT';
+  if (err instanceof undiciErrors.ConnectTimeoutError || err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
+    return 'UPSTREAM_TIMEOUT';
+  }
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH') return 'UPSTREAM_REFUSED';
   return 'UPSTREAM_RESET';
