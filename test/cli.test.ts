@@ -3,25 +3,46 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { cp, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { echo, openClient, startBackend } from './helpers.js';
+import { dirname, join } from 'node:path';
+import { echo, freePort, openClient, startBackend } from './helpers.js';
 
 const MAIN = join(import.meta.dirname, '..', 'src', 'main.ts');
+// Resolved here, not by the child: a child started in a temp dir would not find tsx from there.
+const TSX = import.meta.resolve('tsx');
 
-function wsgate(args: string[], nodeFlags: string[] = [], env: NodeJS.ProcessEnv = process.env): ChildProcess {
-  return spawn(process.execPath, [...nodeFlags, '--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+/** `signal`: a test's own, so that a test that times out kills its process rather than leaving it to hold the run open. */
+interface SpawnOptions {
+  readonly cwd?: string;
+  readonly signal?: AbortSignal;
 }
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const child = wsgate(args);
+function wsgate(args: string[], nodeFlags: string[] = [], env: NodeJS.ProcessEnv = process.env, opts: SpawnOptions = {}): ChildProcess {
+  const child = spawn(process.execPath, [...nodeFlags, '--import', TSX, MAIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+    ...opts,
+    killSignal: 'SIGKILL',
+  });
+  // Only the abort: the test has already failed by then.
+  child.on('error', () => {});
+  return child;
+}
+
+async function run(args: string[], opts: SpawnOptions = {}): Promise<{ code: number; out: string; err: string }> {
+  const child = wsgate(args, [], process.env, opts);
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const [code] = (await once(child, 'exit')) as [number];
   return { code, out, err };
+}
+
+/** A gateway on 127.0.0.1:port in front of one target, then `rest` (more top-level keys). */
+function gatewayConfig(port: number, target: string, rest: string): string {
+  return `listeners: [{ address: 127.0.0.1:${port} }]\nroutes: [{ match: { path: / }, upstream: app }]\nupstreams: { app: { targets: [{ url: "${target}" }] } }\n${rest}\n`;
 }
 
 async function configFile(text: string): Promise<string> {
@@ -42,12 +63,51 @@ async function youngGenerationProbe(): Promise<string> {
   return probe;
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  s.close();
-  return port;
+interface Started {
+  readonly child: ChildProcess;
+  out(): string;
+  err(): string;
+  /** Resolves with the exit code, or the signal's name if a signal ended the process. */
+  readonly exited: Promise<number | string>;
+}
+
+/** `wsgate start …`, resolved once it has logged 'wsgate started'; rejects, with what it printed, if it exits first. */
+async function startWsgate(args: string[], opts: SpawnOptions): Promise<Started> {
+  const child = wsgate(['start', ...args], [], process.env, opts);
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  // 'close', not 'exit': by then every line the process wrote has been read.
+  const exited = new Promise<number | string>((resolve) => child.once('close', (code: number | null, signal: string) => resolve(code ?? signal)));
+  const started: Started = { child, out: () => out, err: () => err, exited };
+  await printed(started, 'wsgate started');
+  return started;
+}
+
+/** Waits until stdout holds `text`; rejects if the process ends without printing it. */
+function printed(p: Started, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      if (!p.out().includes(text)) return;
+      p.child.stdout!.off('data', check);
+      resolve();
+    };
+    p.child.stdout!.on('data', check);
+    check();
+    void p.exited.then((how) => {
+      p.child.stdout!.off('data', check);
+      reject(new Error(`wsgate ended (${how}) before printing ${JSON.stringify(text)}\nstdout:\n${p.out()}\nstderr:\n${p.err()}`));
+    });
+  });
+}
+
+/** The stdout lines that are JSON log records. */
+function jsonLines(out: string): Record<string, unknown>[] {
+  return out
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 void describe('wsgate CLI', () => {
@@ -78,39 +138,120 @@ void describe('wsgate CLI', () => {
     assert.match(no.err, /limits\.maxConection: unknown key \(did you mean maxConnections\?\)/);
   });
 
-  void it('start: SIGTERM stops accepting, lets sessions drain, then exits 0', { timeout: 30_000 }, async () => {
+  void it('start: SIGTERM and SIGINT each stop accepting, let sessions drain, then exit 0', { timeout: 60_000 }, async (t) => {
+    const backend = await startBackend();
+    try {
+      for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+        const port = await freePort();
+        const file = await configFile(
+          gatewayConfig(
+            port,
+            backend.url,
+            `shutdown: { drainTimeout: 1500ms }
+relay: { mode: tunnel }`,
+          ),
+        );
+        const gw = await startWsgate(['-c', file], { signal: t.signal });
+        try {
+          const ws = await openClient(`ws://127.0.0.1:${port}`);
+          assert.equal(await echo(ws, 'before'), 'before');
+          gw.child.kill(signal);
+          await printed(gw, 'draining');
+          // New connections are refused while the open session keeps working.
+          const probe = connect(port, '127.0.0.1');
+          const [err] = (await once(probe, 'error')) as [NodeJS.ErrnoException];
+          assert.equal(err.code, 'ECONNREFUSED', signal);
+          assert.equal(await echo(ws, 'during'), 'during', signal);
+          await once(ws, 'close');
+          assert.equal(await gw.exited, 0, signal);
+          assert.match(gw.out(), /"msg":"session closed"/, signal);
+        } finally {
+          gw.child.kill('SIGKILL');
+        }
+      }
+    } finally {
+      await backend.close();
+    }
+  });
+
+  void it('start: with no -c, reads ./wsgate.yaml from its working directory', { timeout: 30_000 }, async (t) => {
     const backend = await startBackend();
     const port = await freePort();
-    const file = await configFile(`
-listeners: [{ address: 127.0.0.1:${port} }]
-routes: [{ match: { path: / }, upstream: app }]
-upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
-shutdown: { drainTimeout: 1500ms }
-relay: { mode: tunnel }
-`);
-    const child = wsgate(['start', '-c', file]);
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.resume();
+    const file = await configFile(gatewayConfig(port, backend.url, `shutdown: { drainTimeout: 0 }`));
+    let gw: Started | undefined;
     try {
-      while (!out.includes('wsgate started')) await once(child.stdout!, 'data');
+      gw = await startWsgate([], { cwd: dirname(file), signal: t.signal });
       const ws = await openClient(`ws://127.0.0.1:${port}`);
-      assert.equal(await echo(ws, 'before'), 'before');
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      while (!out.includes('draining')) await once(child.stdout!, 'data');
-      // New connections are refused while the open session keeps working.
-      const probe = connect(port, '127.0.0.1');
-      const [err] = (await once(probe, 'error')) as [NodeJS.ErrnoException];
-      assert.equal(err.code, 'ECONNREFUSED');
-      assert.equal(await echo(ws, 'during'), 'during');
+      assert.equal(await echo(ws, 'from ./wsgate.yaml'), 'from ./wsgate.yaml');
+      ws.close();
       await once(ws, 'close');
-      const [code] = (await exited) as [number];
-      assert.equal(code, 0);
-      assert.match(out, /"msg":"session closed"/);
     } finally {
-      child.kill('SIGKILL');
+      gw?.child.kill('SIGKILL');
       await backend.close();
+      await rm(dirname(file), { recursive: true, force: true });
+    }
+  });
+
+  void it('start: an invalid config exits 1 naming each problem as path.to.key: what is wrong', { timeout: 30_000 }, async (t) => {
+    const port = await freePort();
+    const dir = await mkdtemp(join(tmpdir(), 'wsgate-cli-'));
+    try {
+      await writeFile(
+        join(dir, 'bad.yaml'),
+        `listeners: [{ address: 127.0.0.1:${port} }]\nroutes: [{ match: { path: / }, upstream: ap }]\nupstreams: { app: { targets: [{ url: ftp://x }] } }\n`,
+      );
+      const r = await run(['start', '-c', 'bad.yaml'], { cwd: dir, signal: t.signal });
+      assert.equal(r.code, 1, r.out + r.err);
+      assert.match(r.err, /^bad\.yaml: invalid configuration$/m);
+      assert.match(r.err, /^ {2}routes\[0\]\.upstream: \S/m);
+      assert.match(r.err, /^ {2}upstreams\.app\.targets\[0\]\.url: must be ws:\/\/, wss:\/\/, http:\/\/ or https:\/\//m);
+      assert.doesNotMatch(r.out, /wsgate started/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  void it('check and start warn about each key that is accepted but not implemented yet', { timeout: 30_000 }, async (t) => {
+    const port = await freePort();
+    const file = await configFile(gatewayConfig(port, 'ws://127.0.0.1:9', 'cluster: { workers: 2, redis: redis://127.0.0.1:6379 }'));
+    const checked = await run(['check', '-c', file], { signal: t.signal });
+    assert.equal(checked.code, 0, checked.err);
+    assert.match(checked.out, /: ok /);
+    for (const key of ['cluster.workers', 'cluster.redis']) {
+      assert.ok(checked.out.includes(`${key}: not implemented yet; this setting has no effect`), checked.out);
+    }
+    const gw = await startWsgate(['-c', file], { signal: t.signal });
+    try {
+      const warned = jsonLines(gw.out())
+        .filter((l) => l.level === 40 && String(l.msg).includes('not implemented yet'))
+        .map((l) => l.key);
+      assert.deepEqual(warned.sort(), ['cluster.redis', 'cluster.workers']);
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.err());
+    } finally {
+      gw.child.kill('SIGKILL');
+    }
+  });
+
+  void it("start with log.format pretty prints human-readable lines, not JSON, through to 'wsgate stopped'", { timeout: 30_000 }, async (t) => {
+    const port = await freePort();
+    const file = await configFile(gatewayConfig(port, 'ws://127.0.0.1:9', 'log: { format: pretty }'));
+    const gw = await startWsgate(['-c', file], { signal: t.signal });
+    try {
+      const line = gw
+        .out()
+        .split('\n')
+        .find((l) => l.includes('wsgate started'));
+      assert.ok(line !== undefined);
+      assert.throws(() => JSON.parse(line) as unknown, SyntaxError, line);
+      assert.match(line, /INFO/);
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.err());
+      // The last line, logged just before the process exits: the logger's worker thread still prints it.
+      assert.match(gw.out(), /wsgate stopped/);
+      assert.deepEqual(jsonLines(gw.out()), []);
+    } finally {
+      gw.child.kill('SIGKILL');
     }
   });
 
@@ -128,13 +269,14 @@ relay: { mode: tunnel }
         ['tunnel', 'the native relay core is not available: tunnel mode relays in JavaScript'],
       ] as const) {
         const port = await freePort();
-        const file = await configFile(`
-listeners: [{ address: 127.0.0.1:${port} }]
-routes: [{ match: { path: / }, upstream: app }]
-upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
-shutdown: { drainTimeout: 0 }
-relay: { mode: ${mode} }
-`);
+        const file = await configFile(
+          gatewayConfig(
+            port,
+            backend.url,
+            `shutdown: { drainTimeout: 0 }
+relay: { mode: ${mode} }`,
+          ),
+        );
         const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'src', 'main.ts'), 'start', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
         child.stdout!.on('data', (d: Buffer) => (out += d.toString()));

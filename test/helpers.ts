@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before } from 'node:test';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { connect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import type { Server as HttpsServer } from 'node:https';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 import { parseConfig } from '../src/config/load.js';
@@ -25,6 +25,15 @@ export async function listenLocal(server: NetServer): Promise<number> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return (server.address() as AddressInfo).port;
+}
+
+/** A port free on 127.0.0.1 now, for a process the test starts (which must bind it itself). */
+export async function freePort(): Promise<number> {
+  const s = createNetServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
 
 /** Closes an HTTP(S) server and every connection it still has (and the ws server on it, if any). */

@@ -7,7 +7,7 @@ import { connect, createServer as createNetServer, type AddressInfo } from 'node
 import { dirname, join } from 'node:path';
 import { loadConfig, parseConfig } from '../src/config/load.js';
 import { createGateway, type Gateway } from '../src/gateway.js';
-import { eventually, rawExchange, statusOf, upgradeRequest } from './helpers.js';
+import { eventually, freePort, rawExchange, statusOf, upgradeRequest } from './helpers.js';
 import { countBy, NO_PER_IP_LIMITS, openMany, openTagged, roundTrip, switchableBackend, tempConfig, type SwitchableBackend } from './resilience-helpers.js';
 
 const MAIN = join(import.meta.dirname, '..', 'src', 'main.ts');
@@ -53,14 +53,6 @@ async function withBackends<T>(names: string[], fn: (b: SwitchableBackend[]) => 
   } finally {
     await Promise.all(backends.map((b) => b.close()));
   }
-}
-
-async function freePort(): Promise<number> {
-  const s = createNetServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 void describe('reload', () => {

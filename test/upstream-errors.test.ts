@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import {
   echo,
@@ -150,6 +150,63 @@ shutdown: { drainTimeout: 0 }${MODE}`);
       await gw.close();
     }
   });
+
+  /**
+   * Targets that accept the TCP connection and then botch the upstream handshake, with the
+   * error each failure is logged as. Each is retryable (src/errors.ts): nothing was sent to the
+   * client yet.
+   */
+  const BAD_HANDSHAKES: readonly { name: string; code: string; connectTimeout: string; onSocket(s: Socket): void }[] = [
+    {
+      name: 'garbage instead of an HTTP answer',
+      code: 'UPSTREAM_BAD_RESPONSE',
+      connectTimeout: '5s',
+      onSocket: (s) => s.once('data', () => s.end('SSH-2.0-OpenSSH\r\n\r\n')),
+    },
+    {
+      name: 'a 101 with a wrong Sec-WebSocket-Accept',
+      code: 'UPSTREAM_BAD_RESPONSE',
+      connectTimeout: '5s',
+      onSocket: (s) =>
+        s.once('data', () => s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: nope\r\n\r\n')),
+    },
+    { name: 'a reset once the request arrives', code: 'UPSTREAM_RESET', connectTimeout: '5s', onSocket: (s) => s.once('data', () => s.resetAndDestroy()) },
+    // Short enough to keep the test quick, long enough for the good backend to answer on a busy machine.
+    { name: 'no answer at all', code: 'UPSTREAM_TIMEOUT', connectTimeout: '1s', onSocket: () => {} },
+  ];
+
+  for (const bad of BAD_HANDSHAKES) {
+    void it(`a failed upstream handshake (${bad.name}) is retried on another target; the client never notices`, async () => {
+      let tried = 0;
+      const srv = await rawServer((s) => {
+        tried++;
+        bad.onSocket(s);
+      });
+      // Round-robin's first pick is the first target, then it alternates: sessions 1 and 3 try the bad one first.
+      const gw = await startGateway(`
+listeners: [{ address: 127.0.0.1:0 }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { balance: round-robin, retries: 1, connectTimeout: ${bad.connectTimeout}, targets: [{ url: "ws://127.0.0.1:${srv.port}" }, { url: "${backend.url}" }] } }
+shutdown: { drainTimeout: 0 }${MODE}`);
+      const accepted = backend.requests.length;
+      try {
+        for (let i = 0; i < 4; i++) {
+          const ws = await openClient(gw.url);
+          assert.equal(await echo(ws, `m${i}`), `m${i}`);
+          ws.close();
+        }
+        assert.equal(tried, 2, 'sessions 1 and 3 tried the bad target first');
+        assert.equal(backend.requests.length - accepted, 4, 'the good target took every session');
+        assert.deepEqual(
+          gw.logs.filter((l) => l.msg === 'upstream attempt failed').map((l) => l.code),
+          [bad.code, bad.code],
+        );
+      } finally {
+        await gw.close();
+        await srv.close();
+      }
+    });
+  }
 
   void it('retries: 0 means one attempt only', async () => {
     const dead = `ws://127.0.0.1:${await deadPort()}`;
