@@ -166,6 +166,9 @@ shutdown: { drainTimeout: 0 }
     await open('/chat/x', { host: 'chat.example.com', 'x-tenant': 'blue' });
     assert.equal(c.requests.length, 1, 'the header route is listed first and wins');
     assert.equal(a.requests.length, 2);
+    await open('/chat/x', { host: 'chat.example.com', 'x-tenant': 'green' });
+    assert.equal(c.requests.length, 1, 'a header match is exact: another value falls through');
+    assert.equal(a.requests.length, 3);
   });
 
   void it('no matching route → 404', async () => {
@@ -202,6 +205,13 @@ void describe('forwarding the handshake', () => {
     ws2.close();
   });
 
+  void it('offers the extensions as the client sent them', async () => {
+    const offer = 'permessage-deflate; client_max_window_bits, x-webkit-deflate-frame;  no_context_takeover';
+    const answer = await rawExchange(gw.port, upgradeRequest('/', [`Sec-WebSocket-Extensions: ${offer}`]), /\r\n\r\n/);
+    assert.equal(statusOf(answer), 101, answer);
+    assert.equal(backend.requests.at(-1)?.headers['sec-websocket-extensions'], offer);
+  });
+
   void it('answers with Sec-WebSocket-Accept computed from the client key, over a raw socket', async () => {
     const answer = await rawExchange(gw.port, upgradeRequest(), /\r\n\r\n/);
     assert.equal(statusOf(answer), 101, answer);
@@ -214,6 +224,9 @@ void describe('forwarding the handshake', () => {
       gw.port,
       upgradeRequest('/', [
         'Keep-Alive: timeout=5',
+        'TE: trailers',
+        'Trailer: X-Checksum',
+        'Proxy-Connection: keep-alive',
         'X-Secret-Hop: 1',
         'X-Forwarded-For: 6.6.6.6',
         'Forwarded: for=6.6.6.6',
@@ -223,8 +236,10 @@ void describe('forwarding the handshake', () => {
       /\r\n\r\n/,
     );
     const h = backend.requests.at(-1)!.headers;
-    assert.equal(h['keep-alive'], undefined);
+    for (const name of ['keep-alive', 'te', 'trailer', 'proxy-connection']) assert.equal(h[name], undefined, `${name} is hop-by-hop`);
     assert.equal(h['x-secret-hop'], undefined, 'headers named in Connection are hop-by-hop');
+    assert.equal(h.connection, 'Upgrade');
+    assert.equal(h.upgrade, 'websocket');
     assert.equal(h['x-kept'], 'yes');
     assert.equal(h['x-forwarded-for'], '127.0.0.1', 'untrusted client: its X-Forwarded-For is replaced');
     assert.equal(h['x-forwarded-host'], 'localhost');
@@ -236,10 +251,21 @@ void describe('forwarding the handshake', () => {
   void it('keeps and extends forwarding headers from a trusted proxy', async () => {
     const trusted = await startGateway(simpleConfig([backend.url], 'trustedProxies: ["127.0.0.0/8"]'));
     try {
-      await rawExchange(trusted.port, upgradeRequest('/', ['X-Forwarded-For: 203.0.113.9', 'X-Forwarded-Proto: https']), /\r\n\r\n/);
+      await rawExchange(
+        trusted.port,
+        upgradeRequest('/', [
+          'X-Forwarded-For: 203.0.113.9',
+          'X-Forwarded-Proto: https',
+          'X-Forwarded-Host: app.example.com',
+          'Forwarded: for=203.0.113.9;host=app.example.com;proto=https',
+        ]),
+        /\r\n\r\n/,
+      );
       const h = backend.requests.at(-1)!.headers;
       assert.equal(h['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
       assert.equal(h['x-forwarded-proto'], 'https');
+      assert.equal(h['x-forwarded-host'], 'app.example.com');
+      assert.equal(h.forwarded, 'for=203.0.113.9;host=app.example.com;proto=https, for=127.0.0.1;host="localhost";proto=http');
     } finally {
       await trusted.close();
     }

@@ -56,6 +56,9 @@ void describe('tunnel relay', () => {
       assert.equal(await echo(ws, `tick ${i}`), `tick ${i}`);
     }
     assert.equal(ws.readyState, WebSocket.OPEN, 'open well past handshakeTimeout (300ms)');
+    // Silent both ways for over three handshakeTimeouts: a timer that activity re-arms would fire here.
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(await echo(ws, 'after a silence'), 'after a silence');
     ws.close();
   });
 
