@@ -1,6 +1,7 @@
 // Shared fixtures for the integration tests: real backends, a real gateway,
-// raw sockets. Everything binds 127.0.0.1 on ephemeral ports.
+// raw sockets. Everything binds 127.0.0.1 on ephemeral ports (freePort: just below them).
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { after, before } from 'node:test';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -27,13 +28,30 @@ export async function listenLocal(server: NetServer): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-/** A port free on 127.0.0.1 now, for a process the test starts (which must bind it itself). */
+// Below the kernel's ephemeral range: a port from listen(0) is in it, and between our close and the
+// gateway's bind, any connection another test opens may take it as its source port (EADDRINUSE).
+const EPHEMERAL_LOW = (() => {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+})();
+
+/** A port free on 127.0.0.1 now, outside the ephemeral range, for a process the test starts (which binds it itself). */
 export async function freePort(): Promise<number> {
-  const s = createNetServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  const low = Math.max(1024, EPHEMERAL_LOW - 10_000);
+  for (;;) {
+    const port = low + Math.floor(Math.random() * (EPHEMERAL_LOW - low));
+    const s = createNetServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    await new Promise<void>((r) => s.close(() => r()));
+    return port;
+  }
 }
 
 /** Closes an HTTP(S) server and every connection it still has (and the ws server on it, if any). */
