@@ -36,7 +36,8 @@ async function run(args: string[], opts: SpawnOptions = {}): Promise<{ code: num
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const [code] = (await once(child, 'exit')) as [number];
+  // 'close', not 'exit': by then every line the process wrote has been read.
+  const [code] = (await once(child, 'close')) as [number];
   return { code, out, err };
 }
 
