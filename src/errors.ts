@@ -37,6 +37,8 @@ export const ERRORS = Object.freeze({
   AUTH_UNAVAILABLE: spec('internal', 503, 'Service Unavailable: authentication unavailable'),
   PROXY_PROTOCOL_INVALID: spec('downstream', 400, 'Bad Request', false, 1002),
   OVER_CAPACITY: spec('internal', 503, 'Service Unavailable: connection limit reached'),
+  /** cluster.onRedisError: deny, and Redis cannot answer: the shared limits cannot be checked. */
+  SHARED_STATE_UNAVAILABLE: spec('internal', 503, 'Service Unavailable: shared state unavailable'),
   SHUTTING_DOWN: spec('internal', 503, 'Service Unavailable: shutting down', false, 1001),
   NO_TARGET: spec('upstream', 503, 'Service Unavailable: no healthy target'),
   UPSTREAM_REFUSED: spec('upstream', 502, 'Bad Gateway: upstream refused the connection', true),

@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
 import { ConfigError, loadConfig } from './config/load.js';
@@ -20,7 +21,13 @@ import { buildSnapshot, prepareSnapshot, type Snapshot } from './snapshot.js';
 import { ListenerSet } from './listener-set.js';
 import { TargetRegistry } from './upstream/target-registry.js';
 import type { TargetEvent, TargetState } from './upstream/target-state.js';
-import { HealthMonitor } from './health/health-monitor.js';
+import { HealthMonitor, applyHealthVerdict, type HealthVerdict } from './health/health-monitor.js';
+import type { SharedState } from './cluster/shared-state.js';
+import { LocalState } from './cluster/local-state.js';
+import { RedisLimits } from './cluster/redis-state.js';
+import { InstanceBus, instanceId, type ClusterStatus } from './cluster/instance-bus.js';
+import type { InstanceRecord } from './cluster/redis-bus.js';
+import { restartOnly } from './cluster/cluster-settings.js';
 import { AdminServer, type AdminHost } from './admin/admin-server.js';
 import { targetStatus, upstreamStatus, type TargetStatus, type UpstreamStatus } from './admin/status.js';
 
@@ -30,6 +37,14 @@ export interface GatewayOptions {
   readonly logger?: Logger;
   /** The file the config came from: reload() without a config re-reads it, and `watch: true` watches it. */
   readonly configFile?: string;
+  /** Where the gateway-wide limits live (a cluster worker's primary, Redis); default: this process, or Redis when `cluster.redis` is set. */
+  readonly shared?: SharedState;
+  /**
+   * A cluster worker: its primary runs the admin listener, the active health
+   * checks and the config watch for the whole instance, and tells it what
+   * they decide (applyHealth, drainTarget, reload).
+   */
+  readonly worker?: boolean;
 }
 
 /** What a reload did, or why it did nothing. */
@@ -70,6 +85,12 @@ export interface Gateway {
   upstreamStatus(): readonly UpstreamStatus[];
   /** Operator drain (true) or undrain of a target; undefined when there is no such target. */
   setTargetDrained(upstream: string, index: number, drained: boolean): TargetStatus | undefined;
+  /** Operator drain or undrain by the target's stable id (`upstream/url`): false when there is no such target. */
+  drainTarget(id: string, drained: boolean): boolean;
+  /** Takes on a health verdict reached by the instance's checker (a cluster primary). */
+  applyHealth(verdict: HealthVerdict): void;
+  /** The instance as GET /api/cluster shows it. */
+  cluster(): Promise<ClusterStatus>;
 }
 
 export function createGateway(config: Config, options: GatewayOptions = {}): Gateway {
@@ -84,6 +105,9 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
   readonly #registry: TargetRegistry;
   readonly #monitor = new HealthMonitor();
   readonly #configFile: string | undefined;
+  readonly #worker: boolean;
+  /** Drains and the instance registry across instances (cluster.redis, single process). */
+  #bus: InstanceBus | undefined;
   /** The logger is ours (not an embedder's): a reload may change its level. */
   readonly #ownLogger: boolean;
   #admin: AdminServer | undefined;
@@ -104,7 +128,8 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
 
   constructor(config: Config, options: GatewayOptions) {
     this.log = options.logger ?? createLogger(config.log, options.logDestination);
-    this.#gate = new Gatekeeper(this.log);
+    this.#worker = options.worker === true;
+    this.#gate = new Gatekeeper(this.log, options.shared ?? sharedState(config, this.log));
     this.accessLog = config.log.accessLog;
     this.#configFile = options.configFile;
     this.#ownLogger = options.logger === undefined;
@@ -146,8 +171,9 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
       this.log.warn({ key: path }, `${path}: not implemented yet; this setting has no effect`);
     }
     const config = this.#snap.config;
+    await this.#gate.shared.ready?.();
     this.#addresses = await this.#listeners.start(config.listeners, config.limits);
-    if (config.admin !== undefined) {
+    if (config.admin !== undefined && !this.#worker) {
       const admin = new AdminServer(config.admin, this, this.log);
       try {
         this.#adminAddress = await admin.listen();
@@ -158,7 +184,18 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
       this.#admin = admin;
     }
     this.#started = true;
-    this.#monitor.apply(config.upstreams, this.#registry);
+    if (!this.#worker) {
+      this.#monitor.apply(config.upstreams, this.#registry);
+      if (config.cluster.redis !== '') {
+        this.#bus = new InstanceBus(
+          config.cluster.redis,
+          this.log,
+          (cmd) => this.drainTarget(cmd.target, cmd.drained),
+          () => this.#record(),
+        );
+        this.#bus.start();
+      }
+    }
     this.#applyWatch();
     this.log.info(
       {
@@ -167,7 +204,8 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
         relay: this.#snap.relay.mode,
         relayIo: this.#snap.relay.mode === 'tunnel' && NATIVE_RELAY ? 'native' : HANDLE_IO ? 'handle' : 'stream',
       },
-      'wsgate started',
+      // A worker is one part of the instance: its primary says 'wsgate started' once every worker listens.
+      this.#worker ? 'worker listening' : 'wsgate started',
     );
     if (this.#snap.relay.mode === 'tunnel' && NATIVE_RELAY_MISSING !== undefined) {
       this.log.warn(
@@ -204,6 +242,8 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     await this.#registry.close();
     await this.#admin?.close();
     await this.#auth.close();
+    await this.#bus?.close();
+    await this.#gate.shared.close();
     this.log.info('wsgate stopped');
   }
 
@@ -237,6 +277,8 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
         return this.#reloadFailed(err instanceof ConfigError ? err.problems : [(err as Error).message]);
       }
     }
+    const fixed = restartOnly(this.#snap.config, config);
+    if (fixed.length > 0) return this.#reloadFailed(fixed);
     // Everything that can fail comes first (key files, binding new addresses); then the switch, which cannot.
     let prepared;
     try {
@@ -253,7 +295,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     let admin: AdminServer | undefined;
     let adminAddress: AddressInfo | undefined;
     const oldAdmin = this.#admin;
-    const adminMoves = config.admin !== undefined && (oldAdmin === undefined || !sameAddress(oldAdmin.config, config.admin));
+    const adminMoves = config.admin !== undefined && !this.#worker && (oldAdmin === undefined || !sameAddress(oldAdmin.config, config.admin));
     if (adminMoves) {
       admin = new AdminServer(config.admin!, this, this.log);
       try {
@@ -271,14 +313,14 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     const targets = this.#registry.sync(config.upstreams);
     this.#snap = buildSnapshot(config, this.#registry, prepared);
     this.sweeper.retune(sweepTick(config));
-    this.#monitor.apply(config.upstreams, this.#registry);
+    if (!this.#worker) this.#monitor.apply(config.upstreams, this.#registry);
     const listeners = plan.commit();
     this.#addresses = listeners.addresses;
     if (adminMoves) {
       this.#admin = admin;
       this.#adminAddress = adminAddress;
       void oldAdmin?.close();
-    } else if (config.admin === undefined) {
+    } else if (config.admin === undefined || this.#worker) {
       this.#admin = undefined;
       this.#adminAddress = undefined;
       void oldAdmin?.close();
@@ -309,7 +351,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
 
   /** Watches the config file while `watch: true` (and there is a file). */
   #applyWatch(): void {
-    const want = this.#snap.config.watch && this.#configFile !== undefined && !this.#draining;
+    const want = this.#snap.config.watch && this.#configFile !== undefined && !this.#draining && !this.#worker;
     if (!want) {
       this.#watcher?.close();
       this.#watcher = undefined;
@@ -334,9 +376,31 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
   setTargetDrained(upstream: string, index: number, drained: boolean): TargetStatus | undefined {
     const target = this.#snap.pools.get(upstream)?.targets[index];
     if (target === undefined) return undefined;
-    if (drained) target.state.drain('operator');
-    else target.state.undrain('operator');
+    this.drainTarget(target.state.id, drained);
+    this.#bus?.publish({ target: target.state.id, drained });
     return targetStatus(target, index);
+  }
+
+  drainTarget(id: string, drained: boolean): boolean {
+    const state = this.#registry.get(id);
+    if (state === undefined || state.removed) return false;
+    if (drained) state.drain('operator');
+    else state.undrain('operator');
+    return true;
+  }
+
+  applyHealth(verdict: HealthVerdict): void {
+    const state = this.#registry.get(verdict.id);
+    if (state !== undefined) applyHealthVerdict(state, verdict);
+  }
+
+  cluster(): Promise<ClusterStatus> {
+    return this.#bus?.status() ?? Promise.resolve({ shared: 'instance', instances: [this.#record()] });
+  }
+
+  #record(): InstanceRecord {
+    const sessions = this.#door.sessions.size;
+    return { id: instanceId(), host: hostname(), pid: process.pid, startedAt: STARTED_AT, heartbeat: Date.now(), connections: sessions, workers: [] };
   }
 
   #onTargetEvent = (state: TargetState, event: TargetEvent): void => logTargetEvent(this.log, state, event);
@@ -348,6 +412,15 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
   logRejected(fields: Record<string, unknown>): void {
     this.#gate.logRejected(fields);
   }
+}
+
+const STARTED_AT = new Date().toISOString();
+
+/** This process's own limits, shared through Redis when `cluster.redis` is set. */
+function sharedState(config: Config, log: Logger): SharedState {
+  const local = new LocalState();
+  if (config.cluster.redis === '') return local;
+  return new RedisLimits({ url: config.cluster.redis, onRedisError: config.cluster.onRedisError, fallback: local, member: `${instanceId()}/w0`, log });
 }
 
 function sameAddress(a: { host: string; port: number }, b: { host: string; port: number }): boolean {

@@ -8,15 +8,19 @@ import type { TargetStatus, UpstreamStatus } from './status.js';
 /** A reload's outcome, as the admin API reports it. */
 export type AdminReloadResult = { readonly ok: true; readonly [key: string]: unknown } | { readonly ok: false; readonly errors: readonly string[] };
 
-/** What the admin API needs from the gateway. */
+type MaybePromise<T> = T | Promise<T>;
+
+/** What the admin API needs from the gateway, or from a cluster primary answering for its workers. */
 export interface AdminHost {
   /** Shutdown has begun: /readyz answers 503. */
   readonly draining: boolean;
-  upstreamStatus(): readonly UpstreamStatus[];
+  upstreamStatus(): MaybePromise<readonly UpstreamStatus[]>;
   /** undefined when there is no such upstream or index. */
-  setTargetDrained(upstream: string, index: number, drained: boolean): TargetStatus | undefined;
+  setTargetDrained(upstream: string, index: number, drained: boolean): MaybePromise<TargetStatus | undefined>;
   /** Re-reads the config file and applies it. */
   reload(): Promise<AdminReloadResult>;
+  /** The instances of the gateway and their workers (GET /api/cluster). */
+  cluster(): Promise<unknown>;
 }
 
 const TARGET_ACTION = /^\/api\/upstreams\/([^/]+)\/targets\/(\d{1,6})\/(drain|undrain)$/;
@@ -88,14 +92,21 @@ export class AdminServer {
     }
     if (path === '/api/upstreams') {
       if (!read) return methodNotAllowed(res, 'GET, HEAD');
-      return send(res, 200, { upstreams: this.#host.upstreamStatus() });
+      return answer(res, this.#host.upstreamStatus(), (upstreams) => send(res, 200, { upstreams }));
+    }
+    if (path === '/api/cluster') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      return answer(res, this.#host.cluster(), (cluster) => send(res, 200, cluster));
     }
     const one = UPSTREAM.exec(path);
     if (one !== null) {
       if (!read) return methodNotAllowed(res, 'GET, HEAD');
       const name = decode(one[1]!);
-      const upstream = this.#host.upstreamStatus().find((u) => u.name === name);
-      return upstream === undefined ? send(res, 404, { error: `no upstream named "${name}"` }) : send(res, 200, upstream);
+      return answer(res, this.#host.upstreamStatus(), (all) => {
+        const upstream = all.find((u) => u.name === name);
+        if (upstream === undefined) send(res, 404, { error: `no upstream named "${name}"` });
+        else send(res, 200, upstream);
+      });
     }
     const action = TARGET_ACTION.exec(path);
     if (action !== null) {
@@ -104,10 +115,11 @@ export class AdminServer {
       const name = decode(action[1]!);
       const index = Number(action[2]);
       const drained = action[3] === 'drain';
-      const target = this.#host.setTargetDrained(name, index, drained);
-      if (target === undefined) return send(res, 404, { error: `no target ${index} in upstream "${name}"` });
-      this.#log.info({ target: target.id, client: req.socket.remoteAddress }, drained ? 'admin: target drained' : 'admin: target undrained');
-      return send(res, 200, { target });
+      return answer(res, this.#host.setTargetDrained(name, index, drained), (target) => {
+        if (target === undefined) return send(res, 404, { error: `no target ${index} in upstream "${name}"` });
+        this.#log.info({ target: target.id, client: req.socket.remoteAddress }, drained ? 'admin: target drained' : 'admin: target undrained');
+        send(res, 200, { target });
+      });
     }
     if (path === '/api/reload') {
       if (method !== 'POST') return methodNotAllowed(res, 'POST');
@@ -136,6 +148,12 @@ export class AdminServer {
     send(res, 401, { error: 'a valid bearer token is required' });
     return false;
   }
+}
+
+/** Answers with `value` once it is there; a failure becomes a 503 with its message. */
+function answer<T>(res: ServerResponse, value: MaybePromise<T>, reply: (v: T) => void): void {
+  if (!(value instanceof Promise)) return reply(value);
+  value.then(reply, (err: unknown) => send(res, 503, { error: (err as Error).message }));
 }
 
 function digestOf(token: string): Buffer | undefined {

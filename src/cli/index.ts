@@ -1,9 +1,13 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config/load.js';
+import cluster from 'node:cluster';
+import { loadConfig, readConfig } from '../config/load.js';
 import { ConfigError } from '../config/load.js';
+import type { Config } from '../config/types.js';
 import { createGateway } from '../gateway.js';
+import { workerCount } from '../cluster/cluster-settings.js';
+import type { Logger } from '../observability/logger.js';
 
 const HELP = `wsgate — a WebSocket gateway
 
@@ -83,12 +87,15 @@ function reportConfigError(file: string, err: unknown): number {
 
 async function start(args: readonly string[]): Promise<number> {
   const file = configPath(args);
+  if (cluster.isWorker) return (await import('../cluster/worker.js')).runWorker(file);
   let config;
+  let text;
   try {
-    config = await loadConfig(file);
+    ({ config, text } = await readConfig(file));
   } catch (err) {
     return reportConfigError(file, err);
   }
+  if (workerCount(config) > 1) return startPrimary(file, config, text);
   let gateway;
   try {
     gateway = createGateway(config, { configFile: file });
@@ -103,8 +110,32 @@ async function start(args: readonly string[]): Promise<number> {
     gateway.log.error({ err }, 'cannot start');
     return 1;
   }
+  return serve(gateway, file, config.pidFile);
+}
+
+/** `cluster.workers` > 1: this process supervises the workers (which run start() again, as cluster workers). */
+async function startPrimary(file: string, config: Config, text: string): Promise<number> {
+  const { Primary } = await import('../cluster/primary.js');
+  const primary = new Primary(file, config, text);
+  try {
+    await primary.start();
+  } catch (err) {
+    primary.log.error({ err }, 'cannot start');
+    return 1;
+  }
+  return serve(primary, file, config.pidFile);
+}
+
+interface Served {
+  readonly log: Logger;
+  reload(): Promise<unknown>;
+  stop(): Promise<void>;
+  kill?(): void;
+}
+
+/** Runs until SIGTERM or SIGINT (drain, then stop); SIGHUP reloads. The pid file lives as long as this. */
+async function serve(gateway: Served, file: string, pidFile: string): Promise<number> {
   // Written once at start: `wsgate reload` finds the process through it.
-  const pidFile = config.pidFile;
   if (pidFile !== '') {
     try {
       writeFileSync(pidFile, `${process.pid}\n`);
@@ -130,6 +161,7 @@ async function start(args: readonly string[]): Promise<number> {
     const shutdown = (signal: NodeJS.Signals): void => {
       if (stopping) {
         gateway.log.warn({ signal }, 'second signal: exiting now');
+        gateway.kill?.();
         resolve(1);
         return;
       }

@@ -234,11 +234,15 @@ void describe('other sections', () => {
     );
   });
 
-  void test('cluster.workers: a positive integer or "auto"; both inert unless the default', () => {
+  void test('cluster: workers a positive integer or "auto", redis a redis:// URL, onRedisError allow or deny', () => {
     const auto = parseConfig(cfg('cluster: { workers: auto, redis: "redis://h:6379" }\n'), {});
-    assert.deepStrictEqual(auto.cluster, { workers: 'auto', redis: 'redis://h:6379' });
-    assert.deepStrictEqual(auto.inert, ['cluster.workers', 'cluster.redis']);
-    assert.deepStrictEqual(parseConfig(cfg('cluster: { workers: 1, redis: "" }\n'), {}).inert, []);
+    assert.deepStrictEqual(auto.cluster, { workers: 'auto', redis: 'redis://h:6379', onRedisError: 'allow' });
+    assert.deepStrictEqual(auto.inert, []);
+    assert.deepStrictEqual(parseConfig(cfg('cluster: { workers: 3, onRedisError: deny }\n'), {}).cluster, { workers: 3, redis: '', onRedisError: 'deny' });
+    assert.deepStrictEqual(
+      problemsOf(() => parseConfig(cfg('cluster: { redis: "h:6379", onRedisError: maybe }\n'), {})),
+      ['cluster.redis: must be a redis:// or rediss:// URL (or empty for none)', 'cluster.onRedisError: must be one of: allow, deny'],
+    );
     assert.deepStrictEqual(
       problemsOf(() => parseConfig(cfg('cluster: { workers: many }\n'), {})),
       ['cluster.workers: must be a positive integer or "auto"'],

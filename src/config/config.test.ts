@@ -175,7 +175,7 @@ void describe('parseConfig: the smallest config', () => {
       limits: DEFAULT_LIMITS,
       relay: { mode: 'inspect', pingInterval: 30_000, pongTimeout: 10_000, validateUtf8: false },
       shutdown: { drainTimeout: 30_000 },
-      cluster: { workers: 1, redis: '' },
+      cluster: { workers: 1, redis: '', onRedisError: 'allow' },
       log: { level: 'info', format: 'json', accessLog: true },
       watch: false,
       pidFile: '',

@@ -14,10 +14,7 @@ export interface InertKey {
   readonly when?: (value: unknown) => boolean;
 }
 
-export const NOT_YET_IMPLEMENTED: readonly InertKey[] = [
-  { path: 'cluster.workers', when: (v) => v !== 1 },
-  { path: 'cluster.redis', when: (v) => typeof v === 'string' && v.trim() !== '' },
-];
+export const NOT_YET_IMPLEMENTED: readonly InertKey[] = [];
 
 type Step = { readonly key: string; readonly each: 'list' | 'map' | undefined };
 

@@ -46,6 +46,11 @@ export function substituteEnv(text: string, env: NodeJS.ProcessEnv = process.env
 
 /** Reads and parses a config file; relative paths inside it are taken from the file's folder. */
 export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  return (await readConfig(file, env)).config;
+}
+
+/** loadConfig(), with the text it parsed: a cluster primary hands its workers exactly what it validated. */
+export async function readConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<{ readonly text: string; readonly config: Config }> {
   const path = resolve(file);
   let text: string;
   try {
@@ -54,7 +59,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     const reason = err instanceof Error ? err.message : String(err);
     throw new ConfigError([`${path}: cannot read the config file (${reason})`]);
   }
-  return parseConfig(text, env, dirname(path));
+  return { text, config: parseConfig(text, env, dirname(path)) };
 }
 
 /**

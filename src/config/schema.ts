@@ -51,7 +51,7 @@ export const DEFAULTS = {
   },
   relay: { mode: 'inspect', pingInterval: '30s', pongTimeout: '10s', validateUtf8: false },
   shutdown: { drainTimeout: '30s' },
-  cluster: { workers: 1, redis: '' },
+  cluster: { workers: 1, redis: '', onRedisError: 'allow' },
   log: { level: 'info', format: 'json', accessLog: true },
   watch: false,
   pidFile: '',
@@ -320,7 +320,11 @@ export const configSchema = section({
   shutdown: section({ drainTimeout: duration.prefault(DEFAULTS.shutdown.drainTimeout) }).prefault({}),
   cluster: section({
     workers: z.union([z.literal('auto'), posInt], { error: 'must be a positive integer or "auto"' }).prefault(DEFAULTS.cluster.workers),
-    redis: z.preprocess((v) => v ?? '', z.string().trim()).prefault(DEFAULTS.cluster.redis),
+    redis: z
+      .preprocess((v) => v ?? '', z.string().trim())
+      .refine((v) => v === '' || /^rediss?:\/\/[^\s]+$/.test(v), { error: 'must be a redis:// or rediss:// URL (or empty for none)' })
+      .prefault(DEFAULTS.cluster.redis),
+    onRedisError: z.enum(['allow', 'deny']).prefault(DEFAULTS.cluster.onRedisError),
   }).prefault({}),
   log: section({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).prefault(DEFAULTS.log.level),

@@ -190,7 +190,12 @@ export interface Config {
   readonly limits: Limits;
   readonly relay: RelayConfig;
   readonly shutdown: { readonly drainTimeout: Milliseconds };
-  readonly cluster: { readonly workers: number | 'auto'; readonly redis: string };
+  readonly cluster: {
+    /** Worker processes sharing the listeners; 'auto' is one per core. 1: no primary, the gateway is this process. */
+    readonly workers: number | 'auto';
+    readonly redis: string;
+    readonly onRedisError: 'allow' | 'deny';
+  };
   readonly log: { readonly level: LogLevel; readonly format: 'json' | 'pretty'; readonly accessLog: boolean };
   /** Re-read the config file when it changes (as on SIGHUP). */
   readonly watch: boolean;

@@ -1,7 +1,7 @@
 import type { HealthCheckConfig, TargetConfig, UpstreamConfig } from '../config/types.js';
 import type { TargetRegistry } from '../upstream/target-registry.js';
 import { targetId } from '../upstream/target-registry.js';
-import type { TargetState } from '../upstream/target-state.js';
+import type { CheckRecord, TargetState } from '../upstream/target-state.js';
 import { createHealthChecker, type CheckOptions, type CheckResult, type HealthChecker } from './health-check.js';
 
 /** Each interval is stretched or shrunk by up to this share, so checks of many targets drift apart. */
@@ -15,6 +15,12 @@ const JITTER = 0.1;
  */
 export class HealthMonitor {
   readonly #loops = new Map<string, CheckLoop>();
+  readonly #onChecked: ((state: TargetState) => void) | undefined;
+
+  /** `onChecked` hears every target after each of its checks (a cluster primary passes the verdicts on to its workers). */
+  constructor(onChecked?: (state: TargetState) => void) {
+    this.#onChecked = onChecked;
+  }
 
   /** Starts, restarts (settings changed) and stops loops to match `upstreams`. */
   apply(upstreams: Readonly<Record<string, UpstreamConfig>>, registry: TargetRegistry): void {
@@ -35,7 +41,7 @@ export class HealthMonitor {
         if (loop?.signature === signature) continue;
         loop?.stop();
         const options: CheckOptions = { path: hc.path, timeout: hc.timeout, tls: upstream.tls };
-        const fresh = new CheckLoop(state, target, hc, options, createHealthChecker(hc.type), signature);
+        const fresh = new CheckLoop(state, target, hc, options, createHealthChecker(hc.type), signature, this.#onChecked);
         this.#loops.set(state.id, fresh);
         fresh.start();
       }
@@ -60,10 +66,20 @@ class CheckLoop {
   readonly #config: HealthCheckConfig;
   readonly #options: CheckOptions;
   readonly #checker: HealthChecker;
+  readonly #onChecked: ((state: TargetState) => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
 
-  constructor(state: TargetState, target: TargetConfig, config: HealthCheckConfig, options: CheckOptions, checker: HealthChecker, signature: string) {
+  constructor(
+    state: TargetState,
+    target: TargetConfig,
+    config: HealthCheckConfig,
+    options: CheckOptions,
+    checker: HealthChecker,
+    signature: string,
+    onChecked: ((state: TargetState) => void) | undefined,
+  ) {
+    this.#onChecked = onChecked;
     this.#state = state;
     this.#target = target;
     this.#config = config;
@@ -91,6 +107,7 @@ class CheckLoop {
   #onResult = (result: CheckResult): void => {
     if (this.#stopped) return;
     applyCheckResult(this.#state, this.#config, result);
+    this.#onChecked?.(this.#state);
     const wait = this.#config.interval * (1 - JITTER + 2 * JITTER * Math.random());
     this.#timer = setTimeout(this.#run, Math.round(wait));
     this.#timer.unref();
@@ -117,4 +134,23 @@ export function applyCheckResult(state: TargetState, config: HealthCheckConfig, 
   state.passes = 0;
   state.fails++;
   if (state.healthy && (first || state.fails >= config.unhealthyThreshold)) state.setHealthy(false, result.reason);
+}
+
+/** A target's health as the instance's one checker sees it: what a cluster primary sends its workers. */
+export interface HealthVerdict {
+  readonly id: string;
+  readonly healthy: boolean;
+  readonly lastCheck: CheckRecord | undefined;
+}
+
+export function healthVerdict(state: TargetState): HealthVerdict {
+  return { id: state.id, healthy: state.healthy, lastCheck: state.lastCheck };
+}
+
+/** Takes on a verdict reached elsewhere: the same fields applyCheckResult() sets, without counting again. */
+export function applyHealthVerdict(state: TargetState, verdict: HealthVerdict): void {
+  state.checked = true;
+  state.lastCheck = verdict.lastCheck;
+  state.setHealthy(verdict.healthy, verdict.lastCheck?.reason ?? '');
+  if (verdict.lastCheck?.ok === true) state.endEjection('health check');
 }

@@ -8,22 +8,35 @@ import type { Logger } from '../observability/logger.js';
 import type { Snapshot } from '../snapshot.js';
 import { LogThrottle } from './log-throttle.js';
 import { PerIpLimiter } from './per-ip-limiter.js';
-import type { IpEntry } from './per-ip-table.js';
+import { limitKey } from './per-ip-table.js';
 import type { RouteGuard } from './route-guard.js';
+import type { RouteConfig } from '../config/types.js';
+import { LocalState } from '../cluster/local-state.js';
+import type { Admission, SharedState, Ticket } from '../cluster/shared-state.js';
 
 /**
  * The gateway's policy state that outlives config reloads — per-address
  * counts and buckets, the rejection-log throttle — and the checks that use
  * it. The per-route rules themselves (RouteGuard) live in the snapshot.
+ * The limits that must hold for the whole gateway (per-address sessions and
+ * handshake rate, route and gateway caps) are kept by a SharedState: this
+ * process's own, the cluster primary's, or Redis.
  */
 export class Gatekeeper {
   readonly #log: Logger;
+  /** The accept-time socket cap: a slowloris guard, kept per process. */
   readonly #perIp = new PerIpLimiter();
+  readonly #shared: SharedState;
   /** A flood of refused handshakes must not become a flood of log lines. */
   readonly #rejections = new LogThrottle(100);
 
-  constructor(log: Logger) {
+  constructor(log: Logger, shared: SharedState = new LocalState()) {
     this.#log = log;
+    this.#shared = shared;
+  }
+
+  get shared(): SharedState {
+    return this.#shared;
   }
 
   /** "handshake rejected", at most 100 lines a second; the next line written counts those left out. */
@@ -57,18 +70,26 @@ export class Gatekeeper {
   }
 
   /**
-   * A WebSocket handshake on `guard`'s route: IP lists and Origin, then the
-   * per-address rate and session count. On success the session holds the
-   * returned entry until release().
+   * A WebSocket handshake on `route`: IP lists and Origin, then the
+   * per-address rate and session count, the route's and the gateway's caps.
+   * On success the session holds the returned ticket until release().
+   * Synchronous unless the limits live in another process.
    */
-  admitHandshake(guard: RouteGuard, req: UpgradeRequest, client: string): IpEntry | GatewayError {
+  admitHandshake(guard: RouteGuard, route: RouteConfig, req: UpgradeRequest, client: string, globalMax: number): Admission | Promise<Admission> {
     const denied = guard.check(req, client, true);
     if (denied !== undefined) return denied;
-    return this.#perIp.admit(guard.scope, client, guard.perIp, Date.now());
+    return this.#shared.admit({
+      scope: guard.scope,
+      key: limitKey(client),
+      perIp: guard.perIp,
+      route: route.name,
+      routeMax: route.limits.maxConnections,
+      globalMax,
+    });
   }
 
-  release(entry: IpEntry): void {
-    this.#perIp.release(entry);
+  release(ticket: Ticket): void {
+    this.#shared.release(ticket);
   }
 
   /**

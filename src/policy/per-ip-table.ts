@@ -69,7 +69,8 @@ export class PerIpTable {
  * limiting single IPv6 addresses would limit nothing.
  */
 export function limitKey(address: string): string {
-  if (!address.includes(':')) return address;
+  // Idempotent: a key handed on (to a cluster primary, to Redis) may be keyed again.
+  if (!address.includes(':') || address.endsWith('::/64')) return address;
   if (address.startsWith('::ffff:') && address.includes('.')) return address.slice(7);
   return prefix64(address);
 }

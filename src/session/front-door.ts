@@ -8,6 +8,8 @@ import { looksLikeUpgrade, validateUpgrade } from '../handshake/validate-upgrade
 import type { ListenerHandlers } from '../listener/listener.js';
 import { peerAddress } from '../listener/peer-address.js';
 import type { Gatekeeper } from '../policy/gatekeeper.js';
+import type { Admission } from '../cluster/shared-state.js';
+import type { RouteConfig } from '../config/types.js';
 import type { Snapshot } from '../snapshot.js';
 import { fail, passThrough } from './http-passthrough.js';
 import type { SessionHost } from './session-host.js';
@@ -29,7 +31,6 @@ export interface FrontDoorHost extends SessionHost {
  */
 export class FrontDoor implements ListenerHandlers {
   readonly sessions = new Set<Session>();
-  readonly #perRoute = new Map<string, number>();
   readonly #host: FrontDoorHost;
   readonly #gate: Gatekeeper;
 
@@ -45,10 +46,8 @@ export class FrontDoor implements ListenerHandlers {
   /** A session has ended: its place, per-address count included, is free. */
   ended(session: Session): void {
     this.sessions.delete(session);
-    const ipEntry = session.admission.ipEntry;
-    if (ipEntry !== undefined) this.#gate.release(ipEntry);
-    const name = session.route.name;
-    this.#perRoute.set(name, (this.#perRoute.get(name) ?? 1) - 1);
+    const ticket = session.admission.ticket;
+    if (ticket !== undefined) this.#gate.release(ticket);
   }
 
   accept = (socket: RelaySocket): boolean => this.#gate.acceptSocket(socket, this.#host.snapshot);
@@ -66,20 +65,37 @@ export class FrontDoor implements ListenerHandlers {
     if (route === undefined) return this.#reject(req, socket, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
     const guard = snap.guards.get(route);
     const client = snap.trusted.clientAddress(peerAddress(socket), req);
-    const ipEntry = this.#gate.admitHandshake(guard, req, client);
-    if (ipEntry instanceof GatewayError) return this.#reject(req, socket, ipEntry, client);
-    const inRoute = this.#perRoute.get(route.name) ?? 0;
-    if (this.sessions.size >= snap.limits.maxConnections || inRoute >= route.limits.maxConnections) {
-      this.#gate.release(ipEntry);
-      return this.#reject(req, socket, new GatewayError('OVER_CAPACITY', `maxConnections reached (route ${route.name})`), client);
-    }
-    const admission = { client, ipEntry, auth: guard.auth };
-    const session = new Session(host, snap, route, snap.pools.get(route.upstream)!, req, socket, head, secure, admission);
+    const admitted = this.#gate.admitHandshake(guard, route, req, client, snap.limits.maxConnections);
+    if (!(admitted instanceof Promise)) return this.#admitted(admitted, req, socket, head, secure, snap, route, client);
+    // The limits live in another process (cluster primary, Redis): the socket stays paused meanwhile.
+    admitted.then(
+      (a) => {
+        if (a instanceof GatewayError || (!socket.destroyed && !host.draining)) return this.#admitted(a, req, socket, head, secure, snap, route, client);
+        this.#gate.release(a);
+        if (socket.destroyed) return;
+        this.#reject(req, socket, new GatewayError('SHUTTING_DOWN', 'gateway is draining'), client);
+      },
+      (err: unknown) => this.#reject(req, socket, new GatewayError('SHARED_STATE_UNAVAILABLE', String(err)), client),
+    );
+  };
+
+  #admitted(
+    admitted: Admission,
+    req: UpgradeRequest,
+    socket: RelaySocket,
+    head: Buffer,
+    secure: boolean,
+    snap: Snapshot,
+    route: RouteConfig,
+    client: string,
+  ): void {
+    if (admitted instanceof GatewayError) return this.#reject(req, socket, admitted, client);
+    const admission = { client, ticket: admitted, auth: snap.guards.get(route).auth };
+    const session = new Session(this.#host, snap, route, snap.pools.get(route.upstream)!, req, socket, head, secure, admission);
     this.sessions.add(session);
-    this.#perRoute.set(route.name, inRoute + 1);
     session.watchClient();
     session.begin();
-  };
+  }
 
   /** Logs (at most 100 lines a second, with a count of those left out) and answers a refused handshake. */
   #reject(req: UpgradeRequest, socket: RelaySocket, err: GatewayError, client = peerAddress(socket)): void {

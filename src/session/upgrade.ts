@@ -6,7 +6,7 @@ import { rejectError } from '../handshake/reject.js';
 import { buildUpstreamHandshake } from '../handshake/forward.js';
 import type { UpgradeRequest } from '../handshake/request-head.js';
 import type { AuthResult, RouteAuth } from '../auth/route-auth.js';
-import type { IpEntry } from '../policy/per-ip-table.js';
+import type { Ticket } from '../cluster/shared-state.js';
 import { peerAddress, peerPort } from '../listener/peer-address.js';
 import { encodeProxyV2 } from '../upstream/proxy-header.js';
 import { upstreamPath } from '../routing/route-table.js';
@@ -26,8 +26,8 @@ const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 export interface Admission {
   /** The client address (PROXY protocol or trusted forwarding applied) used for limits, hashing and logs. */
   readonly client: string;
-  /** The per-IP count this session holds; the gateway releases it in sessionEnded(). */
-  readonly ipEntry: IpEntry | undefined;
+  /** Its place in the gateway-wide limits; the gateway releases it in sessionEnded(). */
+  readonly ticket: Ticket | undefined;
   /** The route's authentication, run before any upstream is contacted. */
   readonly auth: RouteAuth | undefined;
 }
@@ -85,7 +85,7 @@ export class Session {
     this.#socket = socket;
     this.#early = early;
     this.#secure = secure;
-    this.admission = admission ?? { client: snap.trusted.clientAddress(peerAddress(socket), req), ipEntry: undefined, auth: undefined };
+    this.admission = admission ?? { client: snap.trusted.clientAddress(peerAddress(socket), req), ticket: undefined, auth: undefined };
     this.client = this.admission.client;
     this.#attemptsLeft = 1 + pool.config.retries;
   }
