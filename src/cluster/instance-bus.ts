@@ -60,11 +60,14 @@ export class InstanceBus {
   }
 
   async status(): Promise<ClusterStatus> {
+    const mine = await this.#record();
     let instances: InstanceRecord[];
     try {
+      // This instance's own line as of now; the others' as of their last heartbeat.
+      await this.#bus.register(mine);
       instances = await this.#bus.instances();
     } catch {
-      instances = [await this.#record()];
+      instances = [mine];
     }
     return { shared: 'redis', redisConnected: this.#bus.connected, instances };
   }
