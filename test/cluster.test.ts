@@ -7,6 +7,10 @@ import { WebSocketServer } from 'ws';
 import { closeHttp, eventually, freePort, listenLocal, rawExchange, statusOf, upgradeRequest } from './helpers.js';
 import { openMany, openTagged, roundTrip, switchableBackend, type TaggedClient } from './resilience-helpers.js';
 import { configFile, jsonLines, printed, startWsgate, type Started } from './process-helpers.js';
+import { connect as tlsConnect } from 'node:tls';
+import { WebSocket } from 'ws';
+import { makeCa, NO_OPENSSL } from './tls-fixtures.js';
+import { NATIVE_RELAY } from '../src/relay/native-tunnel.js';
 
 // cluster.workers: a primary and its workers, as `wsgate start` runs them, in
 // front of real backends; what a user of the instance sees must be one gateway.
@@ -148,6 +152,31 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
     }
   });
 
+  void it('a worker that keeps dying is restarted after a backoff that doubles, and says so in the log', async (t) => {
+    const b = await switchableBackend('b1');
+    const p = await ports();
+    const gw = await startWsgate(['-c', await configFile(config(p, [b.url]))], { signal: t.signal });
+    try {
+      for (let round = 1; round <= 3; round++) {
+        const slot = (await workers(p)).find((w) => w.id === 1)!;
+        process.kill(slot.pid, 'SIGKILL');
+        await eventually(() => jsonLines(gw.out()).filter((l) => l.msg === 'worker ready' && l.worker === 1).length === round + 1, 20_000, 'worker 1 back');
+      }
+      const died = jsonLines(gw.out()).filter((l) => l.msg === 'worker died; restarting it');
+      assert.deepEqual(
+        died.map((l) => [l.worker, l.signal, l.restartIn]),
+        [
+          [1, 'SIGKILL', 0],
+          [1, 'SIGKILL', 250],
+          [1, 'SIGKILL', 500],
+        ],
+      );
+    } finally {
+      await stop(gw);
+      await b.close();
+    }
+  });
+
   void it('SIGHUP reloads every worker; an invalid config changes nothing; drains and health checks are the instance’s', async (t) => {
     const b1 = await switchableBackend('b1');
     const b2 = await switchableBackend('b2');
@@ -259,7 +288,7 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
       for (const c of clients) await roundTrip(c, 'x'.repeat(1000));
       const started = jsonLines(gw.out()).filter((l) => l.msg === 'worker listening');
       assert.equal(started.length, 2);
-      assert.ok(started.every((l) => l.relay === 'tunnel'));
+      assert.ok(started.every((l) => l.relay === 'tunnel' && l.relayIo === (NATIVE_RELAY ? 'native' : 'handle')));
       const ws = await workers(p);
       assert.ok(ws.every((w) => w.connections > 0));
     } finally {
@@ -268,4 +297,54 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
       await closeHttp(server, wss);
     }
   });
+
+  void it('TLS: every worker serves the certificate, and a reload switches every worker to new files', { skip: NO_OPENSSL }, async (t) => {
+    const ca = makeCa();
+    const one = ca.issue('one', ['localhost', '127.0.0.1'], 'one');
+    const two = ca.issue('two', ['localhost', '127.0.0.1'], 'two');
+    const b = await switchableBackend('b1');
+    const p = await ports();
+    const text = (cert: string, key: string): string =>
+      config(p, [b.url], 'limits: { perIp: { maxConnections: 100, handshakeRate: 0 } }').replace(
+        `address: 127.0.0.1:${p.port} }`,
+        `address: 127.0.0.1:${p.port}, tls: { cert: "${cert}", key: "${key}" } }`,
+      );
+    const file = await configFile(text(one.cert, one.key));
+    const gw = await startWsgate(['-c', file], { signal: t.signal });
+    const names = async (): Promise<string[]> => {
+      const out: string[] = [];
+      // Several handshakes: the workers take them in turn.
+      for (let i = 0; i < 6; i++) out.push(await certName(p.port, ca.ca));
+      return out;
+    };
+    const ws = new WebSocket(`wss://localhost:${p.port}/`, { ca: ca.ca });
+    ws.on('error', () => {});
+    try {
+      await new Promise((r) => ws.once('message', r));
+      assert.deepEqual(await names(), Array(6).fill('one'));
+      await writeFile(file, text(two.cert, two.key));
+      gw.child.kill('SIGHUP');
+      await printed(gw, '"config reloaded"');
+      assert.deepEqual(await names(), Array(6).fill('two'));
+      const echoed = new Promise((r) => ws.once('message', r));
+      ws.send('kept');
+      assert.equal(String(await echoed), 'kept');
+    } finally {
+      ws.terminate();
+      await stop(gw);
+      await b.close();
+      ca.close();
+    }
+  });
 });
+
+function certName(port: number, ca: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ port, host: '127.0.0.1', ca, servername: 'localhost' }, () => {
+      const cn = s.getPeerCertificate().subject?.CN;
+      s.destroy();
+      resolve(String(cn));
+    });
+    s.on('error', reject);
+  });
+}

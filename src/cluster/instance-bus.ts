@@ -16,6 +16,8 @@ export interface ClusterStatus {
   /** Where the gateway-wide limits live: this instance only, or Redis across instances. */
   readonly shared: 'instance' | 'redis';
   readonly redisConnected?: boolean;
+  /** Outages of this instance's link to Redis since it started (each counted once, when it began). */
+  readonly redisOutages?: number;
   readonly instances: readonly InstanceRecord[];
 }
 
@@ -69,7 +71,7 @@ export class InstanceBus {
     } catch {
       instances = [mine];
     }
-    return { shared: 'redis', redisConnected: this.#bus.connected, instances };
+    return { shared: 'redis', redisConnected: this.#bus.connected, redisOutages: this.#bus.outages, instances };
   }
 
   async close(): Promise<void> {
