@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { closeHttp, eventually, freePort, listenLocal, rawExchange, statusOf, upgradeRequest } from './helpers.js';
 import { openMany, openTagged, roundTrip, switchableBackend, type TaggedClient } from './resilience-helpers.js';
-import { configFile, jsonLines, printed, startWsgate, type Started } from './process-helpers.js';
+import { configFile, jsonLines, printed, run, startWsgate, type Started } from './process-helpers.js';
 import { connect as tlsConnect } from 'node:tls';
 import { WebSocket } from 'ws';
 import { makeCa, NO_OPENSSL } from './tls-fixtures.js';
@@ -100,6 +100,19 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
       closeAll(clients);
       await stop(gw);
       await b.close();
+    }
+  });
+
+  void it('an address that cannot be bound: the primary stops its workers and exits 1, naming it', async (t) => {
+    const taken = createServer();
+    const p = { port: await listenLocal(taken), admin: await freePort() };
+    try {
+      const r = await run(['start', '-c', await configFile(config(p, ['ws://127.0.0.1:9']))], { signal: t.signal });
+      assert.equal(r.code, 1);
+      assert.match(r.out, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${p.port}`));
+      assert.doesNotMatch(r.out, /wsgate started/);
+    } finally {
+      taken.close();
     }
   });
 
