@@ -293,8 +293,9 @@ void describe('wsgate bench: errors by kind', () => {
     const { url } = await delayedEcho(0);
     const r = await load([url, '--churn', '--rate', '40', '--connections', '4', '--duration', '1s']);
     assert.equal(r.errorCount, 0, JSON.stringify(r.errors));
-    // Closed-loop churn on loopback does hundreds a second; this one does 40 (± the edges of the window).
-    assert.ok(r.handshakes.count >= 32 && r.handshakes.count <= 41, `${r.handshakes.count} handshakes`);
+    // Closed-loop churn on loopback does hundreds a second; this one does at most 40 (± the edges of the
+    // window). The lower bound is loose: on a machine busy with other tests the first cycles start late.
+    assert.ok(r.handshakes.count >= 20 && r.handshakes.count <= 41, `${r.handshakes.count} handshakes`);
     // Every cycle started (how late, on a busy machine, is the send lag's business).
     assert.equal(r.messages.unsent, 0);
   });

@@ -1,5 +1,5 @@
 import { GatewayError } from '../errors.js';
-import type { ToPrimary } from './messages.js';
+import { admitToWire, type AdmitWire, type AnswerWire, type ToPrimary } from './messages.js';
 import { refusalError, type AdmitRequest, type Admission, type SharedState, type Ticket } from './shared-state.js';
 
 /** The longest a handshake waits for the primary's answer; past it the handshake gets 503. */
@@ -17,13 +17,16 @@ interface Pending {
 }
 
 /**
- * A cluster worker's view of the instance-wide limits: each admit is one
- * IPC round trip to the primary, which keeps the counts for every worker (and
- * releases a dead worker's at once).
+ * A cluster worker's view of the instance-wide limits: the primary keeps the
+ * counts for every worker (and releases a dead worker's at once). Admits and
+ * releases are sent in one batch per event-loop turn, and answered in one.
  */
 export class PrimaryState implements SharedState {
   readonly #send: (m: ToPrimary) => void;
   readonly #pending = new Map<number, Pending>();
+  #admits: AdmitWire[] = [];
+  #releases: number[] = [];
+  #flushing = false;
   #seq = 0;
   #held = 0;
 
@@ -39,34 +42,60 @@ export class PrimaryState implements SharedState {
     const id = ++this.#seq;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        // A late "yes" is given back in answered(): nothing leaks.
+        // A late "yes" is given back in #answered(): nothing leaks.
         this.#pending.delete(id);
         resolve(new GatewayError('SHARED_STATE_UNAVAILABLE', 'the cluster primary did not answer in time'));
       }, ANSWER_TIMEOUT);
       this.#pending.set(id, { req, resolve, timer });
-      this.#send({ t: 'admit', id, req });
+      this.#admits.push(admitToWire(id, req));
+      this.#schedule();
     });
   }
 
-  /** The primary's answer to admit `id`: a ticket number, or why not. */
-  answered(id: number, n: number | undefined, refusal: Parameters<typeof refusalError>[0] | undefined): void {
+  release(ticket: Ticket): void {
+    if (this.#held > 0) this.#held--;
+    this.#releases.push((ticket as PrimaryTicket).n);
+    this.#schedule();
+  }
+
+  /** The primary's answers to a batch. */
+  answered(answers: readonly AnswerWire[]): void {
+    for (const a of answers) this.#answered(a);
+  }
+
+  #answered(a: AnswerWire): void {
+    const [id, n] = a;
     const p = this.#pending.get(id);
     if (p === undefined) {
-      if (n !== undefined) this.#send({ t: 'release', n });
+      // Answered after the handshake gave up waiting: the place it was given goes back.
+      if (n !== 0) {
+        this.#releases.push(n);
+        this.#schedule();
+      }
       return;
     }
     this.#pending.delete(id);
     clearTimeout(p.timer);
-    if (n === undefined) return p.resolve(refusalError(refusal ?? { code: 'SHARED_STATE_UNAVAILABLE', detail: 'no answer' }));
+    if (a.length === 3) return p.resolve(refusalError(a[2]));
     this.#held++;
     const ticket: PrimaryTicket = { scope: p.req.scope, key: p.req.key, route: p.req.route, n };
     p.resolve(ticket);
   }
 
-  release(ticket: Ticket): void {
-    if (this.#held > 0) this.#held--;
-    this.#send({ t: 'release', n: (ticket as PrimaryTicket).n });
+  #schedule(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    setImmediate(this.#flush);
   }
+
+  #flush = (): void => {
+    this.#flushing = false;
+    const a = this.#admits;
+    const r = this.#releases;
+    this.#admits = [];
+    this.#releases = [];
+    this.#send({ t: 'limits', a, r });
+  };
 
   close(): Promise<void> {
     for (const p of this.#pending.values()) {

@@ -15,7 +15,7 @@ import { prepareSnapshot } from '../snapshot.js';
 import { TargetRegistry, targetId } from '../upstream/target-registry.js';
 import { InstanceBus, instanceId, type ClusterStatus } from './instance-bus.js';
 import { LocalState } from './local-state.js';
-import type { ToPrimary, ToWorker } from './messages.js';
+import { admitFromWire, type AdmitWire, type AnswerWire, type ToPrimary, type ToWorker } from './messages.js';
 import type { InstanceRecord } from './redis-bus.js';
 import { isTicket, toRefusal, type DrainCommand, type Ticket } from './shared-state.js';
 import { mergeUpstreams } from './status-merge.js';
@@ -92,8 +92,15 @@ export class Primary implements AdminHost {
   /** Forks every worker and waits until each listens; rejects (having stopped them) if one cannot start. */
   async start(): Promise<void> {
     process.env.WSGATE_INSTANCE = instanceId();
+    // Every worker accepts on the shared socket, the kernel picks which: measured here against
+    // Node's default (the primary accepts and hands each connection over), 0.69x the CPU per
+    // handshake, 1.22x the handshakes/s, and as even a spread of long-lived connections
+    // (bench/README.md, "Scale-out"). NODE_CLUSTER_SCHED_POLICY=rr still chooses Node's default.
+    if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.on('exit', this.#onExit);
     const started = this.#slots.map((slot) => this.#fork(slot));
+    // Only the first failure is reported; the others (every worker may fail alike) must not go unhandled.
+    for (const p of started) p.catch(noop);
     try {
       await Promise.all(started);
     } catch (err) {
@@ -143,19 +150,10 @@ export class Primary implements AdminHost {
     switch (m.t) {
       case 'hello':
         return this.#send(slot, { t: 'config', text: this.#text, baseDir: dirname(resolve(this.#file)) });
-      case 'admit': {
-        const a = this.#limits.admit(m.req);
-        if (!isTicket(a)) return this.#send(slot, { t: 'admitted', id: m.id, refusal: toRefusal(a) });
-        const n = ++this.#nextTicket;
-        slot.tickets.set(n, a);
-        return this.#send(slot, { t: 'admitted', id: m.id, n });
-      }
-      case 'release': {
-        const ticket = slot.tickets.get(m.n);
-        if (ticket === undefined) return;
-        slot.tickets.delete(m.n);
-        return this.#limits.release(ticket);
-      }
+      case 'limits':
+        for (const n of m.r) this.#release(slot, n);
+        if (m.a.length > 0) this.#send(slot, { t: 'answers', a: m.a.map((w) => this.#admit(slot, w)) });
+        return;
       case 'ready':
         slot.ready = true;
         this.#addresses = m.addresses;
@@ -169,6 +167,21 @@ export class Primary implements AdminHost {
       case 'status':
         return this.#waiters.get(m.seq)?.(m, slot);
     }
+  }
+
+  #admit(slot: Slot, w: AdmitWire): AnswerWire {
+    const a = this.#limits.admit(admitFromWire(w));
+    if (!isTicket(a)) return [w[0], 0, toRefusal(a)];
+    const n = ++this.#nextTicket;
+    slot.tickets.set(n, a);
+    return [w[0], n];
+  }
+
+  #release(slot: Slot, n: number): void {
+    const ticket = slot.tickets.get(n);
+    if (ticket === undefined) return;
+    slot.tickets.delete(n);
+    this.#limits.release(ticket);
   }
 
   /** A (re)started worker learns what the instance decided before it: health verdicts and operator drains. */

@@ -65,8 +65,8 @@ export async function runWorker(file: string): Promise<number> {
     };
     const onMessage = (m: ToWorker): void => {
       switch (m.t) {
-        case 'admitted':
-          return primary.answered(m.id, m.n, m.refusal);
+        case 'answers':
+          return primary.answered(m.a);
         case 'reload':
           return void reload(gateway, m.text, m.baseDir, log).then((r) => send({ t: 'reloaded', seq: m.seq, ...r }));
         case 'drain':
