@@ -252,6 +252,45 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
     }
   });
 
+  void it('`wsgate reload` and `watch: true` reload every worker through the primary', async (t) => {
+    const b1 = await switchableBackend('b1');
+    const b2 = await switchableBackend('b2');
+    const p = await ports();
+    const text = (target: string): string => config(p, [target], 'limits: { perIp: { maxConnections: 1000, handshakeRate: 0 } }\nwatch: true');
+    const file = await configFile(text(b1.url));
+    const gw = await startWsgate(['-c', file], { signal: t.signal });
+    const clients: TaggedClient[] = [];
+    const landOn = async (name: string): Promise<void> => {
+      const batch = await openMany(`ws://127.0.0.1:${p.port}/`, 8, 8);
+      clients.push(...batch);
+      assert.deepEqual(
+        batch.map((c) => c.backend),
+        batch.map(() => name),
+      );
+    };
+    try {
+      await landOn('b1');
+      // The file changes: the primary's watch reloads every worker.
+      await writeFile(file, text(b2.url));
+      await eventually(
+        () => jsonLines(gw.out()).filter((l) => l.msg === 'config reloaded' && l.worker === undefined).length === 1,
+        15_000,
+        'the watch to reload',
+      );
+      await landOn('b2');
+      // `wsgate reload` finds the primary through the admin API.
+      await writeFile(file, text(b1.url));
+      const r = await run(['reload', '-c', file], { signal: t.signal });
+      assert.equal(r.code, 0, r.err);
+      await landOn('b1');
+    } finally {
+      closeAll(clients);
+      await stop(gw);
+      await b1.close();
+      await b2.close();
+    }
+  });
+
   void it('SIGTERM turns /readyz to 503, sends every client of every worker 1001 and exits 0', async (t) => {
     const b = await switchableBackend('b1');
     const p = await ports();
