@@ -243,6 +243,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     await this.#admin?.close();
     await this.#auth.close();
     await this.#bus?.close();
+    this.#gate.close();
     await this.#gate.shared.close();
     this.log.info('wsgate stopped');
   }

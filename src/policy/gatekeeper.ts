@@ -28,11 +28,17 @@ export class Gatekeeper {
   readonly #perIp = new PerIpLimiter();
   readonly #shared: SharedState;
   /** A flood of refused handshakes must not become a flood of log lines. */
-  readonly #rejections = new LogThrottle(100);
+  readonly #rejections: LogThrottle;
 
   constructor(log: Logger, shared: SharedState = new LocalState()) {
     this.#log = log;
     this.#shared = shared;
+    this.#rejections = new LogThrottle(100, (suppressed) => log.info({ suppressed }, 'handshake rejected'));
+  }
+
+  /** Ends the rejection log's pending count (the gateway is stopping); the shared state is closed by its owner. */
+  close(): void {
+    this.#rejections.close();
   }
 
   get shared(): SharedState {

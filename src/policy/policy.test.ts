@@ -181,4 +181,16 @@ void describe('log throttle', () => {
     assert.equal(t.take(2001), 2);
     assert.equal(t.take(2002), 0);
   });
+
+  void test('a window that dropped lines and had no line after it reports its count when it ends', async () => {
+    const reported: number[] = [];
+    const t = new LogThrottle(2, (n) => reported.push(n));
+    const now = Date.now();
+    assert.deepEqual([t.take(now), t.take(now), t.take(now), t.take(now), t.take(now)], [0, 0, -1, -1, -1]);
+    await new Promise((r) => setTimeout(r, 1_300));
+    assert.deepEqual(reported, [3]);
+    // Already told: the next line carries nothing more.
+    assert.equal(t.take(Date.now()), 0);
+    t.close();
+  });
 });
