@@ -21,11 +21,6 @@ export class LocalState implements SharedState {
     return this.#held;
   }
 
-  /** Open sessions of one route. */
-  inRoute(route: string): number {
-    return this.#perRoute.get(route) ?? 0;
-  }
-
   admit(req: AdmitRequest): Admission {
     const entry = this.#perIp.admit(req.scope, req.key, req.perIp, Date.now());
     if (entry instanceof GatewayError) return entry;
