@@ -5,6 +5,7 @@ import type { Config } from './config/types.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { ConfigWatcher } from './config/watch.js';
 import { createLogger, type Logger } from './observability/logger.js';
+import { reloadRejected } from './observability/reload-log.js';
 import { logTargetEvent } from './observability/target-log.js';
 import { Listener } from './listener/listener.js';
 import { AuthResources } from './auth/auth-resources.js';
@@ -345,9 +346,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
   }
 
   #reloadFailed(errors: readonly string[]): ReloadResult {
-    for (const problem of errors) this.log.error({ problem }, `reload rejected: ${problem}`);
-    this.log.error({ problems: errors.length }, 'reload rejected; the running configuration stays in place');
-    return { ok: false, errors };
+    return reloadRejected(this.log, errors);
   }
 
   /** Watches the config file while `watch: true` (and there is a file). */

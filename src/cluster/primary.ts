@@ -10,6 +10,7 @@ import type { Config } from '../config/types.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { HealthMonitor, healthVerdict } from '../health/health-monitor.js';
 import { createLogger, type Logger } from '../observability/logger.js';
+import { reloadRejected } from '../observability/reload-log.js';
 import { logTargetEvent } from '../observability/target-log.js';
 import { prepareSnapshot } from '../snapshot.js';
 import { TargetRegistry, targetId } from '../upstream/target-registry.js';
@@ -332,9 +333,7 @@ export class Primary implements AdminHost {
   }
 
   #rejected(errors: readonly string[]): AdminReloadResult {
-    for (const problem of errors) this.log.error({ problem }, `reload rejected: ${problem}`);
-    this.log.error({ problems: errors.length }, 'reload rejected; the running configuration stays in place');
-    return { ok: false, errors };
+    return reloadRejected(this.log, errors);
   }
 
   async #applyAdmin(config: Config): Promise<void> {
