@@ -16,6 +16,35 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard: plain browser JavaScript, no build step and no type information.
+    files: ['src/admin/dashboard/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      sourceType: 'module',
+      parserOptions: { projectService: false, program: null },
+      globals: Object.fromEntries(
+        [
+          'document',
+          'sessionStorage',
+          'fetch',
+          'Headers',
+          'TextDecoderStream',
+          'AbortController',
+          'ResizeObserver',
+          'setTimeout',
+          'clearTimeout',
+          'console',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+    rules: { ...tseslint.configs.disableTypeChecked.rules, 'no-undef': 'error' },
+  },
+  {
+    // Build scripts run by Node, outside the TypeScript project.
+    files: ['scripts/**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+  },
+  {
     // The per-connection path. V8 allocates a function literal assigned to a
     // property, and the accessors of an object literal, in the old generation:
     // once dead, they keep what they captured (a session) alive through every

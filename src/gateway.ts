@@ -31,6 +31,13 @@ import type { InstanceRecord } from './cluster/redis-bus.js';
 import { restartOnly } from './cluster/cluster-settings.js';
 import { AdminServer, type AdminHost } from './admin/admin-server.js';
 import { targetStatus, upstreamStatus, type TargetStatus, type UpstreamStatus } from './admin/status.js';
+import { listConnections, splitId } from './admin/connections.js';
+import { redactConfig } from './admin/redact.js';
+import type { ConnectionPage, ConnectionQuery, StatsSnapshot } from './admin/stats.js';
+import { statsSnapshot } from './admin/stats-snapshot.js';
+import { GatewayMetrics, metricsText, type MetricJson } from './observability/metrics.js';
+import { certificateViews, relayedSessions, targetViews } from './observability/live-view.js';
+import { version } from './version.js';
 
 export interface GatewayOptions {
   /** Where log lines go (default stdout); tests and embedders capture them here. */
@@ -92,6 +99,12 @@ export interface Gateway {
   applyHealth(verdict: HealthVerdict): void;
   /** The instance as GET /api/cluster shows it. */
   cluster(): Promise<ClusterStatus>;
+  /** The gateway's series (prom-client's JSON form), undefined when admin.metrics is off. */
+  metricsJson(): Promise<MetricJson[] | undefined>;
+  /** One page of the relayed connections; `worker` prefixes the ids, `after` is a session number. */
+  connections(query: ConnectionQuery, worker?: number, after?: number): ConnectionPage;
+  /** Ends session `id` (close frames with `code` in inspect mode, a cut in tunnel mode); false when there is no such connection. */
+  closeConnection(id: number, code: number, reason: string): boolean;
 }
 
 export function createGateway(config: Config, options: GatewayOptions = {}): Gateway {
@@ -102,6 +115,8 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
   readonly log: Logger;
   accessLog: boolean;
   readonly sweeper: IdleSweeper<Relay>;
+  /** undefined when admin.metrics is off (or there is no admin section): nothing is counted. */
+  metrics: GatewayMetrics | undefined;
   readonly #listeners: ListenerSet;
   readonly #registry: TargetRegistry;
   readonly #monitor = new HealthMonitor();
@@ -138,6 +153,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     this.#registry.sync(config.upstreams);
     this.#snap = buildSnapshot(config, this.#registry, prepareSnapshot(config, this.#auth));
     this.sweeper = new IdleSweeper(sweepTick(config));
+    this.metrics = metricsOn(config) ? this.#newMetrics() : undefined;
     const door = (this.#door = new FrontDoor(this, this.#gate));
     this.#listeners = new ListenerSet((l, limits) => new Listener(l, limits, door));
   }
@@ -203,7 +219,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
         listeners: this.#addresses.map((a) => `${a.address}:${a.port}`),
         admin: this.#adminAddress && `${this.#adminAddress.address}:${this.#adminAddress.port}`,
         relay: this.#snap.relay.mode,
-        relayIo: this.#snap.relay.mode === 'tunnel' && NATIVE_RELAY ? 'native' : HANDLE_IO ? 'handle' : 'stream',
+        relayIo: relayIo(this.#snap.config),
       },
       // A worker is one part of the instance: its primary says 'wsgate started' once every worker listens.
       this.#worker ? 'worker listening' : 'wsgate started',
@@ -331,6 +347,9 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     }
     if (this.#ownLogger) this.log.level = config.log.level;
     this.accessLog = config.log.accessLog;
+    if (!metricsOn(config)) this.metrics = undefined;
+    else this.metrics ??= this.#newMetrics();
+    this.metrics?.reloaded(true);
     this.#applyWatch();
     for (const path of config.inert) this.log.warn({ key: path }, `${path}: not implemented yet; this setting has no effect`);
     for (const w of securityWarnings(config)) this.log.warn({ key: w.key }, w.message);
@@ -346,6 +365,7 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
   }
 
   #reloadFailed(errors: readonly string[]): ReloadResult {
+    this.metrics?.reloaded(false);
     return reloadRejected(this.log, errors);
   }
 
@@ -398,6 +418,49 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     return this.#bus?.status() ?? Promise.resolve({ shared: 'instance', instances: [this.#record()] });
   }
 
+  #newMetrics(): GatewayMetrics {
+    return new GatewayMetrics(
+      {
+        relayIo: () => relayIo(this.#snap.config),
+        liveSessions: () => relayedSessions(this.#door.sessions),
+        targets: () => targetViews(this.#snap.pools.values(), (upstream) => this.#registry.removedStates(upstream)),
+        certificates: () => certificateViews(this.#listeners.listeners),
+      },
+      version(),
+    );
+  }
+
+  async metricsText(): Promise<string | undefined> {
+    return this.metrics === undefined ? undefined : metricsText(this.metrics);
+  }
+
+  async metricsJson(): Promise<MetricJson[] | undefined> {
+    return this.metrics?.json();
+  }
+
+  async statsSnapshot(): Promise<StatsSnapshot> {
+    return statsSnapshot(await this.metricsJson(), this.upstreamStatus(), 1, this.#door.sessions.size);
+  }
+
+  connections(query: ConnectionQuery, worker?: number, after?: number): ConnectionPage {
+    return listConnections(relayedSessions(this.#door.sessions), query, worker, after ?? (query.after === undefined ? 0 : (splitId(query.after)?.[1] ?? 0)));
+  }
+
+  closeConnection(id: number | string, code: number, reason: string): boolean {
+    const n = typeof id === 'number' ? id : splitId(id)?.[1];
+    for (const s of this.#door.sessions) {
+      if (s.id !== n || s.relay === undefined) continue;
+      this.log.info({ session: s.id, client: s.client, code, reason }, 'admin: connection closed');
+      s.close(reason, code);
+      return true;
+    }
+    return false;
+  }
+
+  config(): unknown {
+    return redactConfig(this.#snap.config);
+  }
+
   #record(): InstanceRecord {
     const sessions = this.#door.sessions.size;
     return { id: instanceId(), host: hostname(), pid: process.pid, startedAt: STARTED_AT, heartbeat: Date.now(), connections: sessions, workers: [] };
@@ -421,6 +484,16 @@ function sharedState(config: Config, log: Logger): SharedState {
   const local = new LocalState();
   if (config.cluster.redis === '') return local;
   return new RedisLimits({ url: config.cluster.redis, onRedisError: config.cluster.onRedisError, fallback: local, member: `${instanceId()}/w0`, log });
+}
+
+/** Counting needs somewhere to be read: an admin listener with metrics on. */
+function metricsOn(config: Config): boolean {
+  return config.admin !== undefined && config.admin.metrics;
+}
+
+/** How the relay moves bytes: the native core (tunnel), libuv handles beneath Node's streams, or the streams. */
+function relayIo(config: Config): string {
+  return config.relay.mode === 'tunnel' && NATIVE_RELAY ? 'native' : HANDLE_IO ? 'handle' : 'stream';
 }
 
 function sameAddress(a: { host: string; port: number }, b: { host: string; port: number }): boolean {

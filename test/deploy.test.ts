@@ -8,13 +8,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants } from 'node:fs';
+
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, relative, sep } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/types.js';
+import { findBinary } from './process-helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const DEPLOY = join(ROOT, 'deploy');
@@ -80,21 +81,6 @@ function grab(text: string, re: RegExp, what: string): string {
   const m = re.exec(text);
   assert.ok(m?.[1] !== undefined, `${what}: no match for ${re}`);
   return m[1];
-}
-
-/** An executable on PATH or in /usr/sbin (haproxy lives there, outside a normal user's PATH). */
-function findBinary(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'].filter((d) => d !== '');
-  for (const dir of dirs) {
-    const path = join(dir, name);
-    try {
-      accessSync(path, constants.X_OK);
-      return path;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 type K8sObject = { kind: string; metadata: { name: string }; spec?: Record<string, unknown>; data?: Record<string, string> };

@@ -29,6 +29,7 @@ const LIMITS: RelayLimits = {
   pongTimeout: 0,
   validateUtf8: false,
   rsv1Allowed: false,
+  tally: null,
 };
 
 /** Two connected sockets: [accepted (server side), dialed]. */
@@ -97,7 +98,7 @@ void describe('InspectRelay', () => {
       [TEXT, CLOSE],
     );
     const end = await s.done;
-    assert.deepEqual(end, { closedBy: 'gateway', reason: 'target drain' });
+    assert.deepEqual(end, { closedBy: 'gateway', reason: 'target drain', code: 1012 });
     await Promise.all([s.client.ended(), s.upstream.ended()]);
     await sleep(50);
     assert.equal(s.ends.length, 1);
@@ -174,7 +175,7 @@ void describe('InspectRelay', () => {
     assert.equal(s.relay.messagesFromUpstream, 1);
     s.client.send(frame(CLOSE, closePayload(1000)));
     await answerClose(s.upstream, false);
-    assert.deepEqual(await s.done, { closedBy: 'client', reason: 'close 1000' });
+    assert.deepEqual(await s.done, { closedBy: 'client', reason: 'close 1000', code: 1000 });
   });
 
   void it('backpressure: a slow upstream pauses the client; everything arrives once it reads again', async () => {

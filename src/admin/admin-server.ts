@@ -2,8 +2,12 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { AdminConfig } from '../config/types.js';
+import { serveDashboard } from './dashboard-assets.js';
 import type { Logger } from '../observability/logger.js';
 import type { TargetStatus, UpstreamStatus } from './status.js';
+import type { ConnectionPage, ConnectionQuery, StatsSnapshot } from './stats.js';
+import { parseConnectionQuery, validCloseCode } from './connections.js';
+import { METRICS_CONTENT_TYPE } from '../observability/metrics.js';
 
 /** A reload's outcome, as the admin API reports it. */
 export type AdminReloadResult = { readonly ok: true; readonly [key: string]: unknown } | { readonly ok: false; readonly errors: readonly string[] };
@@ -21,16 +25,28 @@ export interface AdminHost {
   reload(): Promise<AdminReloadResult>;
   /** The instances of the gateway and their workers (GET /api/cluster). */
   cluster(): Promise<unknown>;
+  /** The Prometheus text for /metrics; undefined when admin.metrics is off. */
+  metricsText(): Promise<string | undefined>;
+  statsSnapshot(): Promise<StatsSnapshot>;
+  connections(query: ConnectionQuery): MaybePromise<ConnectionPage>;
+  /** false when there is no such connection. */
+  closeConnection(id: string, code: number, reason: string): MaybePromise<boolean>;
+  /** The running configuration, secrets redacted. */
+  config(): unknown;
 }
 
 const TARGET_ACTION = /^\/api\/upstreams\/([^/]+)\/targets\/(\d{1,6})\/(drain|undrain)$/;
 const UPSTREAM = /^\/api\/upstreams\/([^/]+)$/;
+const CONNECTION = /^\/api\/connections\/([0-9.]{1,24})$/;
+const STREAM_INTERVAL_MS = 1_000;
 
 /**
- * The admin listener: liveness, readiness and a small JSON API. Reads are
- * open (the listener is meant for loopback or a private network); every
- * mutating call needs `Authorization: Bearer <admin.token>` when a token is
- * set. /metrics is reserved for the metrics endpoint.
+ * The admin listener: liveness, readiness, /metrics, a JSON API and the
+ * dashboard. Health, readiness, metrics and the upstreams' state are open
+ * (the listener is meant for loopback or a private network; Prometheus
+ * scrapes without a token); every mutating call, and every read that shows
+ * client addresses or the config, needs `Authorization: Bearer <admin.token>`
+ * when a token is set.
  */
 export class AdminServer {
   readonly server: Server;
@@ -131,9 +147,76 @@ export class AdminServer {
       );
       return;
     }
-    if (path === '/metrics') return send(res, 404, { error: 'metrics are not implemented yet' });
+    if (path === '/metrics') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      return answer(res, this.#host.metricsText(), (text) => {
+        if (text === undefined) return send(res, 404, { error: 'metrics are off (admin.metrics: false)' });
+        res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+        res.end(method === 'HEAD' ? undefined : text);
+      });
+    }
+    if (path === '/api/stats') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      if (!this.#authorized(req, res)) return;
+      return answer(res, this.#host.statsSnapshot(), (stats) => send(res, 200, stats));
+    }
+    if (path === '/api/stats/stream') {
+      if (method !== 'GET') return methodNotAllowed(res, 'GET');
+      if (!this.#authorized(req, res)) return;
+      return this.#streamStats(res);
+    }
+    if (path === '/api/config') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      if (!this.#authorized(req, res)) return;
+      return send(res, 200, this.#host.config());
+    }
+    if (path === '/api/connections') {
+      if (!read) return methodNotAllowed(res, 'GET, HEAD');
+      if (!this.#authorized(req, res)) return;
+      const query = parseConnectionQuery(new URL(req.url ?? '/', 'http://admin').searchParams);
+      if (typeof query === 'string') return send(res, 400, { error: query });
+      return answer(res, this.#host.connections(query), (page) => send(res, 200, page));
+    }
+    const conn = CONNECTION.exec(path);
+    if (conn !== null) {
+      if (method !== 'DELETE') return methodNotAllowed(res, 'DELETE');
+      if (!this.#authorized(req, res)) return;
+      return void readCloseRequest(req).then((close) => {
+        if (typeof close === 'string') return send(res, 400, { error: close });
+        const id = conn[1]!;
+        answer(res, this.#host.closeConnection(id, close.code, close.reason), (closed) => {
+          if (!closed) return send(res, 404, { error: `no connection ${id}` });
+          this.#log.info({ connection: id, code: close.code, client: req.socket.remoteAddress }, 'admin: connection closed');
+          send(res, 200, { closed: id, code: close.code });
+        });
+      });
+    }
+    if (read && serveDashboard(path, res)) return;
     send(res, 404, { error: 'not found' });
   };
+
+  /** Server-sent events: a stats snapshot now and every second, until the viewer leaves. */
+  #streamStats(res: ServerResponse): void {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+    let busy = false;
+    const push = (): void => {
+      if (busy) return;
+      busy = true;
+      this.#host.statsSnapshot().then(
+        (stats) => {
+          busy = false;
+          if (!res.destroyed) res.write(`data: ${JSON.stringify(stats)}\n\n`);
+        },
+        (err: unknown) => {
+          busy = false;
+          if (!res.destroyed) res.write(`event: error\ndata: ${JSON.stringify({ error: (err as Error).message })}\n\n`);
+        },
+      );
+    };
+    const timer = setInterval(push, STREAM_INTERVAL_MS);
+    res.once('close', () => clearInterval(timer));
+    push();
+  }
 
   /** Bearer token check for mutating calls; answers 401 itself when it fails. */
   #authorized(req: IncomingMessage, res: ServerResponse): boolean {
@@ -154,6 +237,32 @@ export class AdminServer {
 function answer<T>(res: ServerResponse, value: MaybePromise<T>, reply: (v: T) => void): void {
   if (!(value instanceof Promise)) return reply(value);
   value.then(reply, (err: unknown) => send(res, 503, { error: (err as Error).message }));
+}
+
+/** DELETE /api/connections/ID: code and reason from a JSON body or the query (default 1000, ""). */
+async function readCloseRequest(req: IncomingMessage): Promise<{ code: number; reason: string } | string> {
+  const params = new URL(req.url ?? '/', 'http://admin').searchParams;
+  let body: { code?: unknown; reason?: unknown } = {};
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > 4096) return 'the body is larger than 4 KiB';
+    chunks.push(chunk);
+  }
+  if (size > 0) {
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+    } catch {
+      return 'the body is not JSON';
+    }
+    if (typeof body !== 'object' || body === null) return 'the body must be a JSON object';
+  }
+  const code = body.code ?? (params.has('code') ? Number(params.get('code')) : 1000);
+  const reason = body.reason ?? params.get('reason') ?? '';
+  if (typeof code !== 'number' || !validCloseCode(code)) return 'code: must be 1000, 1001, 1008, 1011, 1012, 1013 or 3000-4999';
+  if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) return 'reason: must be a string of at most 123 bytes';
+  return { code, reason };
 }
 
 function digestOf(token: string): Buffer | undefined {

@@ -1,5 +1,5 @@
+import { version } from '../version.js';
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { loadConfig, readConfig } from '../config/load.js';
@@ -7,7 +7,7 @@ import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { createGateway } from '../gateway.js';
 import { workerCount } from '../cluster/cluster-settings.js';
-import type { Logger } from '../observability/logger.js';
+import { reopenLogFile, type Logger } from '../observability/logger.js';
 
 const HELP = `wsgate — a WebSocket gateway
 
@@ -19,13 +19,8 @@ Usage:
   wsgate echo --port P        run a small echo backend
   wsgate --version | --help
 
-Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config.
+Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config; SIGUSR1 reopens log.file.
 Docs: docs/configuration.md, docs/operations.md`;
-
-export function version(): string {
-  const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
-  return pkg.version;
-}
 
 /** Runs the command line; resolves to the exit code (start resolves when the gateway stops). */
 export async function run(argv: readonly string[]): Promise<number> {
@@ -116,7 +111,14 @@ async function start(args: readonly string[]): Promise<number> {
 /** `cluster.workers` > 1: this process supervises the workers (which run start() again, as cluster workers). */
 async function startPrimary(file: string, config: Config, text: string): Promise<number> {
   const { Primary } = await import('../cluster/primary.js');
-  const primary = new Primary(file, config, text);
+  let primary;
+  try {
+    primary = new Primary(file, config, text);
+  } catch (err) {
+    // log.file cannot be opened for appending.
+    console.error(`${file}: ${(err as Error).message}`);
+    return 1;
+  }
   try {
     await primary.start();
   } catch (err) {
@@ -131,6 +133,8 @@ interface Served {
   reload(): Promise<unknown>;
   stop(): Promise<void>;
   kill?(): void;
+  /** SIGUSR1, for a cluster primary: reopen its log file and have every worker reopen theirs. */
+  reopenLog?(signal: string): void;
 }
 
 /** Runs until SIGTERM or SIGINT (drain, then stop); SIGHUP reloads. The pid file lives as long as this. */
@@ -156,6 +160,12 @@ async function serve(gateway: Served, file: string, pidFile: string): Promise<nu
     void gateway.reload();
   };
   process.on('SIGHUP', reload);
+  // logrotate's postrotate `kill -USR1 <pid>`. Handled even when logging to stdout: unhandled, SIGUSR1 starts Node's inspector.
+  const reopen = (): void => {
+    if (gateway.reopenLog !== undefined) gateway.reopenLog('SIGUSR1');
+    else reopenLogFile(gateway.log, 'SIGUSR1');
+  };
+  process.on('SIGUSR1', reopen);
   const exitCode = await new Promise<number>((resolve) => {
     let stopping = false;
     const shutdown = (signal: NodeJS.Signals): void => {
@@ -179,6 +189,7 @@ async function serve(gateway: Served, file: string, pidFile: string): Promise<nu
     process.on('SIGINT', shutdown);
   });
   process.off('SIGHUP', reload);
+  process.off('SIGUSR1', reopen);
   removePidFile();
   return exitCode;
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { parseConfig } from '../config/load.js';
 import { cpuQuota, restartOnly, workerCount } from './cluster-settings.js';
 
@@ -26,4 +26,11 @@ void test('a reload may not change the cluster settings: each one is named', () 
     'cluster.redis: cannot change while the gateway runs; restart it to apply',
   ]);
   assert.deepEqual(restartOnly(now, parseConfig(base, {})), []);
+});
+
+void test('a reload may not change log.file', () => {
+  const now = parseConfig(base, {});
+  const next = parseConfig(`${base}log: { file: wsgate.log }\n`, {}, tmpdir());
+  assert.deepEqual(restartOnly(now, next), ['log.file: cannot change while the gateway runs; restart it to apply']);
+  assert.deepEqual(restartOnly(next, parseConfig(`${base}log: { file: wsgate.log, level: debug }\n`, {}, tmpdir())), []);
 });

@@ -8,6 +8,8 @@ export function restartOnly(now: Config, next: Config): string[] {
   for (const key of ['workers', 'redis', 'onRedisError'] as const) {
     if (now.cluster[key] !== next.cluster[key]) out.push(`cluster.${key}: cannot change while the gateway runs; restart it to apply`);
   }
+  // The file is opened once, at start (SIGUSR1 reopens the same path, for logrotate).
+  if (now.log.file !== next.log.file) out.push('log.file: cannot change while the gateway runs; restart it to apply');
   return out;
 }
 

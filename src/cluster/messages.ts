@@ -1,5 +1,7 @@
 import type { HealthVerdict } from '../health/health-monitor.js';
 import type { UpstreamStatus } from '../admin/status.js';
+import type { ConnectionPage, ConnectionQuery } from '../admin/stats.js';
+import type { MetricJson } from '../observability/metrics.js';
 import type { AdmitRequest, DrainCommand, Refusal } from './shared-state.js';
 
 // What a cluster primary and its workers say to each other over the IPC
@@ -37,7 +39,11 @@ export type ToPrimary =
   | { readonly t: 'ready'; readonly addresses: readonly string[] }
   | { readonly t: 'failed'; readonly error: string }
   | { readonly t: 'reloaded'; readonly seq: number; readonly ok: boolean; readonly errors: readonly string[] }
-  | { readonly t: 'status'; readonly seq: number; readonly sessions: number; readonly upstreams: readonly UpstreamStatus[] };
+  | { readonly t: 'status'; readonly seq: number; readonly sessions: number; readonly upstreams: readonly UpstreamStatus[] }
+  /** The worker's runtime and gateway series; null when admin.metrics is off. */
+  | { readonly t: 'metrics'; readonly seq: number; readonly metrics: MetricJson[] | null }
+  | { readonly t: 'connections'; readonly seq: number; readonly page: ConnectionPage }
+  | { readonly t: 'closed'; readonly seq: number; readonly ok: boolean };
 
 export type ToWorker =
   | { readonly t: 'config'; readonly text: string; readonly baseDir: string }
@@ -46,4 +52,10 @@ export type ToWorker =
   | { readonly t: 'drain'; readonly cmd: DrainCommand }
   | { readonly t: 'health'; readonly verdict: HealthVerdict }
   | { readonly t: 'status'; readonly seq: number }
+  | { readonly t: 'metrics'; readonly seq: number }
+  /** `after`: the session number to list after (this worker's part of the cursor), 0 for all. */
+  | { readonly t: 'connections'; readonly seq: number; readonly query: ConnectionQuery; readonly after: number }
+  | { readonly t: 'close'; readonly seq: number; readonly id: number; readonly code: number; readonly reason: string }
+  /** Reopen the log file (the primary got SIGUSR1: logrotate renamed it). */
+  | { readonly t: 'reopen' }
   | { readonly t: 'stop' };

@@ -9,7 +9,7 @@ import { ConfigError, readConfig } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { HealthMonitor, healthVerdict } from '../health/health-monitor.js';
-import { createLogger, type Logger } from '../observability/logger.js';
+import { createLogger, reopenLogFile, type Logger } from '../observability/logger.js';
 import { reloadRejected } from '../observability/reload-log.js';
 import { logTargetEvent } from '../observability/target-log.js';
 import { prepareSnapshot } from '../snapshot.js';
@@ -21,6 +21,12 @@ import type { InstanceRecord } from './redis-bus.js';
 import { isTicket, toRefusal, type DrainCommand, type Ticket } from './shared-state.js';
 import { mergeUpstreams } from './status-merge.js';
 import { restartOnly, workerCount } from './cluster-settings.js';
+import { mergePages, splitId } from '../admin/connections.js';
+import { redactConfig } from '../admin/redact.js';
+import type { ConnectionPage, ConnectionQuery, StatsSnapshot } from '../admin/stats.js';
+import { statsSnapshot } from '../admin/stats-snapshot.js';
+import { aggregate, aggregateJson, PrimaryMetrics, runtimeRegistry, type MetricJson, type TargetView } from '../observability/metrics.js';
+import { targetView } from '../observability/live-view.js';
 
 /** A worker that lived this long before dying is restarted at once; quicker deaths back off, doubling up to MAX_BACKOFF. */
 const STABLE_AFTER = 30_000;
@@ -40,6 +46,8 @@ interface Slot {
   crashes: number;
   restartTimer: NodeJS.Timeout | undefined;
   sessions: number;
+  /** Its counts at the last scrape: kept in the instance's totals when it dies. */
+  lastMetrics: MetricJson[] | undefined;
 }
 
 type Waiter = (m: ToPrimary, slot: Slot) => void;
@@ -61,6 +69,10 @@ export class Primary implements AdminHost {
   readonly #limits = new LocalState();
   readonly #registry: TargetRegistry;
   readonly #monitor: HealthMonitor;
+  /** Its own series (health checks, reloads); undefined when admin.metrics is off. */
+  readonly #metrics: PrimaryMetrics | undefined;
+  /** Dead workers' counters (as of their last scrape), so the instance's counters never go down. */
+  #retired: MetricJson[] = [];
   #admin: AdminServer | undefined;
   #watcher: ConfigWatcher | undefined;
   #bus: InstanceBus | undefined;
@@ -72,6 +84,8 @@ export class Primary implements AdminHost {
   #draining = false;
   #reloading: Promise<unknown> = Promise.resolve();
   #addresses: readonly string[] = [];
+  /** Date.now() of the last log reopen (0: none). */
+  #reopenedAt = 0;
 
   constructor(file: string, config: Config, text: string) {
     this.#file = file;
@@ -81,8 +95,19 @@ export class Primary implements AdminHost {
     this.#registry = new TargetRegistry((state, event) => logTargetEvent(this.log, state, event));
     this.#registry.sync(config.upstreams);
     this.#monitor = new HealthMonitor((state) => this.#broadcast({ t: 'health', verdict: healthVerdict(state) }));
+    this.#metrics = config.admin?.metrics === true ? new PrimaryMetrics(() => this.#targets()) : undefined;
     for (let n = 1; n <= workerCount(config); n++) {
-      this.#slots.push({ n, worker: undefined, tickets: new Map(), ready: false, startedAt: 0, crashes: 0, restartTimer: undefined, sessions: 0 });
+      this.#slots.push({
+        n,
+        worker: undefined,
+        tickets: new Map(),
+        ready: false,
+        startedAt: 0,
+        crashes: 0,
+        restartTimer: undefined,
+        sessions: 0,
+        lastMetrics: undefined,
+      });
     }
   }
 
@@ -166,6 +191,9 @@ export class Primary implements AdminHost {
         return this.#waiters.get(-slot.n)?.(m, slot);
       case 'reloaded':
       case 'status':
+      case 'metrics':
+      case 'connections':
+      case 'closed':
         return this.#waiters.get(m.seq)?.(m, slot);
     }
   }
@@ -194,6 +222,19 @@ export class Primary implements AdminHost {
       }
     }
     for (const [target, drained] of this.#drains) this.#send(slot, { t: 'drain', cmd: { target, drained } });
+    // Started before a reopen it could not hear yet: it may still hold the renamed file.
+    if (this.#reopenedAt >= slot.startedAt) this.#send(slot, { t: 'reopen' });
+  }
+
+  /**
+   * SIGUSR1 (logrotate renamed the log file): reopens the primary's own file
+   * and tells every worker to reopen theirs. Nothing to do when logging to stdout.
+   */
+  reopenLog(signal?: string): void {
+    if (this.#config.log.file === '') return;
+    reopenLogFile(this.log, signal);
+    this.#reopenedAt = Date.now();
+    this.#broadcast({ t: 'reopen' });
   }
 
   #onExit = (worker: Worker, code: number | null, signal: string | null): void => {
@@ -205,6 +246,8 @@ export class Primary implements AdminHost {
     for (const ticket of slot.tickets.values()) this.#limits.release(ticket);
     slot.tickets.clear();
     slot.sessions = 0;
+    if (slot.lastMetrics !== undefined) void this.#retire(slot.lastMetrics);
+    slot.lastMetrics = undefined;
     this.#waiters.get(-slot.n)?.({ t: 'failed', error: `worker ${slot.n} exited (code ${code}, signal ${signal})` }, slot);
     if (this.#draining) return;
     slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1;
@@ -225,10 +268,9 @@ export class Primary implements AdminHost {
     for (const slot of this.#slots) if (slot.ready) this.#send(slot, m);
   }
 
-  /** Asks every ready worker; resolves with the answers that came within ANSWER_TIMEOUT. */
-  #ask(make: (seq: number) => ToWorker): Promise<Array<{ m: ToPrimary; slot: Slot }>> {
+  /** Asks every ready worker (or those given); resolves with the answers that came within ANSWER_TIMEOUT. */
+  #ask(make: (seq: number) => ToWorker, asked = this.#slots.filter((s) => s.ready)): Promise<Array<{ m: ToPrimary; slot: Slot }>> {
     const seq = ++this.#seq;
-    const asked = this.#slots.filter((s) => s.ready);
     const answers: Array<{ m: ToPrimary; slot: Slot }> = [];
     return new Promise((resolve) => {
       const done = (): void => {
@@ -328,12 +370,79 @@ export class Primary implements AdminHost {
     await this.#applyAdmin(config);
     this.log.level = config.log.level;
     this.#applyWatch();
+    this.#metrics?.reloaded(true);
     this.log.info({ workers: answers.length }, 'config reloaded');
     return { ok: true, workers: answers.length };
   }
 
   #rejected(errors: readonly string[]): AdminReloadResult {
+    this.#metrics?.reloaded(false);
     return reloadRejected(this.log, errors);
+  }
+
+  *#targets(): Generator<TargetView> {
+    for (const [upstream, u] of Object.entries(this.#config.upstreams)) {
+      for (const t of u.targets) {
+        const state = this.#registry.get(targetId(upstream, t.url));
+        if (state !== undefined) yield targetView(upstream, t.url, state);
+      }
+    }
+  }
+
+  /** Every worker's series and the primary's own, each list a part of the sum; undefined when metrics are off. */
+  async #metricParts(): Promise<MetricJson[][] | undefined> {
+    if (this.#metrics === undefined) return undefined;
+    const answers = await this.#ask((seq) => ({ t: 'metrics', seq }));
+    const parts: MetricJson[][] = [[...(await runtimeRegistry().getMetricsAsJSON()), ...(await this.#metrics.registry.getMetricsAsJSON())] as MetricJson[]];
+    for (const { m, slot } of answers) {
+      if (m.t !== 'metrics' || m.metrics === null) continue;
+      parts.push(m.metrics);
+      slot.lastMetrics = m.metrics;
+    }
+    if (this.#retired.length > 0) parts.push(this.#retired);
+    return parts;
+  }
+
+  /** Adds a dead worker's counters and histograms (not its gauges: what it held is gone) to the retired sums. */
+  async #retire(last: MetricJson[]): Promise<void> {
+    const kept = last.filter((m) => String(m.type) === 'counter' || String(m.type) === 'histogram');
+    this.#retired = this.#retired.length === 0 ? kept : await aggregateJson([this.#retired, kept]);
+  }
+
+  async metricsText(): Promise<string | undefined> {
+    const parts = await this.#metricParts();
+    return parts === undefined ? undefined : aggregate(parts);
+  }
+
+  async statsSnapshot(): Promise<StatsSnapshot> {
+    const parts = await this.#metricParts();
+    const upstreams = await this.upstreamStatus();
+    const sessions = this.#slots.reduce((n, s) => n + s.sessions, 0);
+    return statsSnapshot(parts === undefined ? undefined : await aggregateJson(parts), upstreams, this.#slots.filter((s) => s.ready).length, sessions);
+  }
+
+  /** Workers in order, each listing after its part of the cursor ("2.17": worker 1 is past, worker 2 after 17, the rest from the start). */
+  async connections(query: ConnectionQuery): Promise<ConnectionPage> {
+    const [cursorWorker, cursorId] = query.after === undefined ? [0, 0] : (splitId(query.after) ?? [0, 0]);
+    const asked = this.#slots.filter((s) => s.ready && s.n >= cursorWorker);
+    const answers = await Promise.all(
+      asked.map((slot) => this.#ask((seq) => ({ t: 'connections', seq, query, after: slot.n === cursorWorker ? cursorId : 0 }), [slot])),
+    );
+    const pages: ConnectionPage[] = [];
+    for (const [answer] of answers) if (answer?.m.t === 'connections') pages.push(answer.m.page);
+    return mergePages(pages, query.limit);
+  }
+
+  async closeConnection(id: string, code: number, reason: string): Promise<boolean> {
+    const parsed = splitId(id);
+    const slot = this.#slots.find((s) => s.ready && s.n === parsed?.[0]);
+    if (parsed === undefined || slot === undefined) return false;
+    const [answer] = await this.#ask((seq) => ({ t: 'close', seq, id: parsed[1], code, reason }), [slot]);
+    return answer?.m.t === 'closed' && answer.m.ok;
+  }
+
+  config(): unknown {
+    return redactConfig(this.#config);
   }
 
   async #applyAdmin(config: Config): Promise<void> {

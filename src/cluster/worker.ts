@@ -2,7 +2,8 @@ import { once } from 'node:events';
 import { parseConfig } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { createGateway, type Gateway } from '../gateway.js';
-import { createLogger } from '../observability/logger.js';
+import { createLogger, reopenLogFile, type Logger } from '../observability/logger.js';
+import { runtimeRegistry, type MetricJson } from '../observability/metrics.js';
 import { instanceId } from './instance-bus.js';
 import type { ToPrimary, ToWorker } from './messages.js';
 import { PrimaryState } from './primary-state.js';
@@ -32,7 +33,14 @@ export async function runWorker(file: string): Promise<number> {
     send({ t: 'failed', error: (err as Error).message });
     return 1;
   }
-  const log = createLogger(config.log).child({ worker: slot });
+  let log: Logger;
+  try {
+    log = createLogger(config.log).child({ worker: slot });
+  } catch (err) {
+    // log.file cannot be opened for appending.
+    send({ t: 'failed', error: (err as Error).message });
+    return 1;
+  }
   const primary = new PrimaryState(send);
   const shared: SharedState =
     config.cluster.redis === ''
@@ -76,6 +84,15 @@ export async function runWorker(file: string): Promise<number> {
           return gateway.applyHealth(m.verdict);
         case 'status':
           return send({ t: 'status', seq: m.seq, sessions: gateway.stats().sessions, upstreams: gateway.upstreamStatus() });
+        case 'metrics':
+          return void workerMetrics(gateway).then((metrics) => send({ t: 'metrics', seq: m.seq, metrics }));
+        case 'connections':
+          return send({ t: 'connections', seq: m.seq, page: gateway.connections(m.query, slot, m.after) });
+        case 'close':
+          return send({ t: 'closed', seq: m.seq, ok: gateway.closeConnection(m.id, m.code, m.reason) });
+        case 'reopen':
+          reopenLogFile(log);
+          return;
         case 'stop':
           return stop('primary');
         case 'config':
@@ -86,6 +103,9 @@ export async function runWorker(file: string): Promise<number> {
     // The primary handles these for the instance; a terminal's Ctrl-C or hangup reaches the whole process group.
     process.on('SIGHUP', noop);
     process.on('SIGINT', noop);
+    // Logrotate signals the primary (which tells every worker); a signal to the whole group reopens here too.
+    // Without a listener, SIGUSR1 would start Node's inspector.
+    process.on('SIGUSR1', () => reopenLogFile(log, 'SIGUSR1'));
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('disconnect', () => stop('the primary is gone'));
   });
@@ -107,6 +127,13 @@ async function reload(
   if (!result.ok) return { ok: false, errors: result.errors };
   log.level = config.log.level;
   return { ok: true, errors: [] };
+}
+
+/** Runtime and gateway series for the primary to sum; null when metrics are off. */
+async function workerMetrics(gateway: Gateway): Promise<MetricJson[] | null> {
+  const own = await gateway.metricsJson();
+  if (own === undefined) return null;
+  return [...(await runtimeRegistry().getMetricsAsJSON()), ...own] as MetricJson[];
 }
 
 function noop(): void {}

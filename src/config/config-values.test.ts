@@ -51,7 +51,7 @@ void describe('addresses', () => {
 
   void test('admin: present alone means its defaults', () => {
     const config = parseConfig(cfg('admin:\n'), {});
-    assert.deepStrictEqual(config.admin, { address: '127.0.0.1:9901', host: '127.0.0.1', port: 9901, token: '' });
+    assert.deepStrictEqual(config.admin, { address: '127.0.0.1:9901', host: '127.0.0.1', port: 9901, token: '', metrics: true });
     assert.deepStrictEqual(config.inert, []);
   });
 });

@@ -176,7 +176,7 @@ void describe('parseConfig: the smallest config', () => {
       relay: { mode: 'inspect', pingInterval: 30_000, pongTimeout: 10_000, validateUtf8: false },
       shutdown: { drainTimeout: 30_000 },
       cluster: { workers: 1, redis: '', onRedisError: 'allow' },
-      log: { level: 'info', format: 'json', accessLog: true },
+      log: { level: 'info', format: 'json', accessLog: true, file: '' },
       watch: false,
       pidFile: '',
       inert: [],
@@ -220,7 +220,7 @@ void describe('parseConfig: the full example of CONFIG.md', () => {
       sni: [{ hosts: ['*.example.com'], cert: '/etc/wsgate/certs/example.pem', key: '/etc/wsgate/certs/example-key.pem' }],
       minVersion: 'TLSv1.2',
     });
-    assert.deepStrictEqual(config.admin, { address: '127.0.0.1:9901', host: '127.0.0.1', port: 9901, token: 'admin-token' });
+    assert.deepStrictEqual(config.admin, { address: '127.0.0.1:9901', host: '127.0.0.1', port: 9901, token: 'admin-token', metrics: true });
     const route = config.routes[0];
     assert.equal(route?.name, 'chat');
     assert.deepStrictEqual(route?.match, { host: 'chat.example.com', path: '/chat', headers: { 'x-tenant': 'blue' } });

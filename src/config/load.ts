@@ -8,6 +8,7 @@ import type { Document } from 'yaml';
 import { LineCounter, isNode, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { crossCheck } from './checks.js';
+import { logFileProblem } from './file-checks.js';
 import { expandEnv } from './env.js';
 import type { EnvReference } from './env.js';
 import { findInert } from './inert.js';
@@ -128,6 +129,10 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
     }
   }
   for (const p of crossCheck(raw)) add(p);
+  if (result.success && result.data.log.file !== '') {
+    const problem = logFileProblem(resolve(baseDir, result.data.log.file));
+    if (problem !== undefined) add({ path: ['log', 'file'], message: problem });
+  }
 
   if (problems.length > 0 || !result.success) throw new ConfigError(sortByLine(problems));
   return deepFreeze(normalise(result.data, baseDir, findInert(raw)));
@@ -251,7 +256,7 @@ function normalise(p: ParsedConfig, baseDir: string, inert: readonly string[]): 
       ipDeny: l.ipDeny,
     })),
     trustedProxies: p.trustedProxies,
-    admin: p.admin && { ...p.admin.address, token: p.admin.token },
+    admin: p.admin && { ...p.admin.address, token: p.admin.token, metrics: p.admin.metrics },
     routes: p.routes.map((r, i) => ({
       name: r.name ?? `route-${i}`,
       match: { host: r.match.host, path: r.match.path, headers: r.match.headers },
@@ -269,7 +274,7 @@ function normalise(p: ParsedConfig, baseDir: string, inert: readonly string[]): 
     relay: p.relay,
     shutdown: p.shutdown,
     cluster: p.cluster,
-    log: p.log,
+    log: { ...p.log, file: p.log.file === '' ? '' : file(p.log.file) },
     watch: p.watch,
     pidFile: p.pidFile === '' ? '' : file(p.pidFile),
     inert,

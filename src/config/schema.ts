@@ -25,7 +25,7 @@ export const DEFAULTS = {
   listener: { proxyProtocol: false, ipAllow: [] as string[], ipDeny: [] as string[] },
   listenerTls: { sni: [] as string[], minVersion: 'TLSv1.2' },
   trustedProxies: [] as string[],
-  admin: { address: '127.0.0.1:9901', token: '' },
+  admin: { address: '127.0.0.1:9901', token: '', metrics: true },
   // A browser always sends Origin, so allowing its absence does not weaken the
   // check against cross-site hijacking; non-browser clients often send none.
   route: { stripPrefix: false, allowMissingOrigin: true, ipAllow: [] as string[], ipDeny: [] as string[] },
@@ -52,7 +52,7 @@ export const DEFAULTS = {
   relay: { mode: 'inspect', pingInterval: '30s', pongTimeout: '10s', validateUtf8: false },
   shutdown: { drainTimeout: '30s' },
   cluster: { workers: 1, redis: '', onRedisError: 'allow' },
-  log: { level: 'info', format: 'json', accessLog: true },
+  log: { level: 'info', format: 'json', accessLog: true, file: '' },
   watch: false,
   pidFile: '',
 } as const;
@@ -142,6 +142,7 @@ const admin = section({
   address: address.prefault(DEFAULTS.admin.address),
   // `token: ${WSGATE_ADMIN_TOKEN:-}` leaves YAML's empty value when the variable is unset.
   token: z.preprocess((v) => v ?? '', z.string()).prefault(DEFAULTS.admin.token),
+  metrics: bool.prefault(DEFAULTS.admin.metrics),
 });
 
 const perIpFields = {
@@ -330,6 +331,11 @@ export const configSchema = section({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).prefault(DEFAULTS.log.level),
     format: z.enum(['json', 'pretty']).prefault(DEFAULTS.log.format),
     accessLog: bool.prefault(DEFAULTS.log.accessLog),
+    // Empty (or YAML's empty value) means stdout; load.ts checks that the file's folder exists.
+    file: z
+      .preprocess((v) => v ?? '', z.string().trim())
+      .refine((v) => !v.endsWith('/'), { error: 'must name a file, not a folder' })
+      .prefault(DEFAULTS.log.file),
   }).prefault({}),
   watch: bool.prefault(DEFAULTS.watch),
   // Empty (or YAML's empty value) means no pid file.

@@ -38,6 +38,8 @@ export interface AdminConfig {
   readonly host: string;
   readonly port: number;
   readonly token: string;
+  /** Count and serve /metrics (false: no counting at all). */
+  readonly metrics: boolean;
 }
 
 export interface PerIpLimits {
@@ -196,7 +198,13 @@ export interface Config {
     readonly redis: string;
     readonly onRedisError: 'allow' | 'deny';
   };
-  readonly log: { readonly level: LogLevel; readonly format: 'json' | 'pretty'; readonly accessLog: boolean };
+  readonly log: {
+    readonly level: LogLevel;
+    readonly format: 'json' | 'pretty';
+    readonly accessLog: boolean;
+    /** Absolute path of the log file ("" = stdout); reopened on SIGUSR1. */
+    readonly file: string;
+  };
   /** Re-read the config file when it changes (as on SIGHUP). */
   readonly watch: boolean;
   /** Absolute path where `wsgate start` writes its pid ("" = none); `wsgate reload` signals that pid. */

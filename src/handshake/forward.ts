@@ -1,6 +1,7 @@
 import type { UpgradeRequest } from './request-head.js';
 import { forwardedNode } from './forwarded.js';
 import { HOP_BY_HOP } from '../http/hop-by-hop.js';
+import { TRACE_HEADERS, type TraceContext } from '../observability/trace-context.js';
 
 // Rebuilt by the gateway; copied from the client only when it is a trusted proxy.
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
@@ -21,6 +22,12 @@ export interface ForwardContext {
   readonly extra?: ReadonlyMap<string, string | undefined> | undefined;
   /** Replaces the client's Sec-WebSocket-Protocol ("" removes it): auth took its token entry out. */
   readonly protocol?: string | undefined;
+  /**
+   * The request's trace (traceOf): its traceparent (a new parent id on every
+   * call) and X-Request-Id replace the client's, and the client's tracestate
+   * goes only with a trace it continues. These win over `extra`.
+   */
+  readonly trace?: TraceContext | undefined;
 }
 
 /**
@@ -44,6 +51,7 @@ export function forwardHeaders(req: UpgradeRequest, ctx: ForwardContext): string
     if (HOP_BY_HOP.has(lower) || (named !== undefined && named.has(lower))) continue;
     if (ctx.extra !== undefined && ctx.extra.has(lower)) continue;
     if (ctx.protocol !== undefined && lower === 'sec-websocket-protocol') continue;
+    if (ctx.trace !== undefined && TRACE_HEADERS.has(lower) && (lower !== 'tracestate' || !ctx.trace.continued)) continue;
     if (FORWARDING.has(lower)) {
       if (!ctx.trusted) continue;
       if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
@@ -68,7 +76,11 @@ export function forwardHeaders(req: UpgradeRequest, ctx: ForwardContext): string
     forwarded === undefined ? node : `${forwarded}, ${node}`,
   );
   if (ctx.protocol !== undefined && ctx.protocol !== '') out.push('Sec-WebSocket-Protocol', ctx.protocol);
-  if (ctx.extra !== undefined) for (const [name, value] of ctx.extra) if (value !== undefined) out.push(name, value);
+  const trace = ctx.trace;
+  if (trace !== undefined) out.push('traceparent', trace.traceparent(), 'X-Request-Id', trace.requestId);
+  if (ctx.extra !== undefined) {
+    for (const [name, value] of ctx.extra) if (value !== undefined && (trace === undefined || !TRACE_HEADERS.has(name))) out.push(name, value);
+  }
   return out;
 }
 

@@ -125,12 +125,14 @@ export function applyCheckResult(state: TargetState, config: HealthCheckConfig, 
   state.checked = true;
   state.lastCheck = { at: now, ok: result.ok, reason: result.ok ? undefined : result.reason };
   if (result.ok) {
+    state.checksPassed++;
     state.fails = 0;
     state.passes++;
     if (!state.healthy && (first || state.passes >= config.healthyThreshold)) state.setHealthy(true);
     state.endEjection('health check');
     return;
   }
+  state.checksFailed++;
   state.passes = 0;
   state.fails++;
   if (state.healthy && (first || state.fails >= config.unhealthyThreshold)) state.setHealthy(false, result.reason);

@@ -104,6 +104,14 @@ export class CertificateStore {
     return loaded.defaultContext;
   }
 
+  /** The certificates in service: the default one, then one per SNI entry named by its hosts. */
+  inService(): Array<{ readonly name: string; readonly cert: Buffer }> {
+    const loaded = this.#loaded;
+    if (loaded === undefined) return [];
+    const c = this.#config;
+    return [{ name: 'default', cert: loaded.primary.cert }, ...c.sni.map((s) => ({ name: s.hosts.join(','), cert: loaded.files.get(s.cert)! }))];
+  }
+
   /** Every file the current config names. */
   files(): string[] {
     const c = this.#config;

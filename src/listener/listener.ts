@@ -25,6 +25,8 @@ export interface ListenerHandlers {
    * is parsed. Whatever it counts, it releases on the socket's 'close'.
    */
   accept?(socket: RelaySocket): boolean;
+  /** A connection closed by the listener itself (its IP lists, a bad PROXY header), for the metrics. */
+  refused?(code: ErrorCode): void;
   /** Where TLS, PROXY protocol and accept-time refusals are logged. */
   readonly log?: Logger;
 }
@@ -119,6 +121,11 @@ export class Listener {
 
   get config(): ListenerConfig {
     return this.#config;
+  }
+
+  /** TLS listeners: the certificates in service (metrics read their expiry). */
+  certificates(): Array<{ readonly name: string; readonly cert: Buffer }> {
+    return this.#certs?.inService() ?? [];
   }
 
   listen(): Promise<AddressInfo> {
@@ -241,6 +248,7 @@ export class Listener {
 
   #refuse(socket: RelaySocket, code: ErrorCode, msg: string, reason: string | undefined): void {
     socket.destroy();
+    this.#handlers.refused?.(code);
     const log = this.#handlers.log;
     if (log === undefined) return;
     const dropped = this.#refusals.take(Date.now());

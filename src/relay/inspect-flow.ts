@@ -1,3 +1,4 @@
+import { countSize, type SizeCounts } from './relay-tally.js';
 import { FrameTracker, type FrameEvents, type PayloadSink } from './frame-parser.js';
 import { CloseCode, Opcode } from './frames.js';
 import { isGatewayPong } from './keepalive.js';
@@ -37,6 +38,8 @@ export interface FlowOptions {
   readonly maxBufferedBytes: number;
   /** Check that text messages are UTF-8 (1007); only uncompressed ones can be. */
   readonly validateUtf8: boolean;
+  /** Where message sizes are counted (metrics), or null. */
+  readonly sizes: SizeCounts | null;
 }
 
 export class Flow implements FrameEvents, PayloadSink {
@@ -51,6 +54,7 @@ export class Flow implements FrameEvents, PayloadSink {
   readonly #bucket: TokenBucket | null;
   readonly #rate: number;
   readonly #utf8: Utf8Stream | null;
+  readonly #sizes: SizeCounts | null;
   /** Bytes read from src (all of them, forwarded or not). */
   bytes = 0;
   /** Data messages completed by src. */
@@ -95,6 +99,7 @@ export class Flow implements FrameEvents, PayloadSink {
     this.fromClient = opts.fromClient;
     this.maxBuffered = opts.maxBufferedBytes;
     this.#utf8 = opts.validateUtf8 ? new Utf8Stream() : null;
+    this.#sizes = opts.sizes;
     this.tracker = new FrameTracker(
       {
         fromClient: opts.fromClient,
@@ -142,8 +147,9 @@ export class Flow implements FrameEvents, PayloadSink {
     this.slow = true;
   }
 
-  onMessage(opcode: number): void {
+  onMessage(opcode: number, bytes: number): void {
     this.messages++;
+    if (this.#sizes !== null) countSize(this.#sizes, bytes);
     if (this.#utf8 !== null && opcode === Opcode.TEXT && !this.tracker.messageCompressed) {
       if (!this.#utf8.end() && !this.#utf8Bad) this.#utf8Failed(this.#textChunk, this.#textFrameStart);
       this.#textChunk = null;

@@ -103,6 +103,7 @@ export class InspectRelay implements Relay, FlowOwner {
       maxMessageBytes: limits.maxMessageBytes,
       messageRate: limits.messageRate,
       validateUtf8: limits.validateUtf8,
+      sizes: limits.tally === null ? null : limits.tally.upstreamSizes,
     });
     this.#u2c = new Flow(this, upPort, downPort, {
       fromClient: false,
@@ -111,6 +112,7 @@ export class InspectRelay implements Relay, FlowOwner {
       maxMessageBytes: 0,
       messageRate: limits.upstreamMessageRate,
       validateUtf8: false,
+      sizes: limits.tally === null ? null : limits.tally.downstreamSizes,
     });
     for (const side of [this.down, this.up]) {
       side[kRelay] = this;
@@ -152,7 +154,7 @@ export class InspectRelay implements Relay, FlowOwner {
   close(reason: string, code: number = CloseCode.GOING_AWAY): void {
     if (this.#closing || this.#open === 0) return;
     this.#closing = true;
-    this.#record('gateway', reason);
+    this.#record('gateway', reason, code);
     this.#sendClose(this.#u2c, code, reason);
     this.#sendClose(this.#c2u, code, reason);
     this.#armCloseTimer();
@@ -175,7 +177,7 @@ export class InspectRelay implements Relay, FlowOwner {
   closeReceived(flow: Flow, code: number): void {
     if (flow.fromClient) this.#recvClient = this.#clientSaidClose = true;
     else this.#recvUpstream = true;
-    this.#record(flow.fromClient ? 'client' : 'upstream', `close ${code}`);
+    this.#record(flow.fromClient ? 'client' : 'upstream', `close ${code}`, code);
     this.#armCloseTimer();
     this.#settle();
   }
@@ -184,7 +186,7 @@ export class InspectRelay implements Relay, FlowOwner {
     const party = flow.fromClient ? 'client' : 'upstream';
     const label = LABEL[code] ?? 'error';
     const errorCode = flow.tracker.errorCode;
-    this.#record(party, `${label} ${code}${errorCode === null ? '' : ` (${errorCode})`}: ${rule}`);
+    this.#record(party, `${label} ${code}${errorCode === null ? '' : ` (${errorCode})`}: ${rule}`, code);
     this.#dropPeer(flow.fromClient, code, rule, `${party} ${label}`);
   }
 
@@ -199,17 +201,20 @@ export class InspectRelay implements Relay, FlowOwner {
     if (f.heard || f.srcPort.paused) {
       // Heard from (or we are not reading it: backpressure): alive.
       f.heard = false;
+      if (this.#awaitingPong && this.#limits.tally !== null) this.#limits.tally.pingsAnswered++;
       this.#awaitingPong = false;
     } else if (this.#awaitingPong) {
       // A ping still waiting for a boundary in a long upstream frame has not been sent: wait on.
       if (!this.#u2c.pending) {
-        this.#record('gateway', `no pong within ${this.#limits.pongTimeout}ms`);
+        if (this.#limits.tally !== null) this.#limits.tally.pingsTimedOut++;
+        this.#record('gateway', `no pong within ${this.#limits.pongTimeout}ms`, CloseCode.GOING_AWAY);
         this.#dropPeer(true, CloseCode.GOING_AWAY, 'pong timeout', 'client did not answer ping');
         return;
       }
       next = this.#limits.pongTimeout;
     } else {
       this.#u2c.inject(gatewayPing(++this.#pings), false);
+      if (this.#limits.tally !== null) this.#limits.tally.pingsSent++;
       this.#awaitingPong = true;
       next = this.#limits.pongTimeout;
     }
@@ -331,8 +336,8 @@ export class InspectRelay implements Relay, FlowOwner {
     }
   }
 
-  #record(by: Party, reason: string): void {
-    this.#end ??= { closedBy: by, reason };
+  #record(by: Party, reason: string, code?: number): void {
+    this.#end ??= code === undefined ? { closedBy: by, reason } : { closedBy: by, reason, code };
   }
 
   #finish(last: RelaySide): void {

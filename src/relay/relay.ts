@@ -6,6 +6,7 @@ import { InspectRelay } from './inspect.js';
 import { NATIVE_RELAY, NativeTunnel } from './native-tunnel.js';
 import { BARE_TCP, type BareHandle, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
+import type { RelayTally } from './relay-tally.js';
 
 /** Everything a relay is told about its session; it never reads config itself. */
 export interface RelayLimits {
@@ -26,6 +27,8 @@ export interface RelayLimits {
   readonly validateUtf8: boolean;
   /** permessage-deflate was negotiated: RSV1 is legal on data frames. */
   readonly rsv1Allowed: boolean;
+  /** The gateway's pings and message sizes are counted here (metrics), or not at all (null). */
+  readonly tally: RelayTally | null;
 }
 
 /** A running relay between one client socket and one upstream socket. */

@@ -19,6 +19,8 @@ export interface RelayEnd {
   readonly closedBy: Party;
   /** "end" (clean FIN), "reset", "error: …", or the gateway's own reason. */
   readonly reason: string;
+  /** Inspect mode: the first Close frame's code (either peer's, or the gateway's own); absent when there was none. */
+  readonly code?: number;
 }
 
 /** How long a half-closed pair may linger before both sides are cut. */

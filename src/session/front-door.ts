@@ -14,6 +14,8 @@ import type { Snapshot } from '../snapshot.js';
 import { fail, passThrough } from './http-passthrough.js';
 import type { SessionHost } from './session-host.js';
 import { Session } from './upgrade.js';
+import { traceOf } from '../observability/trace-context.js';
+import { outcomeOf, type GatewayMetrics } from '../observability/metrics.js';
 
 /** What the front door needs from the gateway besides what sessions need. */
 export interface FrontDoorHost extends SessionHost {
@@ -50,11 +52,19 @@ export class FrontDoor implements ListenerHandlers {
     if (ticket !== undefined) this.#gate.release(ticket);
   }
 
-  accept = (socket: RelaySocket): boolean => this.#gate.acceptSocket(socket, this.#host.snapshot);
+  accept = (socket: RelaySocket): boolean => {
+    if (this.#gate.acceptSocket(socket, this.#host.snapshot)) return true;
+    this.#host.metrics?.handshake('', 'rate_limited');
+    return false;
+  };
+
+  /** The listener closed a connection before reading a request (its IP lists, a bad PROXY header). */
+  refused = (code: ErrorCode): void => this.#host.metrics?.handshake('', outcomeOf(code));
 
   upgrade = (req: UpgradeRequest, socket: RelaySocket, head: Buffer, secure: boolean): void => {
     // Node's HTTP server drops its own error listener on upgrade; the head reader drops its own too.
     socket.on('error', destroySocket);
+    const headAt = performance.now();
     const host = this.#host;
     const snap = host.snapshot;
     if (host.draining) return this.#reject(req, socket, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
@@ -66,16 +76,17 @@ export class FrontDoor implements ListenerHandlers {
     const guard = snap.guards.get(route);
     const client = snap.trusted.clientAddress(peerAddress(socket), req);
     const admitted = this.#gate.admitHandshake(guard, route, req, client, snap.limits.maxConnections);
-    if (!(admitted instanceof Promise)) return this.#admitted(admitted, req, socket, head, secure, snap, route, client);
+    if (!(admitted instanceof Promise)) return this.#admitted(admitted, req, socket, head, secure, snap, route, client, headAt);
     // The limits live in another process (cluster primary, Redis): the socket stays paused meanwhile.
     admitted.then(
       (a) => {
-        if (a instanceof GatewayError || (!socket.destroyed && !host.draining)) return this.#admitted(a, req, socket, head, secure, snap, route, client);
+        if (a instanceof GatewayError || (!socket.destroyed && !host.draining))
+          return this.#admitted(a, req, socket, head, secure, snap, route, client, headAt);
         this.#gate.release(a);
         if (socket.destroyed) return;
-        this.#reject(req, socket, new GatewayError('SHUTTING_DOWN', 'gateway is draining'), client);
+        this.#reject(req, socket, new GatewayError('SHUTTING_DOWN', 'gateway is draining'), client, route.name);
       },
-      (err: unknown) => this.#reject(req, socket, new GatewayError('SHARED_STATE_UNAVAILABLE', String(err)), client),
+      (err: unknown) => this.#reject(req, socket, new GatewayError('SHARED_STATE_UNAVAILABLE', String(err)), client, route.name),
     );
   };
 
@@ -88,9 +99,10 @@ export class FrontDoor implements ListenerHandlers {
     snap: Snapshot,
     route: RouteConfig,
     client: string,
+    headAt: number,
   ): void {
-    if (admitted instanceof GatewayError) return this.#reject(req, socket, admitted, client);
-    const admission = { client, ticket: admitted, auth: snap.guards.get(route).auth };
+    if (admitted instanceof GatewayError) return this.#reject(req, socket, admitted, client, route.name);
+    const admission = { client, ticket: admitted, auth: snap.guards.get(route).auth, headAt };
     const session = new Session(this.#host, snap, route, snap.pools.get(route.upstream)!, req, socket, head, secure, admission);
     this.sessions.add(session);
     session.watchClient();
@@ -98,8 +110,18 @@ export class FrontDoor implements ListenerHandlers {
   }
 
   /** Logs (at most 100 lines a second, with a count of those left out) and answers a refused handshake. */
-  #reject(req: UpgradeRequest, socket: RelaySocket, err: GatewayError, client = peerAddress(socket)): void {
-    this.#gate.logRejected({ client, path: pathOf(req.url), status: err.status, code: err.code, reason: err.message });
+  #reject(req: UpgradeRequest, socket: RelaySocket, err: GatewayError, client = peerAddress(socket), route = ''): void {
+    this.#host.metrics?.handshake(route, outcomeOf(err.code));
+    const trace = traceOf(req);
+    this.#gate.logRejected({
+      client,
+      path: pathOf(req.url),
+      status: err.status,
+      code: err.code,
+      reason: err.message,
+      trace: trace.traceId,
+      requestId: trace.requestId,
+    });
     if (err.code === 'VERSION_UNSUPPORTED') reject(socket, err.spec.httpStatus, err.spec.text, ['Sec-WebSocket-Version: 13']);
     else rejectError(socket, err);
   }
@@ -110,11 +132,13 @@ export class FrontDoor implements ListenerHandlers {
     if (looksLikeUpgrade(req)) {
       // An upgrade attempt the HTTP parser did not treat as one (no Connection: upgrade).
       const err = validateUpgrade(req) ?? new GatewayError('HANDSHAKE_MALFORMED', 'not a valid upgrade request');
+      host.metrics?.handshake('', outcomeOf(err.code));
       return this.#failRequest(res, err);
     }
-    if (host.draining) return this.#failRequest(res, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
     const path = pathOf(req.url);
-    const route = snap.routes.match(req.headers.host, path, req.headers);
+    const route = host.draining ? undefined : snap.routes.match(req.headers.host, path, req.headers);
+    if (host.metrics !== undefined) countRequest(host.metrics, route?.name ?? '', res);
+    if (host.draining) return this.#failRequest(res, new GatewayError('SHUTTING_DOWN', 'gateway is draining'));
     if (route === undefined) return this.#failRequest(res, new GatewayError('NO_ROUTE', `no route for ${req.headers.host ?? ''}${path}`));
     // Plain requests pass the route's IP lists and authentication too: a route's backend is never reachable around them.
     const client = snap.trusted.clientAddress(peerAddress(req.socket), req);
@@ -153,9 +177,17 @@ export class FrontDoor implements ListenerHandlers {
       return;
     }
     const spec = new GatewayError(code, err.message).spec;
+    this.#host.metrics?.handshake('', outcomeOf(code));
     this.#host.log.info({ client: peerAddress(socket), status: spec.httpStatus, code, reason: err.code ?? err.message }, 'request rejected');
     reject(socket, spec.httpStatus, spec.text);
   };
+}
+
+/** wsgate_http_requests_total and its duration, once the answer is over (or the client gone). */
+function countRequest(metrics: GatewayMetrics, route: string, res: ServerResponse): void {
+  const at = performance.now();
+  // 499 (nginx's code): the client left before an answer began.
+  res.once('close', () => metrics.httpRequest(route, res.headersSent ? res.statusCode : 499, performance.now() - at));
 }
 
 function destroySocket(this: RelaySocket): void {

@@ -11,6 +11,7 @@ import type { Snapshot } from '../snapshot.js';
 import type { Logger } from '../observability/logger.js';
 import type { AuthResult } from '../auth/route-auth.js';
 import { peerAddress } from '../listener/peer-address.js';
+import { traceOf } from '../observability/trace-context.js';
 import { upstreamSecureContext } from '../upstream/upstream-tls.js';
 import { HOP_BY_HOP } from '../http/hop-by-hop.js';
 import { dialFailed, dialSucceeded } from '../health/outlier.js';
@@ -37,7 +38,7 @@ export async function passThrough(
   const client = snap.trusted.clientAddress(peer, req);
   const key = pool.config.hash === undefined ? undefined : hashKeyOf(pool.config.hash, { headers: req.headers, url: req.url ?? '/' }, client, granted?.claims);
   const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
-  const headers = forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure, extra: granted?.headers });
+  const headers = forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure, extra: granted?.headers, trace: traceOf(req) });
   const abort = new AbortController();
   res.once('close', () => abort.abort());
   let attempts = hasBody || !IDEMPOTENT.has(req.method ?? '') ? 1 : 1 + pool.config.retries;
@@ -114,7 +115,20 @@ export function fail(log: Logger, res: ServerResponse, err: GatewayError): void 
   const q = url.indexOf('?');
   // The query may carry a token: it is never logged.
   const path = q === -1 ? url : url.slice(0, q);
-  log.info({ client: peerAddress(res.req.socket), method: res.req.method, path, status: err.status, code: err.code, reason: err.message }, 'request rejected');
+  const trace = traceOf(res.req);
+  log.info(
+    {
+      client: peerAddress(res.req.socket),
+      method: res.req.method,
+      path,
+      status: err.status,
+      code: err.code,
+      reason: err.message,
+      trace: trace.traceId,
+      requestId: trace.requestId,
+    },
+    'request rejected',
+  );
   if (res.headersSent) {
     res.destroy();
     return;

@@ -19,6 +19,8 @@ import { createRelay, takesBareUpstream, type Relay } from '../relay/relay.js';
 import type { Snapshot } from '../snapshot.js';
 import { dialFailed, dialSucceeded } from '../health/outlier.js';
 import type { SessionHost } from './session-host.js';
+import { traceOf, type TraceContext } from '../observability/trace-context.js';
+import { outcomeOf } from '../observability/metrics.js';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
@@ -30,6 +32,8 @@ export interface Admission {
   readonly ticket: Ticket | undefined;
   /** The route's authentication, run before any upstream is contacted. */
   readonly auth: RouteAuth | undefined;
+  /** performance.now() when the request head was complete: the handshake's duration starts there. */
+  readonly headAt: number;
 }
 
 /**
@@ -43,6 +47,8 @@ export class Session {
   readonly client: string;
   readonly route: RouteConfig;
   readonly admission: Admission;
+  /** Its trace id and request id: the same on every upstream attempt and in every log line. */
+  readonly trace: TraceContext;
   readonly #host: SessionHost;
   readonly #snap: Snapshot;
   readonly #pool: UpstreamPool;
@@ -61,6 +67,11 @@ export class Session {
   /** Aborts forward auth when the client leaves during it. */
   #authAbort: AbortController | undefined;
   #tunnel: Relay | undefined;
+  /** performance.now() when the current dial began. */
+  #dialAt = 0;
+  /** Date.now() at the 101. */
+  #relayedAt = 0;
+  #subprotocol: string | undefined;
   /** This session counts in #target.active. */
   #holding = false;
   #done = false;
@@ -85,13 +96,36 @@ export class Session {
     this.#socket = socket;
     this.#early = early;
     this.#secure = secure;
-    this.admission = admission ?? { client: snap.trusted.clientAddress(peerAddress(socket), req), ticket: undefined, auth: undefined };
+    this.admission = admission ?? {
+      client: snap.trusted.clientAddress(peerAddress(socket), req),
+      ticket: undefined,
+      auth: undefined,
+      headAt: performance.now(),
+    };
     this.client = this.admission.client;
+    this.trace = traceOf(req);
     this.#attemptsLeft = 1 + pool.config.retries;
   }
 
   get target(): Target | undefined {
     return this.#target;
+  }
+
+  /** Past the 101: the relay and its counters. */
+  get relay(): Relay | undefined {
+    return this.#tunnel;
+  }
+
+  get relayedAt(): number {
+    return this.#relayedAt;
+  }
+
+  get subprotocol(): string | undefined {
+    return this.#subprotocol;
+  }
+
+  get relayMode(): 'tunnel' | 'inspect' {
+    return this.#snap.relay.mode;
   }
 
   /**
@@ -133,7 +167,16 @@ export class Session {
     this.#authAbort = undefined;
     if (this.#done) return;
     const e = err instanceof GatewayError ? err : new GatewayError('AUTH_UNAVAILABLE', String(err));
-    const fields = { session: this.id, client: this.client, route: this.route.name, status: e.status, code: e.code, reason: e.message };
+    const fields = {
+      session: this.id,
+      client: this.client,
+      route: this.route.name,
+      status: e.status,
+      code: e.code,
+      reason: e.message,
+      trace: this.trace.traceId,
+      requestId: this.trace.requestId,
+    };
     if (this.#host.logRejected !== undefined) this.#host.logRejected(fields);
     else this.#host.log.info(fields, 'handshake rejected');
     this.#fail(e);
@@ -157,6 +200,7 @@ export class Session {
     const key64 = req.headers['sec-websocket-key'] as string;
     const socket = this.#socket;
     const peer = peerAddress(socket);
+    this.#dialAt = performance.now();
     this.#dial = dialUpstream(
       {
         target: target.config,
@@ -167,6 +211,7 @@ export class Session {
           secure: this.#secure,
           extra: granted?.headers,
           protocol: granted?.protocol,
+          trace: this.trace,
         }),
         accept: createHash('sha1')
           .update(key64 + WS_GUID)
@@ -197,7 +242,7 @@ export class Session {
       // Failures to reach or handshake with the target count towards its passive ejection.
       if (err.spec.source === 'upstream') dialFailed(target.state);
       this.#release();
-      this.#host.log.warn({ session: this.id, target: target.id, code: err.code, err: err.message }, 'upstream attempt failed');
+      this.#host.log.warn({ session: this.id, target: target.id, code: err.code, err: err.message, trace: this.trace.traceId }, 'upstream attempt failed');
       if (err.spec.retryable && --this.#attemptsLeft > 0 && !this.#host.draining) {
         (this.#tried ??= new Set()).add(target);
         this.#lastError = err;
@@ -230,6 +275,11 @@ export class Session {
   #upgrade(result: DialResult, early: Buffer | undefined): void {
     const down = this.#socket;
     down.write(clientSwitchingHead(result.head), 'latin1');
+    const metrics = this.#host.metrics;
+    const target = this.#target!;
+    metrics?.accepted(this.route.name, this.#pool.name, target.config.url, this.admission.headAt, this.#dialAt);
+    this.#relayedAt = Date.now();
+    this.#subprotocol = result.head.get('sec-websocket-protocol');
     const limits = this.route.limits;
     const relayConfig = this.#snap.relay;
     const tunnel = createRelay(
@@ -247,11 +297,12 @@ export class Session {
         pongTimeout: relayConfig.pongTimeout,
         validateUtf8: relayConfig.validateUtf8,
         rsv1Allowed: /permessage-deflate/i.test(result.head.get('sec-websocket-extensions') ?? ''),
+        tally: metrics === undefined ? null : metrics.tally,
       },
       this.#onRelayEnd,
     );
     this.#tunnel = tunnel;
-    this.#target!.state.sessions.add(this);
+    target.state.sessions.add(this);
     down.off('close', this.#onEarlyClose);
     this.#host.sweeper.add(tunnel);
     tunnel.start(result.rest, early);
@@ -262,6 +313,7 @@ export class Session {
     const down = this.#socket;
     const up = result.socket;
     down.write(clientAnswerHead(result.head), 'latin1');
+    this.#host.metrics?.handshake(this.route.name, 'upstream_rejected');
     const length = Number(result.head.get('content-length') ?? NaN);
     let left = Number.isFinite(length) ? length : Infinity;
     const chunked = /chunked/i.test(result.head.get('transfer-encoding') ?? '');
@@ -304,6 +356,7 @@ export class Session {
   }
 
   #fail(err: GatewayError): void {
+    this.#host.metrics?.handshake(this.route.name, outcomeOf(err.code));
     rejectError(this.#socket, err);
     this.#finish({ closedBy: 'gateway', reason: err.message }, err.status, err);
   }
@@ -329,8 +382,9 @@ export class Session {
     this.#target?.state.sessions.delete(this);
     this.#socket.off('close', this.#onEarlyClose);
     this.#host.sessionEnded(this);
-    if (!this.#host.accessLog) return;
     const t = this.#tunnel;
+    if (t !== undefined) this.#host.metrics?.ended(this.route.name, t, end, Date.now() - this.#relayedAt);
+    if (!this.#host.accessLog) return;
     this.#host.log.info(
       {
         session: this.id,
@@ -346,6 +400,8 @@ export class Session {
         closedBy: end.closedBy,
         reason: end.reason,
         code: err?.code,
+        trace: this.trace.traceId,
+        requestId: this.trace.requestId,
       },
       'session closed',
     );

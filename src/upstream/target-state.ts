@@ -87,6 +87,11 @@ export class TargetState {
   ejectedUntil = 0;
   /** Ejections in the current series; each doubles the next one's length. */
   ejections = 0;
+  /** Every ejection since the target appeared (metrics). */
+  ejectionsTotal = 0;
+  /** Active checks since the target appeared, by result (metrics). */
+  checksPassed = 0;
+  checksFailed = 0;
   returnedAt = 0;
   #ejectTimer: NodeJS.Timeout | undefined;
 
@@ -124,6 +129,7 @@ export class TargetState {
 
   eject(ms: number, failures: number): void {
     clearTimeout(this.#ejectTimer);
+    this.ejectionsTotal++;
     this.ejectedUntil = Date.now() + ms;
     this.#ejectTimer = setTimeout(onEjectionOver, ms, this);
     this.#ejectTimer.unref();
