@@ -114,16 +114,26 @@ export const PROXIES: readonly ProxyDef[] = [
       return started(spawnPinned(ctx, 'node-floor', process.execPath, ['--import', 'tsx', 'bench/node-floor.ts'], env), port);
     },
   },
-  ...(['tunnel', 'inspect'] as const).map((mode): ProxyDef => ({
-    name: `wsgate-${mode}`,
-    unavailable: (ctx) => (existsSync(ctx.wsgate) ? undefined : `${relative(ctx.root, ctx.wsgate)} is not built (npm run build)`),
-    start: async (ctx) => {
-      const port = await freePort();
-      const env = { WSGATE_PORT: String(port), BACKEND_PORT: String(ctx.backendPort) };
-      const args = [ctx.wsgate, 'start', '-c', `bench/wsgate-${mode}.yaml`];
-      return started(spawnPinned(ctx, `wsgate-${mode}`, process.execPath, args, env), port);
-    },
-  })),
+  // wsgate as deployed: an admin listener with metrics on (the default). The "-nometrics" twins run
+  // with `admin.metrics: false`, so one run measures what the metrics cost per message.
+  ...(['tunnel', 'inspect'] as const).flatMap((mode) =>
+    [true, false].map((metrics): ProxyDef => ({
+      name: `wsgate-${mode}${metrics ? '' : '-nometrics'}`,
+      unavailable: (ctx) => (existsSync(ctx.wsgate) ? undefined : `${relative(ctx.root, ctx.wsgate)} is not built (npm run build)`),
+      start: async (ctx) => {
+        const port = await freePort();
+        const admin = await freePort();
+        const conf = join(ctx.tmp, `wsgate-${mode}-${metrics ? 'metrics' : 'nometrics'}.yaml`);
+        const template = readFileSync(join(ctx.root, `bench/wsgate-${mode}.yaml`), 'utf8');
+        writeFileSync(
+          conf,
+          `${render(template, { WSGATE_PORT: port, BACKEND_PORT: ctx.backendPort })}\nadmin: { address: 127.0.0.1:${admin}, metrics: ${metrics} }\n`,
+        );
+        const name = `wsgate-${mode}${metrics ? '' : '-nometrics'}`;
+        return started(spawnPinned(ctx, name, process.execPath, [ctx.wsgate, 'start', '-c', conf]), port);
+      },
+    })),
+  ),
 ];
 
 /** The versions the report names. */
