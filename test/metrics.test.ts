@@ -460,6 +460,56 @@ shutdown: { drainTimeout: 0 }
   });
 });
 
+void describe('metrics: the other refusals, each under its outcome', () => {
+  let backend: Backend;
+  let silent: { port: number; close(): Promise<void> };
+  let gw: RunningGateway;
+  before(async () => {
+    backend = await startBackend();
+    // Accepts and never answers the upgrade: the dial times out.
+    silent = await rawServer((s) => s.on('error', () => {}));
+    gw = await startGateway(`
+listeners: [{ address: 127.0.0.1:0 }]
+admin: { address: 127.0.0.1:0 }
+routes:
+  - { name: keyed, match: { path: /keyed }, upstream: app, auth: { apiKeys: { keys: [the-key] } } }
+  - { name: small, match: { path: /small }, upstream: app, limits: { maxConnections: 1 } }
+  - { name: empty, match: { path: /empty }, upstream: empty }
+  - { name: slow, match: { path: /slow }, upstream: slow }
+upstreams:
+  app: { targets: [{ url: "${backend.url}" }] }
+  empty: { targets: [{ url: "${backend.url}" }], drainPeriod: 0 }
+  slow: { targets: [{ url: "ws://127.0.0.1:${silent.port}" }], connectTimeout: 300ms, retries: 0 }
+limits: { ${NO_PER_IP_LIMITS} }
+shutdown: { drainTimeout: 0 }
+`);
+  });
+  after(async () => {
+    await gw.close();
+    await backend.close();
+    await silent.close();
+  });
+
+  void it('unauthorized, over_capacity, no_healthy_target and upstream_timeout', async () => {
+    const admin = gw.gw.adminAddress!.port;
+    const status = async (path: string): Promise<number> => statusOf(await rawExchange(gw.port, upgradeRequest(path)));
+    assert.equal(await status('/keyed'), 401);
+    const held = await openClient(`${gw.url}/small`);
+    assert.equal(await status('/small'), 503);
+    assert.equal((await adminJson(admin, 'POST', '/api/upstreams/empty/targets/0/drain')).status, 200);
+    assert.equal(await status('/empty'), 503);
+    assert.equal(await status('/slow'), 504);
+    const m = await scrape(gw.gw);
+    assert.equal(m.get('wsgate_handshakes_total', { route: 'keyed', outcome: 'unauthorized' }), 1);
+    assert.equal(m.get('wsgate_handshakes_total', { route: 'small', outcome: 'over_capacity' }), 1);
+    assert.equal(m.get('wsgate_handshakes_total', { route: 'small', outcome: 'accepted' }), 1);
+    assert.equal(m.get('wsgate_handshakes_total', { route: 'empty', outcome: 'no_healthy_target' }), 1);
+    assert.equal(m.get('wsgate_handshakes_total', { route: 'slow', outcome: 'upstream_timeout' }), 1);
+    assert.equal(m.sum('wsgate_handshakes_total'), 5);
+    held.close();
+  });
+});
+
 void describe('metrics: refusals before any request is read', () => {
   let gw: RunningGateway;
   let backend: Backend;
