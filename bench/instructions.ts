@@ -3,7 +3,7 @@
 // versions of the handshake or relay path when CPU-time figures swing by
 // ±20% (bench/README.md).
 // Counts user space only: the kernel's share (system calls, TCP) is left out.
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,8 @@ const USAGE = `usage: node --import tsx bench/instructions.ts [options]
   --warmup S       seconds of load before counting (default 60: under valgrind
                    the JIT needs thousands of handshakes to settle)
   --duration S     seconds of load counted (default 20)
+  --metrics on|off wsgate with an admin listener and admin.metrics on or off
+                   (default: no admin listener, which is off too)
   --wsgate FILE    wsgate's built entry point (default dist/main.js), e.g. a
                    build of another version of the code, for an A/B
   --keep DIR       keep the callgrind dumps in DIR (one file per thread), to
@@ -47,6 +49,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '60' },
     duration: { type: 'string', default: '20' },
     wsgate: { type: 'string' },
+    metrics: { type: 'string' },
     keep: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
@@ -57,6 +60,8 @@ if (values.help === true) {
 }
 const proxy = values.proxy;
 if (!['wsgate-tunnel', 'wsgate-inspect', 'node-floor'].includes(proxy)) fail(`--proxy: unknown "${proxy}"\n${USAGE}`);
+const metrics = values.metrics;
+if (metrics !== undefined && metrics !== 'on' && metrics !== 'off') fail('--metrics: on or off');
 const load = values.load;
 if (load !== 'churn' && load !== 'chatty') fail(`--load: churn or chatty, not "${load}"`);
 const rate = Number(values.rate);
@@ -156,7 +161,14 @@ try {
   const port = await freePort();
   const out = join(tmp, 'cg');
   const valgrind = ['--tool=callgrind', '--smc-check=all-non-file', '--separate-threads=yes', `--callgrind-out-file=${out}.%p`, process.execPath];
-  const target = proxy === 'node-floor' ? ['--import', 'tsx', 'bench/node-floor.ts'] : [main, 'start', '-c', `bench/${proxy}.yaml`];
+  let config = `bench/${proxy}.yaml`;
+  if (metrics !== undefined && proxy !== 'node-floor') {
+    // The suite's config plus an admin listener, as bench/suite/proxies.ts runs it.
+    config = join(tmp, 'wsgate.yaml');
+    const admin = await freePort();
+    writeFileSync(config, `${readFileSync(join(root, `bench/${proxy}.yaml`), 'utf8')}\nadmin: { address: 127.0.0.1:${admin}, metrics: ${metrics === 'on'} }\n`);
+  }
+  const target = proxy === 'node-floor' ? ['--import', 'tsx', 'bench/node-floor.ts'] : [main, 'start', '-c', config];
   const env = { ...process.env, PORT: String(port), WSGATE_PORT: String(port), BACKEND_PORT: String(backendPort) };
   const gw = spawnChild(proxy, 'valgrind', [...valgrind, ...target], { cwd: root, env });
   children.push(gw);
