@@ -182,7 +182,7 @@ try {
   const mainThread = summary(`${out}.${gw.pid}.1-01`);
   const all = dumps.reduce((sum, f) => sum + summary(f), 0);
   if (units === 0 || mainThread === 0) throw new Error(`nothing counted (${units} units, ${dumps.length} dump files)`);
-  const k = (n: number): string => `${(n / units / 1000).toLocaleString('en-US', { maximumFractionDigits: 1 })}k`;
+  const k = (n: number): string => `${(n / units / 1000).toLocaleString('en-US', { maximumFractionDigits: 2 })}k`;
   process.stdout.write(`${units} ${plural} counted; instructions per ${unit}: main thread ${k(mainThread)}, all threads ${k(all)}\n`);
 } catch (err) {
   process.stderr.write(`instructions: ${(err as Error).message}\n`);
