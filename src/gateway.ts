@@ -446,11 +446,12 @@ class WsGateway implements Gateway, FrontDoorHost, AdminHost {
     return listConnections(relayedSessions(this.#door.sessions), query, worker, after ?? (query.after === undefined ? 0 : (splitId(query.after)?.[1] ?? 0)));
   }
 
+  /** `id`: a session number (from the primary), or the admin API's id ("17"; a worker-prefixed "2.17" is not this process's). */
   closeConnection(id: number | string, code: number, reason: string): boolean {
-    const n = typeof id === 'number' ? id : splitId(id)?.[1];
+    const parsed = typeof id === 'number' ? [0, id] : splitId(id);
+    if (parsed === undefined || parsed[0] !== 0) return false;
     for (const s of this.#door.sessions) {
-      if (s.id !== n || s.relay === undefined) continue;
-      this.log.info({ session: s.id, client: s.client, code, reason }, 'admin: connection closed');
+      if (s.id !== parsed[1] || s.relay === undefined) continue;
       s.close(reason, code);
       return true;
     }

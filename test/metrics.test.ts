@@ -200,6 +200,8 @@ shutdown: { drainTimeout: 0 }
       const closed = once(ws, 'close') as Promise<[number, Buffer]>;
       assert.equal((await adminJson(adminPort, 'DELETE', `/api/connections/${id}`)).status, 401);
       assert.equal((await adminJson(adminPort, 'DELETE', `/api/connections/${id}`, TOKEN, { code: 999 })).status, 400);
+      // A worker-prefixed id is not this single process's connection.
+      assert.equal((await adminJson(adminPort, 'DELETE', `/api/connections/7.${id}`, TOKEN)).status, 404);
       const del = await adminJson(adminPort, 'DELETE', `/api/connections/${id}`, TOKEN, { code: 4000, reason: 'kicked' });
       assert.equal(del.status, 200);
       const [code, reason] = await closed;
