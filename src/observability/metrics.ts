@@ -139,10 +139,12 @@ export class GatewayMetrics {
   readonly #view: MetricsView;
   readonly #version: string;
   readonly #routes = new Map<string, RouteTally>();
-  readonly #opened = new Map<string, Counted>();
-  readonly #closes = new Map<string, Counted>();
-  readonly #http = new Map<string, Counted>();
-  readonly #connect = new Map<string, { labels: Labels; buckets: Buckets }>();
+  // Keyed level by level by label values that come from the config (strings whose hashes V8 keeps):
+  // a handshake or a close builds no key string and allocates nothing once its series exists.
+  readonly #opened: Tree<Tree<Tree<Counted>>> = new Map();
+  readonly #closes: Tree<Tree<Tree<Counted>>> = new Map();
+  readonly #http: Tree<Tree<Counted>> = new Map();
+  readonly #connect: Tree<Tree<{ labels: Labels; buckets: Buckets }>> = new Map();
   readonly #handshakeTime = new Buckets(LATENCY_BUCKETS);
   readonly #lifetime = new Buckets(LIFETIME_BUCKETS);
   readonly #httpTime = new Buckets(LATENCY_BUCKETS);
@@ -154,16 +156,16 @@ export class GatewayMetrics {
     const add = (spec: MetricSpec, read: () => MetricValue<string>[]): void => this.registry.registerMetric(new Series(spec, read) as never);
     add(METRICS.buildInfo, () => [{ labels: { version: this.#version, node: process.version, relay_io: this.#view.relayIo() }, value: 1 }]);
     add(METRICS.connectionsActive, () => this.#active());
-    add(METRICS.connectionsTotal, () => values(this.#opened));
+    add(METRICS.connectionsTotal, () => values(leaves(this.#opened)));
     add(METRICS.handshakes, () => this.#handshakes());
     add(METRICS.handshakeDuration, () => histogram(METRICS.handshakeDuration.name, this.#handshakeTime, {}));
     add(METRICS.upstreamConnectDuration, () =>
-      [...this.#connect.values()].flatMap((c) => histogram(METRICS.upstreamConnectDuration.name, c.buckets, c.labels)),
+      leaves<{ labels: Labels; buckets: Buckets }>(this.#connect).flatMap((c) => histogram(METRICS.upstreamConnectDuration.name, c.buckets, c.labels)),
     );
     add(METRICS.messages, () => this.#traffic('messages'));
     add(METRICS.bytes, () => this.#traffic('bytes'));
     add(METRICS.messageSize, () => [...sizeHistogram(this.tally.upstreamSizes, 'upstream'), ...sizeHistogram(this.tally.downstreamSizes, 'downstream')]);
-    add(METRICS.closes, () => values(this.#closes));
+    add(METRICS.closes, () => values(leaves(this.#closes)));
     add(METRICS.connectionDuration, () => histogram(METRICS.connectionDuration.name, this.#lifetime, {}));
     add(METRICS.pings, () => [
       { labels: { result: 'sent' }, value: this.tally.pingsSent },
@@ -176,7 +178,7 @@ export class GatewayMetrics {
     add(METRICS.healthChecks, () => healthChecks(this.#view.targets()));
     this.#reloads.register(this.registry);
     add(METRICS.certificateExpiry, () => [...this.#view.certificates()].map((c) => ({ labels: { listener: c.listener, name: c.name }, value: c.notAfter })));
-    add(METRICS.httpRequests, () => values(this.#http));
+    add(METRICS.httpRequests, () => values(leaves(this.#http)));
     add(METRICS.httpRequestDuration, () => histogram(METRICS.httpRequestDuration.name, this.#httpTime, {}));
   }
 
@@ -191,10 +193,13 @@ export class GatewayMetrics {
     this.handshake(route, 'accepted');
     const now = performance.now();
     this.#handshakeTime.observe((now - headMs) / 1000);
-    count(this.#opened, `${route}\0${upstream}\0${target}`, () => ({ route, upstream, target }));
-    const key = `${upstream}\0${target}`;
-    let c = this.#connect.get(key);
-    if (c === undefined) this.#connect.set(key, (c = { labels: { upstream, target }, buckets: new Buckets(LATENCY_BUCKETS) }));
+    const byTarget = level(level(this.#opened, route), upstream);
+    const opened = byTarget.get(target);
+    if (opened !== undefined) opened.value++;
+    else byTarget.set(target, { labels: { route, upstream, target }, value: 1 });
+    const targets = level(this.#connect, upstream);
+    let c = targets.get(target);
+    if (c === undefined) targets.set(target, (c = { labels: { upstream, target }, buckets: new Buckets(LATENCY_BUCKETS) }));
     c.buckets.observe((now - dialMs) / 1000);
   }
 
@@ -206,13 +211,19 @@ export class GatewayMetrics {
     r.bytesUp += relay.bytesFromClient;
     r.bytesDown += relay.bytesFromUpstream;
     const code = end.code === undefined ? 'none' : String(end.code);
-    count(this.#closes, `${route}\0${code}\0${end.closedBy}`, () => ({ route, code, initiator: end.closedBy }));
+    const byInitiator = level(level(this.#closes, route), code);
+    const closes = byInitiator.get(end.closedBy);
+    if (closes !== undefined) closes.value++;
+    else byInitiator.set(end.closedBy, { labels: { route, code, initiator: end.closedBy }, value: 1 });
     this.#lifetime.observe(lifetimeMs / 1000);
   }
 
   httpRequest(route: string, status: number, ms: number): void {
     const code = String(status);
-    count(this.#http, `${route}\0${code}`, () => ({ route, code }));
+    const byCode = level(this.#http, route);
+    const requests = byCode.get(code);
+    if (requests !== undefined) requests.value++;
+    else byCode.set(code, { labels: { route, code }, value: 1 });
     this.#httpTime.observe(ms / 1000);
   }
 
@@ -247,13 +258,16 @@ export class GatewayMetrics {
   }
 
   #active(): MetricValue<string>[] {
-    const byKey = new Map<string, Counted>();
+    const live = new Map<string, number>();
     for (const s of this.#view.liveSessions()) {
-      count(byKey, `${s.route}\0${s.upstream}\0${s.target}`, () => ({ route: s.route, upstream: s.upstream, target: s.target }));
+      const key = `${s.route}\0${s.upstream}\0${s.target}`;
+      live.set(key, (live.get(key) ?? 0) + 1);
     }
-    // A series that once had connections stays, at 0, so a graph shows the drop rather than a gap.
-    for (const [key, c] of this.#opened) if (!byKey.has(key)) byKey.set(key, { labels: c.labels, value: 0 });
-    return values(byKey);
+    // Every series that ever had a connection, at 0 when it has none now: a graph shows the drop rather than a gap.
+    return leaves<Counted>(this.#opened).map((c) => ({
+      labels: c.labels,
+      value: live.get(`${c.labels.route}\0${c.labels.upstream}\0${c.labels.target}`) ?? 0,
+    }));
   }
 
   #traffic(kind: 'messages' | 'bytes'): MetricValue<string>[] {
@@ -349,14 +363,28 @@ class Series {
   }
 }
 
-function count(map: Map<string, Counted>, key: string, labels: () => Labels): void {
-  const c = map.get(key);
-  if (c !== undefined) c.value++;
-  else map.set(key, { labels: labels(), value: 1 });
+/** One level of label values. */
+type Tree<T> = Map<string, T>;
+
+/** The next level under `key`, made on first use. */
+function level<T>(tree: Tree<Tree<T>>, key: string): Tree<T> {
+  let next = tree.get(key);
+  if (next === undefined) tree.set(key, (next = new Map()));
+  return next;
 }
 
-function values(map: Map<string, Counted>): MetricValue<string>[] {
-  return [...map.values()].map((c) => ({ labels: c.labels, value: c.value }));
+/** Every leaf of a tree of Maps, in insertion order. */
+function leaves<T extends object>(tree: Map<string, unknown>): T[] {
+  const out: T[] = [];
+  for (const v of tree.values()) {
+    if (v instanceof Map) out.push(...leaves<T>(v as Map<string, unknown>));
+    else out.push(v as T);
+  }
+  return out;
+}
+
+function values(counts: readonly Counted[]): MetricValue<string>[] {
+  return counts.map((c) => ({ labels: c.labels, value: c.value }));
 }
 
 function targetLabels(t: TargetView): Labels {
