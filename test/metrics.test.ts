@@ -18,6 +18,7 @@ import {
   startGateway,
   statusOf,
   upgradeRequest,
+  withGateway,
   type Backend,
   type RunningGateway,
 } from './helpers.js';
@@ -297,11 +298,9 @@ shutdown: { drainTimeout: 0 }
 }
 
 void describe('metrics: keepalive pings', () => {
-  let backend: Backend;
-  let gw: RunningGateway;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(`
+  const fx = withGateway(
+    () => startBackend(),
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0 }]
 admin: { address: 127.0.0.1:0 }
 relay: { mode: inspect, pingInterval: 200ms, pongTimeout: 300ms }
@@ -309,28 +308,24 @@ routes: [{ match: { path: / }, upstream: app }]
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 limits: { ${NO_PER_IP_LIMITS} }
 shutdown: { drainTimeout: 0 }
-`);
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
+`,
+  );
 
   void it('counts pings sent, answered (a ws client pongs) and timed out (a client that never answers)', async () => {
-    const answering = await openClient(gw.url);
-    const silent = await rawClient(gw.port);
+    const answering = await openClient(fx.gw.url);
+    const silent = await rawClient(fx.gw.port);
     let m: Scrape | undefined;
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
-      m = await scrape(gw.gw);
+      m = await scrape(fx.gw.gw);
       if (m.get('wsgate_pings_total', { result: 'timed_out' })! >= 1 && m.get('wsgate_pings_total', { result: 'answered' })! >= 1) break;
       await sleep(100);
     }
     assert.equal(m!.get('wsgate_pings_total', { result: 'timed_out' }), 1);
     assert.ok(m!.get('wsgate_pings_total', { result: 'answered' })! >= 1);
     assert.ok(m!.get('wsgate_pings_total', { result: 'sent' })! >= 2);
-    await eventually(() => gw.gw.stats().sessions === 1, 10_000, 'the silent client to be cut');
-    const after = await scrape(gw.gw);
+    await eventually(() => fx.gw.gw.stats().sessions === 1, 10_000, 'the silent client to be cut');
+    const after = await scrape(fx.gw.gw);
     assert.equal(after.get('wsgate_closes_total', { route: 'route-0', code: '1001', initiator: 'gateway' }), 1);
     answering.close();
     silent.socket.destroy();
@@ -462,6 +457,34 @@ shutdown: { drainTimeout: 0 }
   });
 });
 
+void describe('admin: DELETE /api/connections/ID with a bad body', () => {
+  const fx = withGateway(
+    () => startBackend(),
+    (backend) => `
+listeners: [{ address: 127.0.0.1:0 }]
+admin: { address: 127.0.0.1:0 }
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
+shutdown: { drainTimeout: 0 }
+`,
+  );
+
+  void it('answers 400 to a body that is not JSON, and survives a client that leaves mid-body', async () => {
+    const admin = fx.gw.gw.adminAddress!.port;
+    const res = await fetch(`http://127.0.0.1:${admin}/api/connections/1`, { method: 'DELETE', body: '{not json' });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), { error: 'the body is not JSON' });
+    const cut = connect(admin, '127.0.0.1');
+    cut.on('error', () => {});
+    await once(cut, 'connect');
+    cut.write('DELETE /api/connections/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"code":');
+    await sleep(100);
+    cut.destroy();
+    await sleep(100);
+    assert.equal((await fetch(`http://127.0.0.1:${admin}/healthz`)).status, 200);
+  });
+});
+
 void describe('metrics: the other refusals, each under its outcome', () => {
   let backend: Backend;
   let silent: { port: number; close(): Promise<void> };
@@ -513,45 +536,39 @@ shutdown: { drainTimeout: 0 }
 });
 
 void describe('metrics: refusals before any request is read', () => {
-  let gw: RunningGateway;
-  let backend: Backend;
-  before(async () => {
-    backend = await startBackend();
-    gw = await startGateway(`
+  const fx = withGateway(
+    () => startBackend(),
+    (backend) => `
 listeners: [{ address: 127.0.0.1:0, ipDeny: [127.0.0.2] }]
 admin: { address: 127.0.0.1:0 }
 routes: [{ match: { path: / }, upstream: app }]
 upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
 limits: { perIp: { maxConnections: 1, handshakeRate: 0 }, handshakeTimeout: 300ms }
 shutdown: { drainTimeout: 0 }
-`);
-  });
-  after(async () => {
-    await gw.close();
-    await backend.close();
-  });
+`,
+  );
 
   void it('counts an unfinished head as timeout and a listener IP refusal as ip_denied, with route ""', async () => {
-    const slow = connect(gw.port, '127.0.0.1');
+    const slow = connect(fx.gw.port, '127.0.0.1');
     slow.on('error', () => {});
     slow.write('GET / HTTP/1.1\r\nHost: x\r\n');
     slow.resume();
     await once(slow, 'close');
-    const denied = connect({ port: gw.port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+    const denied = connect({ port: fx.gw.port, host: '127.0.0.1', localAddress: '127.0.0.2' });
     denied.on('error', () => {});
     denied.resume();
     await once(denied, 'close');
-    const m = await scrape(gw.gw);
+    const m = await scrape(fx.gw.gw);
     assert.equal(m.get('wsgate_handshakes_total', { route: '', outcome: 'timeout' }), 1);
     assert.equal(m.get('wsgate_handshakes_total', { route: '', outcome: 'ip_denied' }), 1);
   });
 
   void it('counts a second connection from an address over its cap as rate_limited', async () => {
-    const first = await openClient(gw.url);
-    const second = new WebSocket(gw.url);
+    const first = await openClient(fx.gw.url);
+    const second = new WebSocket(fx.gw.url);
     second.on('error', () => {});
     await new Promise((resolve) => second.on('close', resolve));
-    const m = await scrape(gw.gw);
+    const m = await scrape(fx.gw.gw);
     assert.equal(m.sum('wsgate_handshakes_total', { outcome: 'rate_limited' }), 1);
     first.close();
   });

@@ -181,15 +181,19 @@ export class AdminServer {
     if (conn !== null) {
       if (method !== 'DELETE') return methodNotAllowed(res, 'DELETE');
       if (!this.#authorized(req, res)) return;
-      return void readCloseRequest(req).then((close) => {
-        if (typeof close === 'string') return send(res, 400, { error: close });
-        const id = conn[1]!;
-        answer(res, this.#host.closeConnection(id, close.code, close.reason), (closed) => {
-          if (!closed) return send(res, 404, { error: `no connection ${id}` });
-          this.#log.info({ connection: id, code: close.code, client: req.socket.remoteAddress }, 'admin: connection closed');
-          send(res, 200, { closed: id, code: close.code });
-        });
-      });
+      return void readCloseRequest(req).then(
+        (close) => {
+          if (typeof close === 'string') return send(res, 400, { error: close });
+          const id = conn[1]!;
+          answer(res, this.#host.closeConnection(id, close.code, close.reason), (closed) => {
+            if (!closed) return send(res, 404, { error: `no connection ${id}` });
+            this.#log.info({ connection: id, code: close.code, client: req.socket.remoteAddress }, 'admin: connection closed');
+            send(res, 200, { closed: id, code: close.code });
+          });
+        },
+        // The client went away while its body was being read: no one is left to answer.
+        () => res.destroy(),
+      );
     }
     if (read && serveDashboard(path, res)) return;
     send(res, 404, { error: 'not found' });

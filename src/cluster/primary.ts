@@ -246,7 +246,7 @@ export class Primary implements AdminHost {
     for (const ticket of slot.tickets.values()) this.#limits.release(ticket);
     slot.tickets.clear();
     slot.sessions = 0;
-    if (slot.lastMetrics !== undefined) void this.#retire(slot.lastMetrics);
+    if (slot.lastMetrics !== undefined) this.#retire(slot.lastMetrics);
     slot.lastMetrics = undefined;
     this.#waiters.get(-slot.n)?.({ t: 'failed', error: `worker ${slot.n} exited (code ${code}, signal ${signal})` }, slot);
     if (this.#draining) return;
@@ -404,9 +404,9 @@ export class Primary implements AdminHost {
   }
 
   /** Adds a dead worker's counters and histograms (not its gauges: what it held is gone) to the retired sums. */
-  async #retire(last: MetricJson[]): Promise<void> {
+  #retire(last: MetricJson[]): void {
     const kept = last.filter((m) => String(m.type) === 'counter' || String(m.type) === 'histogram');
-    this.#retired = this.#retired.length === 0 ? kept : await aggregateJson([this.#retired, kept]);
+    this.#retired = this.#retired.length === 0 ? kept : aggregateJson([this.#retired, kept]);
   }
 
   async metricsText(): Promise<string | undefined> {
@@ -418,7 +418,7 @@ export class Primary implements AdminHost {
     const parts = await this.#metricParts();
     const upstreams = await this.upstreamStatus();
     const sessions = this.#slots.reduce((n, s) => n + s.sessions, 0);
-    return statsSnapshot(parts === undefined ? undefined : await aggregateJson(parts), upstreams, this.#slots.filter((s) => s.ready).length, sessions);
+    return statsSnapshot(parts === undefined ? undefined : aggregateJson(parts), upstreams, this.#slots.filter((s) => s.ready).length, sessions);
   }
 
   /** Workers in order, each listing after its part of the cursor ("2.17": worker 1 is past, worker 2 after 17, the rest from the start). */

@@ -439,9 +439,12 @@ export function aggregate(parts: readonly MetricJson[][]): Promise<string> {
   return AggregatorRegistry.aggregate(parts as never).metrics();
 }
 
-/** The same, as JSON (what the primary's /api/stats reads). */
-export function aggregateJson(parts: readonly MetricJson[][]): Promise<MetricJson[]> {
-  return AggregatorRegistry.aggregate(parts as never).getMetricsAsJSON() as Promise<MetricJson[]>;
+/** The same, as JSON (what the primary's /api/stats reads, and how it folds in a dead worker's counts); synchronous, so two folds cannot interleave. */
+export function aggregateJson(parts: readonly MetricJson[][]): MetricJson[] {
+  // The aggregated registry's metrics answer get() at once: no need for its asynchronous getMetricsAsJSON().
+  return AggregatorRegistry.aggregate(parts as never)
+    .getMetricsAsArray()
+    .map((m) => (m as unknown as { get(): MetricJson }).get());
 }
 
 /** The Prometheus text for `/metrics`: the runtime series, then the gateway's. */
