@@ -54,6 +54,28 @@ async function workers(p: Ports): Promise<WorkerInfo[]> {
   return instance!.workers;
 }
 
+/**
+ * Opens `n` clients at once until every worker has taken at least one of them. The kernel picks
+ * the worker that accepts, and on a busy machine one may win a whole batch: such a batch is closed
+ * and tried again (five times at most; the caller asserts the spread).
+ */
+async function openSpread(p: Ports, n: number): Promise<TaggedClient[]> {
+  const before = new Map((await workers(p)).map((w) => [w.id, w.connections]));
+  const total = (ws: readonly WorkerInfo[]): number => ws.reduce((sum, w) => sum + w.connections, 0);
+  const baseline = [...before.values()].reduce((a, b) => a + b, 0);
+  for (let attempt = 1; ; attempt++) {
+    const clients = await openMany(`ws://127.0.0.1:${p.port}/`, n, n);
+    const now = await workers(p);
+    if (now.every((w) => w.connections > (before.get(w.id) ?? 0)) || attempt === 5) return clients;
+    closeAll(clients);
+    const deadline = Date.now() + 10_000;
+    while (total(await workers(p)) > baseline) {
+      if (Date.now() > deadline) throw new Error('closed clients still counted by the workers');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
 async function handshakeStatus(port: number): Promise<number> {
   return statusOf(await rawExchange(port, upgradeRequest('/'), /\r\n\r\n/));
 }
@@ -75,7 +97,7 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
     const p = await ports();
     const file = await configFile(config(p, [b.url], 'limits: { perIp: { maxConnections: 10, handshakeRate: 0 } }'));
     const gw = await startWsgate(['-c', file], { signal: t.signal });
-    const clients = await openMany(`ws://127.0.0.1:${p.port}/`, 10, 1);
+    const clients = await openSpread(p, 10);
     try {
       const ws = await workers(p);
       assert.equal(ws.length, 2);
@@ -233,7 +255,8 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
       await writeFile(file, text([b2.url]));
       gw.child.kill('SIGHUP');
       await printed(gw, '"config reloaded"');
-      const after = await openMany(`ws://127.0.0.1:${p.port}/`, 10, 1);
+      const before = await workers(p);
+      const after = await openSpread(p, 10);
       clients.push(...after);
       assert.deepEqual(
         after.map((c) => c.backend),
@@ -241,8 +264,8 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
       );
       const ws = await workers(p);
       assert.ok(
-        ws.every((w) => w.connections > 0),
-        'both workers served new clients',
+        ws.every((w) => w.connections > before.find((b) => b.id === w.id)!.connections),
+        `both workers served new clients: ${JSON.stringify({ before, ws })}`,
       );
     } finally {
       closeAll(clients);
@@ -335,14 +358,17 @@ void describe('cluster.workers', { timeout: 90_000 }, () => {
       config(p, [`ws://127.0.0.1:${port}`], 'relay: { mode: tunnel }\nlimits: { perIp: { maxConnections: 100, handshakeRate: 0 } }'),
     );
     const gw = await startWsgate(['-c', file], { signal: t.signal });
-    const clients = await openMany(`ws://127.0.0.1:${p.port}/`, 10, 1);
+    const clients = await openSpread(p, 10);
     try {
       for (const c of clients) await roundTrip(c, 'x'.repeat(1000));
       const started = jsonLines(gw.out()).filter((l) => l.msg === 'worker listening');
       assert.equal(started.length, 2);
       assert.ok(started.every((l) => l.relay === 'tunnel' && l.relayIo === (NATIVE_RELAY ? 'native' : 'handle')));
       const ws = await workers(p);
-      assert.ok(ws.every((w) => w.connections > 0));
+      assert.ok(
+        ws.every((w) => w.connections > 0),
+        `both workers relay: ${JSON.stringify(ws)}`,
+      );
     } finally {
       closeAll(clients);
       await stop(gw);
