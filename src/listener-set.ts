@@ -12,17 +12,14 @@ export interface ListenerPlan {
   rollback(): Promise<void>;
 }
 
-/** What a kept listener may offer for a reload (TLS certificates re-read in place). */
-interface Reloadable {
-  reloadCertificates?: (config: ListenerConfig) => unknown;
-}
-
 /**
  * The gateway's listeners across reloads. A listener the new config still has
- * (same address, same TLS-or-not, same PROXY protocol setting) is kept with
- * its open connections; a new address is bound before anything else changes,
- * so a reload that cannot bind changes nothing; a dropped one stops accepting
- * and its connections run on until they end (or shutdown cuts them).
+ * (same address, same TLS-or-not) is kept with its open connections and
+ * takes on the rest of the new settings for new connections (Listener.reload:
+ * limits, IP lists, PROXY protocol, TLS settings); a new address is bound
+ * before anything else changes, so a reload that cannot bind changes nothing;
+ * a dropped one stops accepting and its connections run on until they end
+ * (or shutdown cuts them).
  */
 export class ListenerSet {
   readonly #make: MakeListener;
@@ -77,11 +74,7 @@ export class ListenerSet {
     return {
       commit: () => {
         const listeners = next as Listener[];
-        for (const l of kept) {
-          const config = configs[listeners.indexOf(l)]!;
-          applyLimits(l, limits);
-          (l as Reloadable).reloadCertificates?.(config);
-        }
+        for (const l of kept) l.reload(configs[listeners.indexOf(l)]!, limits);
         const removed = unused.filter((l) => !replaced.includes(l));
         for (const old of removed) void this.#retire(old);
         this.#active = listeners;
@@ -119,23 +112,17 @@ export class ListenerSet {
   }
 }
 
-/** Same address, TLS or not, PROXY protocol or not: the listener can stay as it is. */
+/**
+ * Same address, TLS or not: the listener can stay, bound, and take on the
+ * rest. Switching TLS needs another kind of server; PROXY protocol does not
+ * (it is read per connection).
+ */
 function sameKind(a: ListenerConfig, b: ListenerConfig): boolean {
-  return sameAddress(a, b) && (a.tls === undefined) === (b.tls === undefined) && a.proxyProtocol === b.proxyProtocol;
+  return sameAddress(a, b) && (a.tls === undefined) === (b.tls === undefined);
 }
 
 function sameAddress(a: ListenerConfig, b: ListenerConfig): boolean {
   return a.host === b.host && a.port === b.port;
-}
-
-/**
- * The handshake limits enforced by Node's HTTP parser, for new connections of
- * a kept listener: the server reads both properties per connection.
- */
-function applyLimits(listener: Listener, limits: Limits): void {
-  const server = listener.server as typeof listener.server & { maxHeaderSize?: number };
-  server.headersTimeout = limits.handshakeTimeout;
-  server.maxHeaderSize = limits.maxHeaderBytes;
 }
 
 function noop(): void {}

@@ -10,6 +10,10 @@ export function restartOnly(now: Config, next: Config): string[] {
   }
   // The file is opened once, at start (SIGUSR1 reopens the same path, for logrotate).
   if (now.log.file !== next.log.file) out.push('log.file: cannot change while the gateway runs; restart it to apply');
+  // The logger (and its pretty printer) is built once and held by everything that logs.
+  if (now.log.format !== next.log.format) out.push('log.format: cannot change while the gateway runs; restart it to apply');
+  // Written once by `wsgate start`; `wsgate reload` would look for the pid at the new path.
+  if (now.pidFile !== next.pidFile) out.push('pidFile: cannot change while the gateway runs; restart it to apply');
   return out;
 }
 

@@ -28,22 +28,54 @@ const GET = Buffer.from('GET ');
  *
  * The limits are the HTTP server's: at most `maxBytes` of head (431 past
  * it), and the whole head within `timeoutMs` (408), checked by one sweep
- * for all connections as Node's server does, not a timer each.
+ * for all connections as Node's server does, not a timer each. A reload
+ * changes both (setLimits) and they behave as Node's own do: the size limit
+ * is taken by each connection as it arrives, the timeout holds every head
+ * still being read.
  */
 export class HeadReaders {
   readonly #pending = new Set<HeadReader>();
   #sweep: NodeJS.Timeout | undefined;
+  #maxBytes: number;
+  #timeoutMs: number;
 
   constructor(
-    readonly maxBytes: number,
-    readonly timeoutMs: number,
+    maxBytes: number,
+    timeoutMs: number,
     readonly hooks: HeadReaderHooks,
-  ) {}
+  ) {
+    this.#maxBytes = maxBytes;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  get maxBytes(): number {
+    return this.#maxBytes;
+  }
+
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
+  /** A reload's limits, for the connections that arrive from now on (and, the timeout, for heads in progress). */
+  setLimits(maxBytes: number, timeoutMs: number): void {
+    this.#maxBytes = maxBytes;
+    if (timeoutMs === this.#timeoutMs) return;
+    this.#timeoutMs = timeoutMs;
+    // The sweep's period follows the timeout: a lowered one must be enforced at about its new value.
+    if (this.#sweep !== undefined) {
+      this.stop();
+      this.#startSweep();
+    }
+  }
 
   read(socket: RelaySocket): void {
     this.#pending.add(new HeadReader(this, socket));
     if (socket instanceof BareConn) socket.resume();
-    this.#sweep ??= setInterval(sweep, Math.max(50, Math.min(1_000, Math.floor(this.timeoutMs / 4))), this).unref();
+    if (this.#sweep === undefined) this.#startSweep();
+  }
+
+  #startSweep(): void {
+    this.#sweep = setInterval(sweep, sweepEvery(this.#timeoutMs), this).unref();
   }
 
   /** @internal */
@@ -53,7 +85,8 @@ export class HeadReaders {
 
   /** @internal */
   expire(now: number): void {
-    for (const reader of this.#pending) if (now - reader.since >= this.timeoutMs) reader.timedOut();
+    const timeout = this.#timeoutMs;
+    for (const reader of this.#pending) if (now - reader.since >= timeout) reader.timedOut();
     if (this.#pending.size === 0) this.stop();
   }
 
@@ -74,14 +107,22 @@ function sweep(readers: HeadReaders): void {
   readers.expire(Date.now());
 }
 
+/** How often heads are checked for the timeout: a quarter of it, within 50 ms .. 1 s (as the listener's HTTP server does). */
+export function sweepEvery(timeoutMs: number): number {
+  return Math.max(50, Math.min(1_000, Math.floor(timeoutMs / 4)));
+}
+
 class HeadReader {
   readonly since = Date.now();
+  /** The limit when the connection arrived: a reload does not change it under a head in progress (nor does Node's parser). */
+  readonly maxBytes: number;
   #buf: Buffer | undefined;
 
   constructor(
     readonly owner: HeadReaders,
     readonly socket: RelaySocket,
   ) {
+    this.maxBytes = owner.maxBytes;
     socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
@@ -93,8 +134,8 @@ class HeadReader {
     const buf = (this.#buf = before === 0 ? chunk : Buffer.concat([this.#buf!, chunk]));
     if (!startsLikeGet(buf)) return this.#other();
     const end = buf.indexOf(CRLFCRLF, Math.max(0, before - 3));
-    if (end === -1 || end + 4 > this.owner.maxBytes) {
-      if (buf.length > this.owner.maxBytes) this.#fail('HPE_HEADER_OVERFLOW', 'request head larger than maxHeaderBytes');
+    if (end === -1 || end + 4 > this.maxBytes) {
+      if (buf.length > this.maxBytes) this.#fail('HPE_HEADER_OVERFLOW', 'request head larger than maxHeaderBytes');
       return;
     }
     const req = parseUpgradeHead(buf.toString('latin1', 0, end), this.socket);

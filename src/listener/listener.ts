@@ -10,7 +10,7 @@ import { LogThrottle } from '../policy/log-throttle.js';
 import { CertificateStore, CertificateWatcher } from './certificates.js';
 import { peerAddress, setPeer, type Peer } from './peer-address.js';
 import { ProxyHeaderReader } from './proxy-protocol.js';
-import { HeadReaders } from './head-reader.js';
+import { HeadReaders, sweepEvery } from './head-reader.js';
 import type { UpgradeRequest } from '../handshake/request-head.js';
 import { BARE_TCP, type BareHandle, type RelaySocket } from '../relay/handle-io.js';
 import { BareConn } from '../relay/bare-conn.js';
@@ -60,6 +60,11 @@ interface ServerHandle {
  * With `tls`, the server speaks TLS (HTTP/1.1 by ALPN), picks certificates
  * by SNI, and swaps them without dropping connections: on
  * reloadCertificates() (a config reload, SIGHUP) and when the files change.
+ *
+ * A config reload (reload()) changes, for the connections accepted from then
+ * on, everything but the address and whether it speaks TLS: the handshake
+ * limits (both head parsers, the TLS handshake), the IP lists, PROXY
+ * protocol on or off, the TLS settings. The listening socket stays bound.
  */
 export class Listener {
   #config: ListenerConfig;
@@ -84,7 +89,7 @@ export class Listener {
       // The request timeout would also hit long HTTP passthrough bodies; the
       // headers timeout is the slowloris guard, and nothing applies after a 101.
       requestTimeout: 0,
-      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.handshakeTimeout / 4))),
+      connectionsCheckingInterval: sweepEvery(limits.handshakeTimeout),
       noDelay: true,
       keepAliveTimeout: 5_000,
     };
@@ -150,7 +155,37 @@ export class Listener {
   }
 
   /**
-   * Takes on a reloaded config's listener settings: IP lists, and TLS
+   * Takes on a reloaded config (same address, same TLS-or-not) for new
+   * connections: the handshake limits, then what reloadCertificates() takes.
+   * Open connections are untouched. True when new certificates are in service.
+   */
+  reload(config: ListenerConfig, limits: Limits): boolean {
+    this.#applyLimits(limits);
+    return this.reloadCertificates(config);
+  }
+
+  /**
+   * Both parsers' limits, and the TLS handshake's. Node's server reads
+   * maxHeaderSize as a connection arrives and headersTimeout at each check,
+   * as the head readers do; the checks' period and the TLS handshake
+   * timeout are fixed at construction, and are reset here by hand.
+   */
+  #applyLimits(limits: Limits): void {
+    const server = this.server as Server & { maxHeaderSize?: number; connectionsCheckingInterval: number };
+    server.maxHeaderSize = limits.maxHeaderBytes;
+    server.headersTimeout = limits.handshakeTimeout;
+    const every = sweepEvery(limits.handshakeTimeout);
+    if (server.connectionsCheckingInterval !== every) {
+      server.connectionsCheckingInterval = every;
+      if (server.listening) restartConnectionChecks(server);
+    }
+    this.#heads?.setLimits(limits.maxHeaderBytes, limits.handshakeTimeout);
+    if (this.#certs !== undefined) setTlsHandshakeTimeout(server, limits.handshakeTimeout);
+  }
+
+  /**
+   * Takes on a reloaded config's listener settings: IP lists, PROXY
+   * protocol (read per connection), and the TLS settings (minVersion) and
    * certificates, re-read from disk (new paths too). A certificate that
    * cannot be read or parsed leaves the old ones in service and is logged.
    * Open connections are untouched. True when new certificates are in service.
@@ -274,6 +309,28 @@ export class Listener {
 }
 
 function noop(): void {}
+
+/**
+ * Node's HTTP server checks its connections' timeouts on an interval set up
+ * when it starts listening, from connectionsCheckingInterval; that setup
+ * (its 'listening' listener) clears the old interval and starts one at the
+ * current period. Without it (a Node that moved it) the checks keep their
+ * old period, at most a second.
+ */
+function restartConnectionChecks(server: Server): void {
+  const setup = server.listeners('listening').find((f) => f.name === 'setupConnectionsTracking');
+  setup?.call(server);
+}
+
+/**
+ * The TLS server takes its handshake timeout as a constructor option and
+ * passes it to each new TLSSocket from a symbol-keyed field, read per
+ * connection: setting that field is the only way to change it in place.
+ */
+function setTlsHandshakeTimeout(server: Server, ms: number): void {
+  const key = Object.getOwnPropertySymbols(server).find((s) => s.description === 'handshake-timeout');
+  if (key !== undefined) (server as unknown as Record<symbol, unknown>)[key] = ms;
+}
 
 function destroySocket(this: Socket): void {
   this.destroy();

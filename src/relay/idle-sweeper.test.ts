@@ -52,4 +52,24 @@ void describe('IdleSweeper', () => {
     assert.equal(sweepsToIdle(s, m), 7, 'one sweep sees the traffic, six of 50 ms make 300 ms');
     s.delete(m);
   });
+
+  void it('retune restarts a running sweep at the new tick (a reload lowered the shortest idle timeout)', async () => {
+    const s = new IdleSweeper<Sweepable>(60_000);
+    let idled!: () => void;
+    let timer: NodeJS.Timeout | undefined;
+    const gone = new Promise<void>((resolve, reject) => {
+      idled = resolve;
+      // At the old tick nothing would happen for a minute. (This timer also keeps the process up: the sweep's is unref'd.)
+      timer = setTimeout(() => reject(new Error('not idled within 10 s')), 10_000);
+    });
+    const m: Sweepable = { active: true, quietMs: 0, idleMs: 100, onIdle: () => idled() };
+    s.add(m);
+    s.retune(20);
+    try {
+      await gone;
+    } finally {
+      clearTimeout(timer);
+      s.delete(m);
+    }
+  });
 });
