@@ -18,6 +18,8 @@ export interface Backend {
   readonly server: Server;
   /** Every upgrade request the backend accepted, in order. */
   readonly requests: IncomingMessage[];
+  /** The plain HTTP requests it answered ("http ok"). */
+  readonly plain: IncomingMessage[];
   close(): Promise<void>;
 }
 
@@ -64,9 +66,13 @@ export async function closeHttp(server: Server | HttpsServer, wss?: WebSocketSer
   await new Promise<void>((r) => server.close(() => r()));
 }
 
-/** A ws echo backend that records the requests it accepts. */
+/** A ws echo backend that records the requests it accepts, upgrades and plain ones. */
 export async function startBackend(options: Omit<ServerOptions, 'server' | 'port'> = {}): Promise<Backend> {
-  const server = createServer((_req, res) => res.end('http ok\n'));
+  const plain: IncomingMessage[] = [];
+  const server = createServer((req, res) => {
+    plain.push(req);
+    res.end('http ok\n');
+  });
   const wss = new WebSocketServer({ server, perMessageDeflate: false, ...options });
   const requests: IncomingMessage[] = [];
   wss.on('connection', (ws, req) => {
@@ -81,6 +87,7 @@ export async function startBackend(options: Omit<ServerOptions, 'server' | 'port
     wss,
     server,
     requests,
+    plain,
     async close() {
       await closeHttp(server, wss);
     },

@@ -1,6 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RelaySocket } from '../relay/handle-io.js';
-import { tokenListHas } from './validate-upgrade.js';
 
 /**
  * What the handshake path reads of a request. Node's IncomingMessage has all
@@ -34,8 +33,9 @@ export class RequestHead implements UpgradeRequest {
   ) {}
 }
 
-// Node keeps the first of these when a request repeats them; the fast path
-// leaves such requests to Node's parser so both paths agree on every request.
+// Node keeps the first of these when a request repeats them and drops the
+// others unseen (IncomingMessage's list). The fast path leaves such requests
+// to Node's parser, and the front door refuses them (repeatedField).
 const SINGLE = new Set([
   'age',
   'authorization',
@@ -59,8 +59,13 @@ const SINGLE = new Set([
 
 /** An origin-form target of visible ASCII. */
 const TARGET = /^\/[\x21-\x7e]*$/;
-/** RFC 9110 §5.1 field-name ":" OWS field-value OWS, value bytes as llhttp's strict mode takes them. */
-const FIELD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*$/;
+/**
+ * RFC 9110 §5.1 field-name ":" OWS field-value OWS, value bytes as llhttp's
+ * strict mode takes them. Trailing whitespace is spaces only: llhttp drops a
+ * trailing tab from the value too, but a tab after "upgrade" hides that
+ * token of Connection from it (differential fuzzing found it).
+ */
+const FIELD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?) *$/;
 const MAX_FIELDS = 1_000;
 
 /**
@@ -94,8 +99,25 @@ export function parseUpgradeHead(head: string, socket: RelaySocket): RequestHead
     start = end + 2;
   }
   if (headers['content-length'] !== undefined || headers['transfer-encoding'] !== undefined) return undefined;
-  if (headers.upgrade === undefined || !tokenListHas(headers.connection, 'upgrade')) return undefined;
+  // llhttp sees no upgrade in an empty Upgrade field.
+  if (!headers.upgrade || !connectionUpgrade(headers.connection)) return undefined;
   return new RequestHead(url, headers, raw, socket);
+}
+
+/**
+ * "upgrade" among Connection's tokens, read no more loosely than llhttp
+ * does: it ignores spaces around a token but not tabs, and sees no upgrade
+ * in "upgrade\t" or "upgrade\xa0" (then Node's server takes the request as
+ * a plain one, which the gateway refuses). A value it might read another
+ * way is left to it.
+ */
+const CONNECTION = /^ *[!#$%&'*+\-.^_`|~0-9A-Za-z]+ *(?:, *[!#$%&'*+\-.^_`|~0-9A-Za-z]+ *)*$/;
+const UPGRADE_TOKEN = /(?:^|,) *upgrade *(?:,|$)/i;
+
+function connectionUpgrade(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  if (value.length === 7) return value.toLowerCase() === 'upgrade';
+  return CONNECTION.test(value) && UPGRADE_TOKEN.test(value);
 }
 
 /** Combines a repeated field as IncomingMessage does; false for a repeated single-valued one. */
@@ -110,4 +132,34 @@ function addField(headers: IncomingHttpHeaders, name: string, value: string): bo
   if (Array.isArray(prev)) prev.push(value);
   else bag[name] = `${prev}${name === 'cookie' ? '; ' : ', '}${value}`;
   return true;
+}
+
+/** Bit i: the request has a field named SINGLE's i-th name. */
+const SINGLE_BIT = new Map([...SINGLE].map((name, i) => [name, 1 << i]));
+/** The longest name in SINGLE ("proxy-authorization"): longer names need no lower-casing. */
+const SINGLE_LONGEST = 19;
+
+/**
+ * The first single-valued field (SINGLE) a request repeats, lower-case, or
+ * undefined. Node's IncomingMessage keeps only the first of them while
+ * the raw lines all go on to the backend (forwardHeaders), so routing,
+ * auth and hashing would read one Host or Authorization and the backend
+ * perhaps another: RFC 9110 §5.3 forbids repeating such a field, RFC 9112
+ * §3.2 asks for a 400 on a repeated Host. A RequestHead never repeats one
+ * (parseUpgradeHead declines them), so only heads Node parsed are scanned.
+ */
+export function repeatedField(req: UpgradeRequest): string | undefined {
+  if (req instanceof RequestHead) return undefined;
+  const raw = req.rawHeaders;
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length > SINGLE_LONGEST) continue;
+    const lower = name.toLowerCase();
+    const bit = SINGLE_BIT.get(lower);
+    if (bit === undefined) continue;
+    if ((seen & bit) !== 0) return lower;
+    seen |= bit;
+  }
+  return undefined;
 }

@@ -1,4 +1,5 @@
-import type { UpgradeRequest } from './request-head.js';
+import { repeatedField, type UpgradeRequest } from './request-head.js';
+import { toOriginForm } from './request-target.js';
 import { GatewayError } from '../errors.js';
 
 const BASE64_KEY = /^[A-Za-z0-9+/]{22}==$/;
@@ -12,8 +13,12 @@ export function validateUpgrade(req: UpgradeRequest): GatewayError | undefined {
   if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) {
     return malformed(`HTTP/${req.httpVersion} is not HTTP/1.1`);
   }
+  const repeated = repeatedField(req);
+  if (repeated !== undefined) return malformed(`repeated ${repeated} header`);
   const h = req.headers;
   if (h.host === undefined || h.host === '') return malformed('missing Host header');
+  const target = toOriginForm(req);
+  if (target !== undefined) return malformed(target);
   if (!tokenListHas(h.upgrade, 'websocket')) return malformed('Upgrade header is not "websocket"');
   if (!tokenListHas(h.connection, 'upgrade')) return malformed('Connection header does not contain "upgrade"');
   const key = h['sec-websocket-key'];
@@ -31,16 +36,22 @@ function malformed(detail: string): GatewayError {
   return new GatewayError('HANDSHAKE_MALFORMED', detail);
 }
 
-/** Case-insensitive membership in a comma-separated header token list. */
+/**
+ * Case-insensitive membership in a comma-separated header token list. Only
+ * spaces and tabs (OWS) around a token are ignored: String.trim() would also
+ * drop \xa0, \v and \f, and "websocket\xa0" is not the token "websocket".
+ */
 export function tokenListHas(value: string | string[] | undefined, token: string): boolean {
   if (value === undefined) return false;
   const s = Array.isArray(value) ? value.join(',') : value;
   if (s.length === token.length) return s.toLowerCase() === token;
   for (const part of s.split(',')) {
-    if (part.trim().toLowerCase() === token) return true;
+    if (part.replace(OWS_ENDS, '').toLowerCase() === token) return true;
   }
   return false;
 }
+
+const OWS_ENDS = /^[ \t]+|[ \t]+$/g;
 
 /** True for requests that try to be WebSocket upgrades, valid or not. */
 export function looksLikeUpgrade(req: UpgradeRequest): boolean {

@@ -3,7 +3,8 @@ import type { RelaySocket } from '../relay/handle-io.js';
 import type { AuthResult } from '../auth/route-auth.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import { reject, rejectError } from '../handshake/reject.js';
-import type { UpgradeRequest } from '../handshake/request-head.js';
+import { repeatedField, type UpgradeRequest } from '../handshake/request-head.js';
+import { toOriginForm } from '../handshake/request-target.js';
 import { looksLikeUpgrade, validateUpgrade } from '../handshake/validate-upgrade.js';
 import type { ListenerHandlers } from '../listener/listener.js';
 import { peerAddress } from '../listener/peer-address.js';
@@ -134,6 +135,17 @@ export class FrontDoor implements ListenerHandlers {
       const err = validateUpgrade(req) ?? new GatewayError('HANDSHAKE_MALFORMED', 'not a valid upgrade request');
       host.metrics?.handshake('', outcomeOf(err.code));
       return this.#failRequest(res, err);
+    }
+    // Before routing and auth read a Host or Authorization the backend may not read (see repeatedField).
+    const repeated = repeatedField(req);
+    if (repeated !== undefined) {
+      if (host.metrics !== undefined) countRequest(host.metrics, '', res);
+      return this.#failRequest(res, new GatewayError('HANDSHAKE_MALFORMED', `repeated ${repeated} header`));
+    }
+    const target = toOriginForm(req);
+    if (target !== undefined) {
+      if (host.metrics !== undefined) countRequest(host.metrics, '', res);
+      return this.#failRequest(res, new GatewayError('HANDSHAKE_MALFORMED', target));
     }
     const path = pathOf(req.url);
     const route = host.draining ? undefined : snap.routes.match(req.headers.host, path, req.headers);
