@@ -304,11 +304,17 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   if (read_size <= 0 || read_size > READ_MAX) read_size = READ_MAX;
   uv_loop_t* loop;
   CHECK(napi_get_uv_event_loop(env, &loop));
+  // Every argument is checked before anything is taken: a throw below this
+  // point must give back what it took.
+  napi_ref owner;
+  CHECK(napi_create_reference(env, argv[0], 1, &owner));
   pair_t* p = calloc(1, sizeof *p);
   if (p == NULL) {
+    napi_delete_reference(env, owner);
     napi_throw_error(env, "ENOMEM", "wsgate relay: out of memory");
     return NULL;
   }
+  p->owner = owner;
   p->mod = mod;
   p->env = env;
   p->read_size = (size_t)read_size;
@@ -320,6 +326,7 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   }
   if (err != 0) {
     for (int i = 0; i < 2; i++) if (dups[i] >= 0) close(dups[i]);
+    napi_delete_reference(env, owner);
     free(p);
     napi_throw_error(env, "EBADF", "wsgate relay: cannot duplicate the session's sockets");
     return NULL;
@@ -340,7 +347,6 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   }
   p->linger.data = p;
   p->handles = 3;
-  CHECK(napi_create_reference(env, argv[0], 1, &p->owner));
   mod->open++;
   repoll(&p->side[0]);
   repoll(&p->side[1]);

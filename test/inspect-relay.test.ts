@@ -147,11 +147,13 @@ void describe('InspectRelay', () => {
   });
 
   for (const split of [1, 4]) {
-    void it(`a gateway Close queued while the upstream's own Close arrives split (at ${split}): one Close reaches the client`, async () => {
+    void it(`a gateway Close while the upstream's own Close arrives split (at ${split}): one Close reaches the client`, async () => {
       const s = await setup();
       const theirs = frame(CLOSE, closePayload(4001, 'theirs'), { mask: false });
       s.upstream.send(theirs.subarray(0, split));
-      await s.client.receivedAtLeast(split);
+      await sleep(50);
+      // The unfinished Close is held back, not forwarded: the client is between
+      // frames, so the gateway's Close goes out at once, and theirs never does.
       s.relay.close('shutdown');
       await sleep(20);
       s.upstream.send(theirs.subarray(split));
@@ -161,8 +163,12 @@ void describe('InspectRelay', () => {
         return s.client.frames.filter((f) => f.opcode === CLOSE);
       })();
       assert.equal(closes.length, 1);
-      assert.equal(closeOf(closes[0]!).code, 4001);
-      s.client.send(frame(CLOSE, closePayload(4001)));
+      assert.equal(closeOf(closes[0]!).code, 1001);
+      assert.deepEqual(
+        s.client.frames.map((f) => f.opcode),
+        [CLOSE],
+      );
+      s.client.send(frame(CLOSE, closePayload(1001)));
       await s.done;
     });
   }

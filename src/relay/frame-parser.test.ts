@@ -582,3 +582,73 @@ void describe('FrameTracker: property', () => {
     );
   });
 });
+
+const QUIET: FrameEvents = { onControl() {}, onMessage() {} };
+
+void describe('FrameTracker: what a holding relay and a rate gate need', () => {
+  void it('openBytes counts an unfinished header or control frame at the end of the stream, and nothing else', () => {
+    const frames = [
+      c(9, 'ping'),
+      c(1, Buffer.alloc(300, 0x61)),
+      c(2, Buffer.alloc(3), { lengthBits: 64 }),
+      c(10, Buffer.alloc(125)),
+      c(8, closeBody(1000, 'bye')),
+    ];
+    const stream = Buffer.concat(frames);
+    // [start, header length, control?] per frame.
+    const spans: [number, number, boolean][] = [];
+    let at = 0;
+    for (const f of frames) {
+      const len7 = f[1]! & 0x7f;
+      spans.push([at, 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + 4, (f[0]! & 0x0f) >= 8]);
+      at += f.length;
+    }
+    for (let k = 0; k <= stream.length; k++) {
+      const t = new FrameTracker(CLIENT, QUIET);
+      assert.equal(t.scan(stream.subarray(0, k)), 0);
+      const span = spans.findLast(([start]) => start < k);
+      const inFrame = span !== undefined && k < span[0] + frames[spans.indexOf(span)]!.length;
+      const want = span === undefined || !inFrame ? 0 : span[2] || k - span[0] < span[1] ? k - span[0] : 0;
+      assert.equal(t.openBytes, want, `after ${k} bytes`);
+      assert.ok(t.openBytes <= 131);
+    }
+    // The same count when the stream came one byte at a time.
+    const t = new FrameTracker(CLIENT, QUIET);
+    for (let k = 0; k < 3; k++) t.scan(frames[3]!.subarray(k, k + 1));
+    assert.equal(t.openBytes, 3);
+    // 0 after a failure.
+    assert.equal(t.scan(Buffer.from([0xff, 0xff, 0xff])), 0);
+    const bad = new FrameTracker(CLIENT, QUIET);
+    bad.scan(s(1, 'x'));
+    assert.equal(bad.openBytes, 0);
+  });
+
+  void it('the gate hears each data message begin, at its first frame, once its header is valid', () => {
+    const starts: number[] = [];
+    const stream = Buffer.concat([c(1, 'a', { fin: false }), c(9, 'p'), c(0, 'b'), c(2, 'cd'), c(10), c(2, Buffer.alloc(20))]);
+    const t = new FrameTracker({ ...CLIENT, maxMessageBytes: 10, gate: { onMessageStart: (at) => starts.push(at) } }, QUIET);
+    assert.equal(t.scan(stream), 1009);
+    const a = c(1, 'a', { fin: false }).length + c(9, 'p').length + c(0, 'b').length;
+    assert.deepEqual(starts, [0, a]);
+    // A header split across chunks: the offset is negative, from the chunk that completes it.
+    const heard: number[] = [];
+    const u = new FrameTracker({ ...CLIENT, gate: { onMessageStart: (at) => heard.push(at) } }, QUIET);
+    const f = c(2, 'xyz');
+    u.scan(f.subarray(0, 3));
+    assert.deepEqual(heard, []);
+    u.scan(f.subarray(3));
+    assert.deepEqual(heard, [-3]);
+  });
+
+  void it('the payload sink is shown empty data frames too, so a message ending in one is checked where it ends', () => {
+    const seen: [number, number, number][] = [];
+    const stream = Buffer.concat([c(1, 'ab', { fin: false }), c(0, '')]);
+    const t = new FrameTracker({ ...CLIENT, payload: { onPayload: (_chunk, start, end, _phase, frameStart) => seen.push([start, end, frameStart]) } }, QUIET);
+    assert.equal(t.scan(stream), 0);
+    const second = c(1, 'ab', { fin: false }).length;
+    assert.deepEqual(seen, [
+      [6, 8, 0],
+      [second + 6, second + 6, second],
+    ]);
+  });
+});

@@ -21,10 +21,16 @@
 //   forwarded). To drop a control frame (e.g. the pong answering the
 //   gateway's own ping), forward chunk[0, frameStart) and chunk[frameEnd, ..)
 //   when frameStart >= 0. A frame that straddles chunks cannot be dropped
-//   because its head has gone; let it through: an unsolicited Pong is legal
-//   (§5.5.3) and the peer ignores it.
+//   because its head has gone (unless the relay held it back: `openBytes`);
+//   let it through: an unsolicited Pong is legal (§5.5.3) and the peer
+//   ignores it.
 //   onMessage(opcode, bytes) when the last frame of a data message ends
 //   (opcode 1 or 2; bytes = payload bytes on the wire, all fragments).
+// - Holding back: `openBytes` is how many bytes at the end of the stream
+//   scanned so far belong to a frame header, or a control frame, not
+//   finished yet (at most 131). A relay that keeps those back until the frame
+//   is whole never leaves its destination inside a header or control frame,
+//   so a rule broken there can be answered with a Close to both peers.
 // - Injecting a frame: only between frames. After scan(chunk),
 //   `lastBoundary` is the largest offset b in [0, chunk.length] such that the
 //   stream is between frames after chunk[0, b), or -1 when the chunk holds no
@@ -55,7 +61,12 @@
 //   and is shown every data payload byte range as it goes by, still masked:
 //   onPayload(chunk, start, end, phase, frameStart), with `maskKey` holding the
 //   frame's key and `phase` the offset of chunk[start] in the frame's payload.
-//   Without a sink this costs one null check per data frame.
+//   Without a sink this costs one null check per data frame. An empty data
+//   frame is shown as an empty range, so the sink sees every frame.
+// - A relay that limits the message rate passes a `gate`: it is told when a
+//   data message begins, once its first header is known to be valid, so a
+//   message over the rate can be cut before its first byte goes out.
+//   Without a gate this costs one null check per message.
 // - maxMessageBytes counts wire payload bytes of the data frames of one
 //   message and is checked when a header announces its length, before any of
 //   that payload is forwarded. Control frames do not count.
@@ -72,6 +83,13 @@ export interface FrameTrackerOptions {
   readonly maxMessageBytes: number;
   /** Shown every data payload range (see the top comment); omit unless needed. */
   readonly payload?: PayloadSink | undefined;
+  /** Told when each data message begins (see the top comment); omit unless needed. */
+  readonly gate?: MessageGate | undefined;
+}
+
+/** Told when a data message begins; `frameStart` is its first frame's offset in the chunk being scanned. */
+export interface MessageGate {
+  onMessageStart(frameStart: number): void;
 }
 
 /** Sees data-frame payload bytes as they go by (still masked: see FrameTracker.maskKey). */
@@ -135,6 +153,7 @@ export class FrameTracker {
   readonly #rsv1Allowed: boolean;
   readonly #maxMessageBytes: number;
   readonly #sink: PayloadSink | null;
+  readonly #gate: MessageGate | null;
   /** With a sink: the current data frame's mask key (zeros when unmasked). */
   readonly maskKey: Buffer | null;
   #frameLen = 0;
@@ -171,6 +190,7 @@ export class FrameTracker {
     this.#rsv1Allowed = opts.rsv1Allowed;
     this.#maxMessageBytes = opts.maxMessageBytes;
     this.#sink = opts.payload ?? null;
+    this.#gate = opts.gate ?? null;
     this.maskKey = this.#sink === null ? null : this.#scratch.subarray(MASK_AT, MASK_AT + 4);
   }
 
@@ -210,6 +230,21 @@ export class FrameTracker {
     if (s === SKIP_DATA || s === GET_CONTROL) return this.#remaining;
     if (s === GET_HEADER) return this.#hdrLen === 0 ? 0 : -1;
     return s === CLOSED ? 0 : -1;
+  }
+
+  /**
+   * Bytes at the end of what was scanned that belong to a frame header, or a
+   * control frame, not finished yet; 0 when none (between frames, inside a
+   * data frame's payload, or after a Close or a failure). At most 131.
+   */
+  get openBytes(): number {
+    const s = this.#state;
+    return (s === GET_HEADER && this.#hdrLen !== 0) || s === GET_CONTROL ? -this.#frameStart : 0;
+  }
+
+  /** With a sink: the payload length of the current (or last) data frame. */
+  get frameLength(): number {
+    return this.#frameLen;
   }
 
   /** A data message has begun and its final frame has not ended yet. */
@@ -293,8 +328,10 @@ export class FrameTracker {
           }
         }
         if (parsed && this.#remaining === 0) {
-          if (this.#state === SKIP_DATA) this.#endDataFrame(pos);
-          else if (this.#endControlFrame(pos) !== 0) return this.#closeCode;
+          if (this.#state === SKIP_DATA) {
+            if (this.#sink !== null) this.#sink.onPayload(chunk, pos, pos, 0, this.#frameStart);
+            this.#endDataFrame(pos);
+          } else if (this.#endControlFrame(pos) !== 0) return this.#closeCode;
         }
       } else if (s === GET_CONTROL) {
         const scratch = this.#scratch;
@@ -404,6 +441,7 @@ export class FrameTracker {
     if (this.#maxMessageBytes > 0 && this.#msgBytes > this.#maxMessageBytes) {
       return this.#fail(1009, 'MESSAGE_TOO_BIG', `message exceeds ${this.#maxMessageBytes} bytes (RFC 6455 §7.4.1, code 1009)`);
     }
+    if (this.#gate !== null && opcode !== Opcode.CONTINUATION) this.#gate.onMessageStart(this.#frameStart);
     if (this.#sink !== null) {
       // buf may be the scratch buffer (a carried header): the key sits below MASK_AT there.
       const scratch = this.#scratch;

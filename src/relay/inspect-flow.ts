@@ -1,5 +1,5 @@
 import { countSize, type SizeCounts } from './relay-tally.js';
-import { FrameTracker, type FrameEvents, type PayloadSink } from './frame-parser.js';
+import { FrameTracker, type FrameEvents, type MessageGate, type PayloadSink } from './frame-parser.js';
 import { CloseCode, Opcode } from './frames.js';
 import { isGatewayPong } from './keepalive.js';
 import { TokenBucket } from './message-rate.js';
@@ -16,6 +16,26 @@ import type { Port, PortHandlers, RelaySocket } from './handle-io.js';
 // `Flow.chunk`, which writes the chunk in pieces around those frames.
 // Chunks are never copied: pieces are subarrays of the received Buffer.
 // Reads and writes go through the sockets' Ports (handle-io.ts).
+//
+// A chunk that ends inside a frame header or a control frame keeps those
+// bytes back (at most 131, copied) until the frame is whole: so `dst` is
+// never left inside one, and whatever rule such a frame breaks, both peers
+// can still be sent a Close. Offsets below are the chunk's; a negative one
+// lies in those held bytes, which come first (-held: before all of them).
+// The one place `dst` can still be left inside a frame is a text frame found
+// not UTF-8 after its head went out with an earlier chunk: it is finished
+// with padding that is not UTF-8 either (at most MAX_PAD bytes; beyond that
+// `dst` is cut), so the endpoint cannot take it as text, and the Close follows.
+
+/** Most bytes held back: a control frame, header (2 + 4-byte key) and payload (125). */
+const MAX_HELD = 131;
+/** Most padding written to finish a text frame that turned out not UTF-8 halfway. */
+const MAX_PAD = 64 * 1024;
+const ZEROS = Buffer.alloc(16 * 1024);
+/** A cut inside a frame whose head has gone out: below any offset in a chunk or its held bytes. */
+const STUCK = -0x40000000;
+/** No position (no rate cut, nowhere to inject): the same out-of-range value. */
+const NONE = STUCK;
 
 /** What a flow reports to the relay that owns it. */
 export interface FlowOwner {
@@ -42,7 +62,7 @@ export interface FlowOptions {
   readonly sizes: SizeCounts | null;
 }
 
-export class Flow implements FrameEvents, PayloadSink {
+export class Flow implements FrameEvents, PayloadSink, MessageGate {
   readonly owner: FlowOwner;
   readonly src: RelaySocket;
   readonly dst: RelaySocket;
@@ -67,7 +87,7 @@ export class Flow implements FrameEvents, PayloadSink {
   outClosed = false;
   /** src broke a rule: nothing more it sends is forwarded. */
   failed = false;
-  /** dst was left inside a frame for good (a rule broken inside a frame or header begun in an earlier chunk). */
+  /** dst was left inside a frame for good (a text frame found not UTF-8 after its head went out, too long to pad). */
   stuck = false;
 
   #queue: Buffer[] | null = null;
@@ -77,7 +97,7 @@ export class Flow implements FrameEvents, PayloadSink {
   #closeStart = 0;
   #closeEnd = -1;
   #closeCode = 0;
-  #rateCut = -1;
+  #rateCut = NONE;
   /** [start, end) pairs of gateway pongs to leave out. */
   #drops: number[] | null = null;
   #dropBytes = 0;
@@ -88,6 +108,14 @@ export class Flow implements FrameEvents, PayloadSink {
   #utf8Bad = false;
   #utf8Chunk: Buffer | null = null;
   #utf8Cut = -1;
+  /** Payload offset of the text frame's first byte in #textChunk. */
+  #textPhase = 0;
+  /** Padding owed to finish the text frame cut inside (0: none), and its first byte, masked. */
+  #padLen = 0;
+  #padByte = 0;
+  /** An unfinished header or control frame from the end of earlier chunks, not forwarded yet. */
+  #held: Buffer | null = null;
+  #heldLen = 0;
 
   constructor(owner: FlowOwner, src: Port<Flow>, dst: Port<Flow>, opts: FlowOptions) {
     this.owner = owner;
@@ -106,6 +134,7 @@ export class Flow implements FrameEvents, PayloadSink {
         rsv1Allowed: opts.rsv1Allowed,
         maxMessageBytes: opts.maxMessageBytes,
         payload: this.#utf8 === null ? undefined : this,
+        gate: opts.messageRate > 0 ? this : undefined,
       },
       this,
     );
@@ -124,7 +153,7 @@ export class Flow implements FrameEvents, PayloadSink {
       this.#closeEnd = frameEnd;
       this.#closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : CloseCode.NO_STATUS;
       this.slow = true;
-    } else if (opcode === Opcode.PONG && this.fromClient && frameStart >= 0 && isGatewayPong(payload)) {
+    } else if (opcode === Opcode.PONG && this.fromClient && frameStart >= -this.#heldLen && isGatewayPong(payload)) {
       (this.#drops ??= []).push(frameStart, frameEnd);
       this.#dropBytes += frameEnd - frameStart;
       this.slow = true;
@@ -136,15 +165,34 @@ export class Flow implements FrameEvents, PayloadSink {
     if (t.messageOpcode !== Opcode.TEXT || t.messageCompressed || this.#utf8Bad) return;
     this.#textChunk = chunk;
     this.#textFrameStart = frameStart;
+    this.#textPhase = phase;
     if (!this.#utf8!.write(chunk, start, end, t.maskKey!, phase)) this.#utf8Failed(chunk, frameStart);
   }
 
   #utf8Failed(chunk: Buffer | null, frameStart: number): void {
     this.#utf8Bad = true;
-    // The cut goes before the frame holding the bad byte, when it began in this chunk.
+    // The cut goes before the frame holding the bad byte, when it began in this chunk (or its held bytes).
     this.#utf8Chunk = chunk;
     this.#utf8Cut = frameStart;
     this.slow = true;
+    if (frameStart < -this.#heldLen) {
+      // Its head went out with an earlier chunk, and this chunk starts inside
+      // its payload, at #textPhase: the rest is owed before a Close can go.
+      const t = this.tracker;
+      const rest = t.frameLength - this.#textPhase;
+      if (rest <= MAX_PAD) {
+        this.#padLen = rest;
+        this.#padByte = 0xff ^ t.maskKey![this.#textPhase & 3]!;
+      }
+    }
+  }
+
+  onMessageStart(frameStart: number): void {
+    // Charged as the message begins, so the one over the rate is cut before its first byte.
+    if (this.#rateCut === NONE && !this.outClosed && !this.#bucket!.take()) {
+      this.#rateCut = frameStart;
+      this.slow = true;
+    }
   }
 
   onMessage(opcode: number, bytes: number): void {
@@ -153,11 +201,6 @@ export class Flow implements FrameEvents, PayloadSink {
     if (this.#utf8 !== null && opcode === Opcode.TEXT && !this.tracker.messageCompressed) {
       if (!this.#utf8.end() && !this.#utf8Bad) this.#utf8Failed(this.#textChunk, this.#textFrameStart);
       this.#textChunk = null;
-    }
-    if (this.#bucket !== null && !this.#bucket.take() && this.#rateCut < 0 && !this.outClosed) {
-      // The tracker has just set lastBoundary to the end of this message.
-      this.#rateCut = this.tracker.lastBoundary;
-      this.slow = true;
     }
   }
 
@@ -179,44 +222,60 @@ export class Flow implements FrameEvents, PayloadSink {
       this.#resetChunk();
       return;
     }
+    const len = chunk.length;
+    const held = this.#heldLen;
     const closeEnd = this.#closeEnd;
-    // The first rule broken in the chunk decides where it is cut (-1: inside
-    // a frame that began earlier, so dst is left stuck).
+    // The first rule broken in the chunk decides where it is cut. With no
+    // boundary in the chunk, the rule was broken in the held frame (the
+    // tracker fails only in headers and control frames), dropped whole.
     let violation = code;
-    let end = code !== 0 ? this.tracker.lastBoundary : chunk.length;
-    let rule = code !== 0 ? (this.tracker.error ?? 'protocol error') : '';
+    let end = len;
+    let rule = '';
+    if (code !== 0) {
+      const b = this.tracker.lastBoundary;
+      end = b >= 0 ? b : held > 0 ? -held : STUCK;
+      rule = this.tracker.error ?? 'protocol error';
+    }
     const rateCut = this.#rateCut;
-    if (rateCut >= 0 && (violation === 0 || rateCut < end)) {
+    if (rateCut !== NONE && (violation === 0 || rateCut < end)) {
       violation = CloseCode.POLICY;
       end = rateCut;
       rule = `more than ${this.#rate} messages per second`;
     }
     if (this.#utf8Bad) {
-      const cut = this.#utf8Chunk === chunk ? this.#utf8Cut : -1;
+      const cut = this.#utf8Chunk === chunk && this.#utf8Cut >= -held ? this.#utf8Cut : STUCK;
       if (violation === 0 || cut < end) {
         violation = CloseCode.INVALID_PAYLOAD;
         end = cut;
         rule = 'RFC 6455 §8.1: a text message must be valid UTF-8';
       }
     }
-    if (violation === 0 && closeEnd >= 0) end = closeEnd;
+    // No rule broken: up to src's Close, or up to an unfinished frame kept back.
+    if (violation === 0) end = closeEnd >= 0 ? closeEnd : len - this.tracker.openBytes;
 
     if (!this.outClosed) {
-      if (end < 0) {
-        this.stuck = true;
+      if (end === STUCK) {
+        if (violation === CloseCode.INVALID_PAYLOAD && this.#padLen > 0) this.#pad();
+        else this.stuck = true;
       } else {
-        // Injected frames go at the first boundary; when it was not known
-        // (a header split across chunks), at the last one, or just before src's Close.
-        let at = -1;
+        // Injected frames go at the first boundary: before the held bytes,
+        // or the first one in the chunk; when that was not known (a header
+        // split across chunks), at the last one, or just before src's Close.
+        let at = NONE;
         if (this.#queue !== null && violation === 0) {
-          if (first >= 0) at = first <= chunk.length ? first : -1;
-          else at = closeEnd >= 0 ? this.#closeStart : this.tracker.lastBoundary;
-          // Nothing goes after src's Close (whose head may be in an earlier chunk).
-          if (closeEnd >= 0 && at >= closeEnd) at = -1;
+          if (held > 0) at = -held;
+          else if (first >= 0) at = first <= len ? first : NONE;
+          else if (closeEnd >= 0) at = this.#closeStart;
+          else if (this.tracker.lastBoundary >= 0) at = this.tracker.lastBoundary;
+          // Nothing goes after src's Close.
+          if (closeEnd >= 0 && at >= closeEnd) at = NONE;
         }
         this.#forward(chunk, end, at);
       }
     }
+    // What is left past `end` when no rule was broken: an unfinished frame, kept for the next chunk.
+    if (violation === 0 && closeEnd < 0 && !this.outClosed && end < len) this.#hold(chunk, end);
+    else this.#heldLen = 0;
     const closeCode = this.#closeCode;
     this.#resetChunk();
 
@@ -239,7 +298,7 @@ export class Flow implements FrameEvents, PayloadSink {
       }
       this.owner.closeReceived(this, closeCode);
     }
-    this.slow = this.#queue !== null || this.outClosed || this.failed;
+    this.slow = this.#queue !== null || this.outClosed || this.failed || this.#heldLen > 0;
   }
 
   /**
@@ -250,7 +309,8 @@ export class Flow implements FrameEvents, PayloadSink {
   inject(frame: Buffer, isClose: boolean): boolean {
     if (this.outClosed || this.#closeQueued) return true;
     if (this.stuck) return false;
-    if (this.#queue === null && (this.failed || this.tracker.atFrameBoundary)) {
+    // Held bytes are a frame not forwarded yet: dst is between frames.
+    if (this.#queue === null && (this.failed || this.#heldLen > 0 || this.tracker.atFrameBoundary)) {
       this.dstPort.write(frame);
       if (isClose) {
         this.#closeOut();
@@ -290,42 +350,79 @@ export class Flow implements FrameEvents, PayloadSink {
     this.#bucket?.release();
   }
 
-  /** Writes chunk[0, end) minus dropped pongs, with the queued frames at boundary `at` (-1: none). */
+  /** Writes the held bytes and chunk[0, end) minus dropped pongs, with the queued frames at boundary `at` (NONE: none). */
   #forward(chunk: Buffer, end: number, at: number): void {
-    const dst = this.dst;
     const port = this.dstPort;
     const drops = this.#drops;
-    if (at < 0 && (drops === null || drops.length === 0)) {
+    if (at === NONE && this.#heldLen === 0 && (drops === null || drops.length === 0)) {
       if (end > 0) port.send(end === chunk.length ? chunk : chunk.subarray(0, end));
     } else {
-      dst.cork();
-      let pos = 0;
+      this.dst.cork();
+      let pos = -this.#heldLen;
       let ins = at;
       if (drops !== null) {
         for (let i = 0; i < drops.length; i += 2) {
           const s = drops[i]!;
           if (s >= end) break;
           // A boundary is never inside a dropped frame: it is before it or past it.
-          if (ins >= 0 && ins <= s) {
-            if (ins > pos) port.write(chunk.subarray(pos, ins));
+          if (ins !== NONE && ins <= s) {
+            this.#put(chunk, pos, ins);
             pos = ins;
-            ins = -1;
+            ins = NONE;
             this.#flushQueue();
             if (this.outClosed) break;
           }
-          if (s > pos) port.write(chunk.subarray(pos, s));
+          this.#put(chunk, pos, s);
           pos = drops[i + 1]!;
         }
       }
-      if (ins >= pos && !this.outClosed) {
-        if (ins > pos) port.write(chunk.subarray(pos, ins));
+      if (ins !== NONE && ins >= pos && !this.outClosed) {
+        this.#put(chunk, pos, ins);
         pos = ins;
         this.#flushQueue();
       }
-      if (!this.outClosed && end > pos) port.write(chunk.subarray(pos, end));
-      dst.uncork();
+      if (!this.outClosed) this.#put(chunk, pos, end);
+      this.dst.uncork();
     }
     if (!this.outClosed && port.buffered >= this.maxBuffered) this.srcPort.pause();
+  }
+
+  /** Writes [from, to) of the held bytes followed by the chunk (chunk offsets). */
+  #put(chunk: Buffer, from: number, to: number): void {
+    if (from >= to) return;
+    if (from < 0) {
+      const held = this.#heldLen;
+      this.dstPort.write(this.#held!.subarray(held + from, held + Math.min(to, 0)));
+      // The socket keeps that buffer until it is written: the next hold takes a new one.
+      this.#held = null;
+      if (to <= 0) return;
+      from = 0;
+    }
+    this.dstPort.write(chunk.subarray(from, to));
+  }
+
+  /** Keeps chunk[from, ..) back: after the held bytes when from < 0 (the held frame goes on), else instead of them. */
+  #hold(chunk: Buffer, from: number): void {
+    if (from < 0) {
+      chunk.copy(this.#held!, this.#heldLen);
+      this.#heldLen += chunk.length;
+      return;
+    }
+    // Never larger than MAX_HELD: openBytes is at most a control frame.
+    chunk.copy((this.#held ??= Buffer.allocUnsafe(MAX_HELD)), 0, from);
+    this.#heldLen = chunk.length - from;
+  }
+
+  /**
+   * Finishes the text frame left open toward dst (its head went out with an
+   * earlier chunk) with #padLen bytes: the first unmasks to 0xFF, which no
+   * UTF-8 text holds, so the endpoint fails the message rather than take it.
+   */
+  #pad(): void {
+    const port = this.dstPort;
+    port.write(Buffer.of(this.#padByte));
+    for (let left = this.#padLen - 1; left > 0; left -= ZEROS.length) port.write(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
+    this.#padLen = 0;
   }
 
   #flushQueue(): void {
@@ -341,7 +438,7 @@ export class Flow implements FrameEvents, PayloadSink {
 
   #resetChunk(): void {
     this.#closeEnd = -1;
-    this.#rateCut = -1;
+    this.#rateCut = NONE;
     this.#dropBytes = 0;
     if (this.#drops !== null) this.#drops.length = 0;
   }
@@ -353,8 +450,9 @@ function receive(f: Flow, chunk: Buffer): void {
     f.scanSlow(chunk);
     return;
   }
-  const code = f.tracker.scan(chunk);
-  if (code === 0 && !f.slow) {
+  const t = f.tracker;
+  const code = t.scan(chunk);
+  if (code === 0 && !f.slow && t.openBytes === 0) {
     f.bytes += chunk.length;
     f.heard = true;
     f.owner.active = true;

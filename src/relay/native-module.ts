@@ -4,6 +4,9 @@ import { createRequire } from 'node:module';
 // the tunnel-mode relay core (native-tunnel.ts) and the direct write behind
 // the shared read buffer (handle-io.ts). It is optional: without it both
 // fall back to JavaScript, at a higher CPU cost.
+//
+// WSGATE_NATIVE_PATH loads another build of it instead (an absolute path):
+// `npm run test:asan` runs the tests on one built with AddressSanitizer.
 
 let loaded: object | string | undefined;
 
@@ -11,7 +14,7 @@ let loaded: object | string | undefined;
 export function nativeModule(): object | string {
   if (loaded === undefined) {
     try {
-      loaded = createRequire(import.meta.url)('../../build/Release/wsgate_relay.node') as object;
+      loaded = createRequire(import.meta.url)(process.env.WSGATE_NATIVE_PATH || '../../build/Release/wsgate_relay.node') as object;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       loaded =
