@@ -1,9 +1,10 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer as createTcpServer, type Socket } from 'node:net';
+import { createConnection, createServer as createTcpServer, type Socket } from 'node:net';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
-import { simpleConfig, startGateway, type RunningGateway, listenLocal } from './helpers.js';
+import { rawExchange, simpleConfig, startGateway, type RunningGateway, listenLocal } from './helpers.js';
+import { admin } from './resilience-helpers.js';
 
 /** Sends one HTTP request through the gateway; resolves with status, headers and body. */
 async function send(
@@ -134,6 +135,128 @@ routes: [{ match: { path: /only }, upstream: app }]
 upstreams: { app: { targets: [{ url: "http://127.0.0.1:1" }] } }`);
     try {
       assert.equal((await send(g.port, 'GET', '/elsewhere')).status, 404);
+    } finally {
+      await g.close();
+    }
+  });
+});
+
+/** A port with nothing listening on it. */
+async function refusingPort(): Promise<number> {
+  const dead = createServer();
+  const port = await listenLocal(dead);
+  await new Promise<void>((r) => dead.close(() => r()));
+  return port;
+}
+
+/** An HTTP backend that answers every request with its name and records what it got. */
+async function namedBackend(name: string): Promise<{ port: number; seen: IncomingMessage[]; server: Server }> {
+  const seen: IncomingMessage[] = [];
+  const server = createServer((req, res) => {
+    seen.push(req);
+    req.resume();
+    req.on('end', () => res.end(`${name} ${req.method} ${String(req.headers['content-length'] ?? '-')}`));
+  });
+  return { port: await listenLocal(server), seen, server };
+}
+
+interface TargetStatus {
+  url: string;
+  ejected: boolean;
+  available: boolean;
+}
+
+async function targetsOf(g: RunningGateway): Promise<TargetStatus[]> {
+  const { status, body } = await admin(g.gw, 'GET', '/api/upstreams');
+  assert.equal(status, 200);
+  const [upstream] = body.upstreams as { targets: TargetStatus[] }[];
+  return upstream!.targets;
+}
+
+void describe('HTTP passthrough and passive ejection', () => {
+  void it('a target refusing connections is ejected after consecutiveFailures plain requests; later requests all go to the good one', async () => {
+    const good = await namedBackend('good');
+    const deadPort = await refusingPort();
+    const g = await startGateway(`
+listeners: [{ address: 127.0.0.1:0 }]
+admin: { address: 127.0.0.1:0 }
+routes: [{ match: { path: / }, upstream: app }]
+upstreams:
+  app:
+    targets: [{ url: "http://127.0.0.1:${deadPort}" }, { url: "http://127.0.0.1:${good.port}" }]
+    outlier: { consecutiveFailures: 3, baseEjection: 30s }
+shutdown: { drainTimeout: 0 }`);
+    try {
+      const failed = (): number => g.logs.filter((l) => l.msg === 'http passthrough attempt failed').length;
+      // GETs are retried on the good target: every client gets its answer while the bad one collects failures.
+      for (let i = 0; i < 6; i++) {
+        const res = await send(g.port, 'GET', `/page/${i}`);
+        assert.equal(res.status, 200);
+        assert.equal(res.body.toString(), 'good GET -');
+      }
+      assert.equal(failed(), 3, 'round-robin tried the refusing target until its third failure, then never again');
+      const [bad, ok] = await targetsOf(g);
+      assert.equal(bad!.url, `http://127.0.0.1:${deadPort}`);
+      assert.equal(bad!.ejected, true);
+      assert.equal(bad!.available, false);
+      assert.equal(ok!.ejected, false);
+      // A POST cannot be retried (its body is gone): with the bad target out, every one reaches the good one.
+      for (let i = 0; i < 4; i++) {
+        const res = await send(g.port, 'POST', '/form', Buffer.from('a=1'));
+        assert.equal(res.status, 200);
+        assert.equal(res.body.toString(), 'good POST 3');
+      }
+      assert.equal(failed(), 3);
+    } finally {
+      await g.close();
+      good.server.close();
+    }
+  });
+
+  void it('requests the client got wrong, or that the client abandons, are not held against the target', async () => {
+    const good = await namedBackend('good');
+    const g = await startGateway(`
+listeners: [{ address: 127.0.0.1:0 }]
+admin: { address: 127.0.0.1:0 }
+routes: [{ match: { path: / }, upstream: app }]
+upstreams:
+  app:
+    targets: [{ url: "http://127.0.0.1:${good.port}" }]
+    outlier: { consecutiveFailures: 2, baseEjection: 30s, maxEjectionPercent: 100 }
+shutdown: { drainTimeout: 0 }`);
+    try {
+      for (let i = 0; i < 3; i++) {
+        // Expect: 100-continue is answered by the gateway and not sent on (undici refuses to send it).
+        const expect = await rawExchange(g.port, 'POST /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi', /good POST 2/);
+        assert.match(expect, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK/);
+        // Two Host headers: refused with 400 before any upstream is asked.
+        const twoHosts = await rawExchange(g.port, 'GET /h HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n');
+        assert.match(twoHosts, /^HTTP\/1\.1 400 /);
+        // Half a body, then the client resets.
+        const socket = createConnection(g.port, '127.0.0.1');
+        socket.on('error', () => {});
+        await once(socket, 'connect');
+        socket.write('POST /half HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhalf');
+        await new Promise((r) => setTimeout(r, 50));
+        socket.resetAndDestroy();
+      }
+      const [target] = await targetsOf(g);
+      assert.equal(target!.ejected, false);
+      assert.equal(g.logs.filter((l) => l.msg === 'target ejected').length, 0);
+      assert.equal((await send(g.port, 'GET', '/')).status, 200);
+    } finally {
+      await g.close();
+      good.server.close();
+    }
+  });
+
+  void it('a request with a body to an unreachable target gets its 502 (the failed attempt does not take the client connection down)', async () => {
+    const g = await startGateway(simpleConfig([`http://127.0.0.1:${await refusingPort()}`]));
+    try {
+      const res = await send(g.port, 'POST', '/form', Buffer.from('a=1'));
+      assert.equal(res.status, 502);
+      assert.match(res.body.toString(), /Bad Gateway/);
+      assert.equal(g.logs.filter((l) => l.msg === 'http passthrough failed').length, 0, 'no error escaped the passthrough');
     } finally {
       await g.close();
     }

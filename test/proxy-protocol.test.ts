@@ -6,6 +6,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { WebSocketServer } from 'ws';
+import fc from 'fast-check';
 import { parseProxyHeader } from '../src/listener/proxy-protocol.js';
 import type { Peer } from '../src/listener/peer-address.js';
 import {
@@ -21,6 +22,8 @@ import {
   listenLocal,
 } from './helpers.js';
 import { makeCa, NO_OPENSSL, type TestCa } from './tls-fixtures.js';
+import { frame } from './inspect-fixtures.js';
+import { NO_PER_IP_LIMITS } from './resilience-helpers.js';
 
 const V2_SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
 
@@ -110,6 +113,106 @@ shutdown: { drainTimeout: 0 }
     socket.write('PROXY TCP4 1.2.3.4');
     await once(socket, 'close');
     await eventually(() => fx.gw.logs.some((l) => l.reason === 'no complete PROXY header in time'));
+  });
+});
+
+/** A PROXY header as a balancer would send it, and the address it names (undefined: the connection's own). */
+const anyHeader: fc.Arbitrary<{ header: Buffer; source: string | undefined }> = fc.oneof(
+  fc.tuple(fc.ipV4(), fc.integer({ min: 0, max: 65_535 })).map(([a, p]) => ({ header: Buffer.from(`PROXY TCP4 ${a} 10.0.0.1 ${p} 443\r\n`), source: a })),
+  fc.tuple(fc.ipV6(), fc.integer({ min: 0, max: 65_535 })).map(([a, p]) => ({ header: Buffer.from(`PROXY TCP6 ${a} ::1 ${p} 443\r\n`), source: a })),
+  fc.constant({ header: Buffer.from('PROXY UNKNOWN\r\n'), source: undefined }),
+  fc
+    .record({
+      family: fc.constantFrom(0, 1, 2, 3),
+      command: fc.constantFrom(0, 1),
+      address: fc.uint8Array({ minLength: 16, maxLength: 16 }),
+      tlvs: fc.uint8Array({ maxLength: 64 }),
+    })
+    .map(({ family, command, address, tlvs }) => {
+      const block = Buffer.alloc([0, 12, 36, 216][family]!);
+      Buffer.from(address).copy(block, 0, 0, Math.min(16, block.length));
+      const header = Buffer.concat([V2_SIG, Buffer.from([0x20 | command, (family << 4) | 1, 0, 0]), block, tlvs]);
+      header.writeUInt16BE(header.length - 16, 14);
+      const parsed = parseProxyHeader(header);
+      return { header, source: parsed.status === 'done' ? parsed.source?.address : undefined };
+    }),
+);
+
+/** Writes `data` cut at `cuts`, a turn of the event loop apart; resolves with everything read until `until` matches or the gateway closes. */
+async function exchangeInPieces(port: number, data: Buffer, cuts: readonly number[], until: RegExp): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  socket.setNoDelay(true);
+  socket.on('error', () => {});
+  let text = '';
+  const answered = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer; got ${JSON.stringify(text)}`)), 10_000);
+    const done = (): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(text);
+    };
+    socket.on('data', (c: Buffer) => {
+      text += c.toString('latin1');
+      if (until.test(text)) done();
+    });
+    socket.on('close', done);
+  });
+  await once(socket, 'connect');
+  let at = 0;
+  for (const cut of [...new Set(cuts.map((c) => c % (data.length + 1)))].sort((a, b) => a - b)) {
+    if (cut <= at) continue;
+    socket.write(data.subarray(at, cut));
+    at = cut;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  if (!socket.destroyed) socket.write(data.subarray(at));
+  return answered;
+}
+
+void describe('PROXY protocol listener fuzz', () => {
+  const fx = withGateway(
+    startBackend,
+    (backend) => `
+listeners: [{ address: 127.0.0.1:0, proxyProtocol: true }]
+routes: [{ match: { path: / }, upstream: app }]
+upstreams: { app: { targets: [{ url: "${backend.url}" }] } }
+limits: { handshakeTimeout: 2s, ${NO_PER_IP_LIMITS} }
+shutdown: { drainTimeout: 0 }
+`,
+  );
+
+  void it('any valid header, in any chunking: the client is who it names, and the request and a frame behind it arrive intact', async () => {
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(anyHeader, fc.array(fc.nat(), { maxLength: 5 }), async ({ header, source }, cuts) => {
+        const text = `echo-${++n}`;
+        const data = Buffer.concat([header, Buffer.from(upgradeRequest()), frame(1, text, { mask: true })]);
+        const answer = await exchangeInPieces(fx.gw.port, data, cuts, new RegExp(text));
+        assert.equal(statusOf(answer), 101, answer);
+        assert.ok(answer.endsWith(text), 'the frame behind the request came back');
+        const xff = fx.backend.requests.at(-1)!.headers['x-forwarded-for'];
+        assert.equal(xff, source ?? '127.0.0.1');
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  void it('a damaged header: the connection closes unanswered and nothing reaches the backend; the listener keeps serving', async () => {
+    await fc.assert(
+      fc.asyncProperty(anyHeader, fc.nat(), fc.integer({ min: 0, max: 255 }), fc.array(fc.nat(), { maxLength: 4 }), async ({ header }, at, byte, cuts) => {
+        const damaged = Buffer.from(header);
+        damaged[at % damaged.length] = byte;
+        const verdict = parseProxyHeader(Buffer.concat([damaged, Buffer.from(upgradeRequest())]));
+        fc.pre(verdict.status === 'invalid');
+        const before = fx.backend.requests.length;
+        const answer = await exchangeInPieces(fx.gw.port, Buffer.concat([damaged, Buffer.from(upgradeRequest())]), cuts, /\r\n\r\n/);
+        assert.equal(answer, '');
+        assert.equal(fx.backend.requests.length, before);
+      }),
+      { numRuns: 25 },
+    );
+    const answer = await rawExchange(fx.gw.port, `PROXY TCP4 192.0.2.1 10.0.0.1 1 443\r\n${upgradeRequest()}`, /\r\n\r\n/);
+    assert.equal(statusOf(answer), 101);
   });
 });
 

@@ -4,7 +4,7 @@
 // run (and report) even when some unrelated value is wrong.
 
 import type { PathSegment, Problem } from './problems.js';
-import { formatPath } from './problems.js';
+import { formatPath, quote } from './problems.js';
 import { DEFAULTS, NAME_MESSAGE } from './schema.js';
 import { parseAddress } from './values.js';
 
@@ -64,8 +64,8 @@ function checkRoutes(routes: readonly unknown[], upstreams: Raw | undefined, pro
     if (upstreams !== undefined && typeof r.upstream === 'string' && r.upstream.trim() !== '') {
       const target = r.upstream.trim();
       if (!Object.hasOwn(upstreams, target)) {
-        const list = known.length === 0 ? 'none' : known.join(', ');
-        problems.push({ path: [...path, 'upstream'], message: `no upstream named "${target}" (known: ${list})` });
+        const list = known.length === 0 ? 'none' : known.map((k) => (NAME_RE.test(k) ? k : quote(k))).join(', ');
+        problems.push({ path: [...path, 'upstream'], message: `no upstream named ${quote(target)} (known: ${list})` });
       }
     }
 
@@ -78,9 +78,9 @@ function checkRoutes(routes: readonly unknown[], upstreams: Raw | undefined, pro
       if (first === undefined) {
         names.set(name, where);
       } else if (named) {
-        problems.push({ path: [...path, 'name'], message: `duplicate route name "${name}" (also ${first})` });
+        problems.push({ path: [...path, 'name'], message: `duplicate route name ${quote(name)} (also ${first})` });
       } else {
-        problems.push({ path, message: `its default name "${name}" is already taken by ${first}; give this route a name` });
+        problems.push({ path, message: `its default name ${quote(name)} is already taken by ${first}; give this route a name` });
       }
     }
 

@@ -3,6 +3,8 @@
 // string. Comments are left alone: a commented-out `${OLD_SECRET}` must not
 // make the config invalid.
 
+import { quote } from './problems.js';
+
 export interface EnvReference {
   readonly name: string;
   /** 1-based line of the reference in the original text. */
@@ -103,7 +105,7 @@ export function expandEnv(text: string, env: NodeJS.ProcessEnv): ExpandedEnv {
       const sep = inner.indexOf(':-');
       const name = sep < 0 ? inner : inner.slice(0, sep);
       if (!NAME_RE.test(name)) {
-        malformed.push({ line: n + 1, message: `"\${${inner}}" is not a variable reference (use \${NAME} or \${NAME:-default})` });
+        malformed.push({ line: n + 1, message: `${quote(`\${${inner}}`)} is not a variable reference (use \${NAME} or \${NAME:-default})` });
       } else {
         const value = env[name];
         if (sep >= 0) {

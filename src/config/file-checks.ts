@@ -1,5 +1,6 @@
 import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { shown } from './problems.js';
 
 /**
  * What is wrong with `path` (absolute) as the log file, or undefined. The
@@ -10,13 +11,13 @@ import { dirname } from 'node:path';
 export function logFileProblem(path: string): string | undefined {
   const dir = dirname(path);
   try {
-    if (!statSync(dir).isDirectory()) return `${dir} is not a folder`;
+    if (!statSync(dir).isDirectory()) return `${shown(dir)} is not a folder`;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' || code === 'ENOTDIR' ? `folder ${dir} does not exist` : `folder ${dir} cannot be read (${code ?? String(err)})`;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? `folder ${shown(dir)} does not exist` : `folder ${shown(dir)} cannot be read (${code ?? String(err)})`;
   }
   try {
-    if (statSync(path).isDirectory()) return `${path} is a folder: name a file in it`;
+    if (statSync(path).isDirectory()) return `${shown(path)} is a folder: name a file in it`;
   } catch {
     // Not there yet: created at start.
   }

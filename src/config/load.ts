@@ -12,7 +12,7 @@ import { logFileProblem } from './file-checks.js';
 import { expandEnv } from './env.js';
 import type { EnvReference } from './env.js';
 import { findInert } from './inert.js';
-import { ConfigError, formatPath, unknownKeyMessage } from './problems.js';
+import { ConfigError, formatPath, shown, unknownKeyMessage } from './problems.js';
 import type { PathSegment, Problem } from './problems.js';
 import { configSchema } from './schema.js';
 import type { ParsedConfig, ParsedLimitsOverride } from './schema.js';
@@ -72,7 +72,8 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
   const problems: Located[] = lineProblems(expanded.malformed);
 
   const lineCounter = new LineCounter();
-  const doc = parseDocument(expanded.text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
+  // logLevel 'error': a mapping used as a key ({ a: 1 }: x) is reported below as an unknown key, not also warned about on stderr.
+  const doc = parseDocument(expanded.text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true, logLevel: 'error' });
   if (doc.errors.length > 0) {
     const seen = new Set<number>();
     for (const e of doc.errors) {
@@ -80,7 +81,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
       // One mistake often yields several errors on one line; the first says it best.
       if (seen.has(line)) continue;
       seen.add(line);
-      problems.push({ line, text: `line ${line}: ${e.message}` });
+      problems.push({ line, text: `line ${line}: ${shown(e.message)}` });
     }
     problems.push(...lineProblems(expanded.missing.map((ref) => ({ line: ref.line, message: missingMessage(ref) }))));
     throw new ConfigError(sortByLine(problems));
@@ -90,7 +91,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
   try {
     raw = doc.toJS({ maxAliasCount: 1000 });
   } catch (err) {
-    throw new ConfigError([`config: ${err instanceof Error ? err.message : String(err)}`]);
+    throw new ConfigError([`config: ${shown(err instanceof Error ? err.message : String(err))}`]);
   }
   const lineOf = (path: readonly PathSegment[]): number => lineOfPath(doc, lineCounter, path);
 

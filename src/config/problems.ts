@@ -21,13 +21,36 @@ export class ConfigError extends Error {
 
 const PLAIN_KEY_RE = /^[A-Za-z0-9_-]+$/;
 
+/** Control characters (C0, DEL, C1) and the Unicode line separators: none may reach a problem's text raw. */
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const MAX_QUOTED = 80;
+
+function escapeUnprintable(s: string): string {
+  return s.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * A user's value inside a message, in double quotes: a problem stays one line
+ * (a newline in a value must not start what reads as another problem), no
+ * terminal escape gets through, and a huge value is cut.
+ */
+export function quote(value: string): string {
+  const s = value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}…` : value;
+  return `"${escapeUnprintable(s.replace(/["\\]/g, '\\$&'))}"`;
+}
+
+/** Text from outside (a file path, a parser's message) shown as is, but with control characters escaped. */
+export function shown(text: string): string {
+  return escapeUnprintable(text);
+}
+
 /** `upstreams.chat.targets[0].url`; keys that would be ambiguous are quoted (`upstreams["a.b"]`). */
 export function formatPath(path: readonly PathSegment[]): string {
   let out = '';
   for (const seg of path) {
     if (typeof seg === 'number') out += `[${seg}]`;
     else if (PLAIN_KEY_RE.test(seg)) out += out === '' ? seg : `.${seg}`;
-    else out += `[${JSON.stringify(seg)}]`;
+    else out += `[${escapeUnprintable(JSON.stringify(seg))}]`;
   }
   return out === '' ? 'config' : out;
 }

@@ -81,7 +81,8 @@ function section<T extends z.core.$ZodLooseShape>(shape: T) {
 }
 
 const text = z.string().trim().min(1);
-const file = text;
+// A NUL cannot be in a path: refused here rather than by the first open at start.
+const file = text.refine((s) => !s.includes('\0'), { error: 'must not contain a NUL character' });
 const bool = z.boolean();
 const posInt = z.int().min(1);
 const nonNegInt = z.int().min(0);
@@ -105,7 +106,15 @@ const hostPattern = z.string().transform(via(parseHostPattern));
 
 /** Header name → value; names lower-cased (two spellings of one name are an error). */
 function headerMap<V extends z.ZodType<string>>(value: V) {
-  return z.record(z.string(), value).transform((rec, ctx) => {
+  // zod builds the record by assignment, so a "__proto__" key would vanish (and with it a
+  // match condition) before the check below could see it: it is looked for in the input.
+  const noProto = (v: unknown, ctx: z.core.$RefinementCtx<unknown>): unknown => {
+    if (typeof v === 'object' && v !== null && Object.hasOwn(v, '__proto__')) {
+      ctx.addIssue({ code: 'custom', path: ['__proto__'], message: 'is not a valid header name', input: v });
+    }
+    return v;
+  };
+  const record = z.record(z.string(), value).transform((rec, ctx) => {
     const out: Record<string, string> = {};
     for (const [key, v] of Object.entries(rec)) {
       const lower = key.trim().toLowerCase();
@@ -119,6 +128,7 @@ function headerMap<V extends z.ZodType<string>>(value: V) {
     }
     return out;
   });
+  return z.preprocess(noProto, record);
 }
 
 // --- the sections ---------------------------------------------------------------
@@ -277,7 +287,7 @@ const upstream = section({
     .min(1),
   tls: section({
     ca: file.optional(),
-    servername: text.optional(),
+    servername: text.regex(/^[^\s\u0000-\u001f\u007f]+$/, 'must be a host name (no spaces or control characters)').optional(),
     verify: bool.prefault(DEFAULTS.upstreamTls.verify),
   }).optional(),
   connectTimeout: positiveDuration.prefault(DEFAULTS.upstream.connectTimeout),
@@ -335,11 +345,15 @@ export const configSchema = section({
     file: z
       .preprocess((v) => v ?? '', z.string().trim())
       .refine((v) => !v.endsWith('/'), { error: 'must name a file, not a folder' })
+      .refine((v) => !v.includes('\0'), { error: 'must not contain a NUL character' })
       .prefault(DEFAULTS.log.file),
   }).prefault({}),
   watch: bool.prefault(DEFAULTS.watch),
   // Empty (or YAML's empty value) means no pid file.
-  pidFile: z.preprocess((v) => v ?? '', z.string().trim()).prefault(DEFAULTS.pidFile),
+  pidFile: z
+    .preprocess((v) => v ?? '', z.string().trim())
+    .refine((v) => !v.includes('\0'), { error: 'must not contain a NUL character' })
+    .prefault(DEFAULTS.pidFile),
 });
 
 /** What the schema produces; load.ts turns it into the `Config` of types.ts. */

@@ -3,6 +3,7 @@
 // throws a ValueError whose message the schema reports at the key's path.
 
 import { BlockList, isIP } from 'node:net';
+import { quote } from './problems.js';
 import type { HashKeySpec } from './types.js';
 
 export class ValueError extends Error {
@@ -45,7 +46,7 @@ export function parseAddress(address: string): ParsedAddress {
   }
   const v6 = m[1];
   const host = v6 ?? m[2] ?? '';
-  if (v6 !== undefined ? isIP(v6) !== 6 : !isHostname(host)) fail(`${ADDRESS_MESSAGE} (bad host "${host}")`);
+  if (v6 !== undefined ? isIP(v6) !== 6 : !isHostname(host)) fail(`${ADDRESS_MESSAGE} (bad host ${quote(host)})`);
   const port = Number(m[3]);
   if (port > 65_535) fail(`${ADDRESS_MESSAGE} with a port from 0 to 65535`);
   return { address, host, port };
@@ -61,8 +62,14 @@ export interface ParsedTarget {
 
 const TARGET_SCHEME_MESSAGE = 'must be ws://, wss://, http:// or https://';
 
+// The URL parser drops tabs and newlines anywhere in its input ("ws://a\nb" is
+// ws://ab): a value that is not what it looks like is refused instead.
+const URL_UNSAFE_RE = /[\u0000-\u0020\u007f]/;
+const URL_UNSAFE_MESSAGE = 'must not contain spaces or control characters';
+
 export function parseTargetUrl(url: string): ParsedTarget {
   if (!/^(wss?|https?):\/\//i.test(url)) fail(TARGET_SCHEME_MESSAGE);
+  if (URL_UNSAFE_RE.test(url)) fail(URL_UNSAFE_MESSAGE);
   let u: URL;
   try {
     u = new URL(url);
@@ -90,7 +97,7 @@ export function parseHashKey(key: string): HashKeySpec {
   if (colon < 0 || name === '') fail(HASH_KEY_MESSAGE);
   switch (source) {
     case 'header':
-      if (!HEADER_NAME_RE.test(name)) fail(`${HASH_KEY_MESSAGE} ("${name}" is not a header name)`);
+      if (!HEADER_NAME_RE.test(name)) fail(`${HASH_KEY_MESSAGE} (${quote(name)} is not a header name)`);
       return { source, name: name.toLowerCase() };
     case 'cookie':
     case 'query':
@@ -111,7 +118,7 @@ export function parseTokenSource(entry: string): string {
   if (m === null) fail(TOKEN_SOURCE_MESSAGE);
   const name = (m[2] ?? '').trim();
   if (m[1] === 'header') {
-    if (!HEADER_NAME_RE.test(name)) fail(`${TOKEN_SOURCE_MESSAGE} ("${name}" is not a header name)`);
+    if (!HEADER_NAME_RE.test(name)) fail(`${TOKEN_SOURCE_MESSAGE} (${quote(name)} is not a header name)`);
     return `header:${name.toLowerCase()}`;
   }
   return `${m[1] ?? ''}:${name}`;
@@ -140,6 +147,7 @@ export function checkIpOrCidr(entry: string): string {
 
 export function parseOrigin(origin: string): string {
   if (origin === '*') return origin;
+  if (URL_UNSAFE_RE.test(origin)) fail(URL_UNSAFE_MESSAGE);
   let u: URL | undefined;
   try {
     u = new URL(origin);
@@ -153,6 +161,7 @@ export function parseOrigin(origin: string): string {
 }
 
 export function httpUrl(url: string): string {
+  if (URL_UNSAFE_RE.test(url)) fail(URL_UNSAFE_MESSAGE);
   let u: URL | undefined;
   try {
     u = new URL(url);

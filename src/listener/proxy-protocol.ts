@@ -38,8 +38,18 @@ function startsWith(buf: Buffer, prefix: Buffer): boolean {
 
 function parseV1(buf: Buffer): ProxyParse {
   if (!startsWith(buf, V1_PREFIX)) return invalid('no PROXY protocol header');
-  const end = buf.indexOf('\r\n', 0, 'latin1');
-  if (end === -1) return buf.length >= V1_MAX ? invalid('v1 header longer than 107 bytes') : MORE;
+  // The line ends at its first CR or LF: it must be CRLF. A bare LF (or CR) is refused at
+  // once, not waited on until 107 bytes or the timeout, since no later byte can mend it.
+  const limit = Math.min(buf.length, V1_MAX);
+  let end = -1;
+  for (let i = V1_PREFIX.length; i < limit; i++) {
+    const c = buf[i]!;
+    if (c !== 0x0d && c !== 0x0a) continue;
+    if (c === 0x0a || (i + 1 < buf.length && buf[i + 1] !== 0x0a)) return invalid('v1 header line does not end with CRLF');
+    end = i;
+    break;
+  }
+  if (end === -1 || end + 1 >= buf.length) return buf.length >= V1_MAX ? invalid('v1 header longer than 107 bytes') : MORE;
   if (end + 2 > V1_MAX) return invalid('v1 header longer than 107 bytes');
   const parts = buf.toString('latin1', 0, end).split(' ');
   const length = end + 2;
@@ -47,10 +57,16 @@ function parseV1(buf: Buffer): ProxyParse {
   if (parts.length !== 6) return invalid('v1 header does not have 6 fields');
   const [, proto, src, dst, sport, dport] = parts as [string, string, string, string, string, string];
   const family = proto === 'TCP4' ? 4 : proto === 'TCP6' ? 6 : 0;
-  if (family === 0) return invalid(`v1 protocol "${proto.slice(0, 16)}" is not TCP4, TCP6 or UNKNOWN`);
-  if (isIP(src) !== family || isIP(dst) !== family) return invalid(`v1 addresses are not ${proto} addresses`);
+  if (family === 0) return invalid(`v1 protocol "${printable(proto)}" is not TCP4, TCP6 or UNKNOWN`);
+  // isIP takes an IPv6 zone ("fe80::1%eth0"): meaningless from another host, and no part of the format.
+  if (isIP(src) !== family || isIP(dst) !== family || src.includes('%') || dst.includes('%')) return invalid(`v1 addresses are not ${proto} addresses`);
   if (!isPort(sport) || !isPort(dport)) return invalid('v1 ports are not 0-65535');
   return { status: 'done', source: { address: src, port: Number(sport) }, length };
+}
+
+/** At most 16 characters of untrusted text, safe to log. */
+function printable(s: string): string {
+  return s.slice(0, 16).replace(/[^\x20-\x7e]/g, '?');
 }
 
 function isPort(s: string): boolean {
@@ -65,6 +81,8 @@ function parseV2(buf: Buffer): ProxyParse {
   const command = versionCommand & 0x0f;
   if (command > 1) return invalid(`v2 command ${command} is not LOCAL or PROXY`);
   const family = buf[13]! >> 4;
+  // The spec: unassigned transports "must be rejected as invalid by receivers".
+  if ((buf[13]! & 0x0f) > 2) return invalid(`v2 transport ${buf[13]! & 0x0f} is not UNSPEC, STREAM or DGRAM`);
   const payload = buf.readUInt16BE(14);
   if (payload > V2_MAX_PAYLOAD) return invalid(`v2 header of ${payload} bytes is over ${V2_MAX_PAYLOAD}`);
   const length = 16 + payload;
@@ -115,19 +133,25 @@ export type ProxyHeaderCallback = (err: string | undefined, source: Peer | undef
 
 /**
  * Reads a PROXY header off a fresh connection before anything else may see
- * it. The whole header must arrive within `timeout` ms; a connection that
- * sends something else, or closes first, is reported (the caller closes it).
+ * it. The whole header must arrive within `timeout` ms of the connection (a
+ * deadline, not an idle timer: a header dripped a byte at a time must not
+ * hold the connection for 4 KiB × timeout); a connection that sends
+ * something else, or ends first, is reported (the caller closes it).
  */
 export class ProxyHeaderReader {
   readonly #socket: Socket;
   readonly #done: ProxyHeaderCallback;
+  readonly #deadline: number;
   #buf: Buffer | undefined;
   #settled = false;
 
   constructor(socket: Socket, timeout: number, done: ProxyHeaderCallback) {
     this.#socket = socket;
     this.#done = done;
+    this.#deadline = Date.now() + timeout;
     socket.on('data', this.#onData);
+    // 'end' as well as 'close': a server socket that allows half-open connections never closes on the client's FIN.
+    socket.on('end', this.#onClose);
     socket.on('close', this.#onClose);
     socket.on('timeout', this.#onTimeout);
     socket.setTimeout(timeout);
@@ -137,9 +161,14 @@ export class ProxyHeaderReader {
     const buf = this.#buf === undefined ? chunk : Buffer.concat([this.#buf, chunk]);
     const parsed = parseProxyHeader(buf);
     switch (parsed.status) {
-      case 'more':
+      case 'more': {
         this.#buf = buf;
+        // Each byte re-arms the socket's idle timer: set it to what is left of the deadline.
+        const left = this.#deadline - Date.now();
+        if (left <= 0) return this.#onTimeout();
+        this.#socket.setTimeout(left);
         return;
+      }
       case 'invalid':
         return this.#settle(parsed.reason, undefined, undefined);
       case 'done':
@@ -159,6 +188,7 @@ export class ProxyHeaderReader {
     // Stop the flow before the HTTP (or TLS) layer takes the socket over.
     socket.pause();
     socket.off('data', this.#onData);
+    socket.off('end', this.#onClose);
     socket.off('close', this.#onClose);
     socket.off('timeout', this.#onTimeout);
     socket.setTimeout(0);

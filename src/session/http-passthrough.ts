@@ -1,8 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Pool, errors as undiciErrors } from 'undici';
 import type { RouteConfig } from '../config/types.js';
-import { GatewayError, type ErrorCode } from '../errors.js';
+import { GatewayError, upstreamErrorCode, type ErrorCode } from '../errors.js';
 import { forwardHeaders } from '../handshake/forward.js';
 import { upstreamPath } from '../routing/route-table.js';
 import { hashKeyOf } from '../balancer/hash-key.js';
@@ -17,6 +19,13 @@ import { HOP_BY_HOP } from '../http/hop-by-hop.js';
 import { dialFailed, dialSucceeded } from '../health/outlier.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
+/**
+ * undici refusing the request itself (a header it will not send, a body
+ * shorter than its Content-Length): the client's doing, answered 400, and
+ * no mark against the target.
+ */
+const REFUSED_REQUEST = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH']);
 
 /**
  * A plain HTTP request on a route: sent to a target over a keep-alive pool,
@@ -38,7 +47,9 @@ export async function passThrough(
   const client = snap.trusted.clientAddress(peer, req);
   const key = pool.config.hash === undefined ? undefined : hashKeyOf(pool.config.hash, { headers: req.headers, url: req.url ?? '/' }, client, granted?.claims);
   const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
-  const headers = forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure, extra: granted?.headers, trace: traceOf(req) });
+  const headers = withoutExpect(
+    forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure, extra: granted?.headers, trace: traceOf(req) }),
+  );
   const abort = new AbortController();
   res.once('close', () => abort.abort());
   let attempts = hasBody || !IDEMPOTENT.has(req.method ?? '') ? 1 : 1 + pool.config.retries;
@@ -62,7 +73,7 @@ export async function passThrough(
         method: req.method as 'GET',
         path: target.config.basePath + upstreamPath(route, req.url ?? '/'),
         headers,
-        body: hasBody ? req : null,
+        body: hasBody ? bodyOf(req) : null,
         signal: abort.signal,
         // Not connectTimeout: a long poll (socket.io, SockJS) holds its answer for tens of seconds.
         // An upstream silent for the route's idleTimeout, before or within its answer, is cut (504
@@ -83,6 +94,9 @@ export async function passThrough(
       return;
     } catch (err) {
       if (abort.signal.aborted) return;
+      if (REFUSED_REQUEST.has((err as { code?: string }).code ?? '')) {
+        return fail(log, res, new GatewayError('HANDSHAKE_MALFORMED', `request not sent upstream: ${(err as Error).message}`, { cause: err }));
+      }
       const gw = new GatewayError(undiciErrorCode(err), `${target.config.url}: ${(err as Error).message}`, { cause: err });
       log.warn({ target: target.id, code: gw.code, err: gw.message }, 'http passthrough attempt failed');
       // Like a failed WebSocket dial, a target that could not be reached or gave no answer counts towards its ejection.
@@ -100,13 +114,41 @@ export async function passThrough(
   }
 }
 
+/**
+ * The request's body as undici gets it: through a PassThrough, because on a
+ * failed attempt undici destroys the body it was given, and the request
+ * itself would take the client's connection with it, and with it the 502.
+ */
+function bodyOf(req: IncomingMessage): PassThrough {
+  const body = new PassThrough();
+  body.on('error', noop);
+  return req.pipe(body);
+}
+
+function noop(): void {}
+
+/**
+ * Expect: 100-continue was Node's server's to answer, and it has (it sends
+ * the 100 itself); undici refuses to send the header, and the request would
+ * fail on every target.
+ */
+function withoutExpect(headers: string[]): string[] {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.length === 6 && headers[i]!.toLowerCase() === 'expect') {
+      headers.splice(i, 2);
+      i -= 2;
+    }
+  }
+  return headers;
+}
+
 function undiciErrorCode(err: unknown): ErrorCode {
   if (err instanceof undiciErrors.ConnectTimeoutError || err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
     return 'UPSTREAM_TIMEOUT';
   }
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH') return 'UPSTREAM_REFUSED';
-  return 'UPSTREAM_RESET';
+  if (err instanceof undiciErrors.HTTPParserError || err instanceof undiciErrors.HeadersOverflowError) return 'UPSTREAM_BAD_RESPONSE';
+  // Socket errors map as a WebSocket dial's do, so both count the same towards ejection.
+  return upstreamErrorCode(err as NodeJS.ErrnoException);
 }
 
 /** Answers a non-upgrade request with the catalogue's status and text (or the answer the error carries). */
@@ -116,9 +158,11 @@ export function fail(log: Logger, res: ServerResponse, err: GatewayError): void 
   // The query may carry a token: it is never logged.
   const path = q === -1 ? url : url.slice(0, q);
   const trace = traceOf(res.req);
+  // A request whose connection is gone has no socket left to name.
+  const socket = res.req.socket as Socket | null;
   log.info(
     {
-      client: peerAddress(res.req.socket),
+      client: socket === null ? undefined : peerAddress(socket),
       method: res.req.method,
       path,
       status: err.status,

@@ -315,7 +315,9 @@ export class Session {
     down.write(clientAnswerHead(result.head), 'latin1');
     this.#host.metrics?.handshake(this.route.name, 'upstream_rejected');
     const length = Number(result.head.get('content-length') ?? NaN);
-    let left = Number.isFinite(length) ? length : Infinity;
+    // 204 and 304 have no body, whatever their headers say (RFC 9112 §6.3): waiting for one would hold both sides.
+    const bodiless = result.head.status === 204 || result.head.status === 304;
+    let left = bodiless ? 0 : Number.isFinite(length) ? length : Infinity;
     const chunked = /chunked/i.test(result.head.get('transfer-encoding') ?? '');
     const finish = (): void => {
       up.destroy();
@@ -332,6 +334,14 @@ export class Session {
     up.on('end', finish);
     up.on('close', finish);
     up.on('error', noop);
+    // The client left before the answer's end: the upstream connection must not outlive it.
+    down.once('close', () => up.destroy());
+    // A body without a length ends when the upstream closes; one silent for idleTimeout is cut, as in HTTP passthrough.
+    const idle = this.route.limits.idleTimeout;
+    if (idle > 0) {
+      up.setTimeout(idle);
+      up.on('timeout', finish);
+    }
     if (result.rest !== undefined) write(result.rest);
     else if (left === 0) finish();
     if (!this.#done) up.resume();

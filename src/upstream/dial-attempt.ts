@@ -74,19 +74,28 @@ export class AnswerReader {
       this.#chunks.push(chunk);
       buf = Buffer.concat(this.#chunks);
     }
-    const end = buf.indexOf('\r\n\r\n', 0, 'latin1');
-    if (end === -1) {
-      if (buf.length > this.#maxHeadBytes) return new GatewayError('UPSTREAM_BAD_RESPONSE', `response head over ${this.#maxHeadBytes} bytes`);
-      this.#chunks = [buf];
-      return undefined;
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n', 0, 'latin1');
+      if (end === -1) {
+        if (buf.length > this.#maxHeadBytes) return new GatewayError('UPSTREAM_BAD_RESPONSE', `response head over ${this.#maxHeadBytes} bytes`);
+        this.#chunks = buf.length === 0 ? undefined : [buf];
+        return undefined;
+      }
+      this.#chunks = undefined;
+      const head = parseResponseHead(buf.toString('latin1', 0, end));
+      if (head === undefined) return new GatewayError('UPSTREAM_BAD_RESPONSE', 'unparseable response head');
+      // An interim answer (100 Continue, 102, 103 Early Hints) is not the answer (RFC 9110 §15.2):
+      // read on for the final one, within the same timeout. Passed on as final, it would
+      // leave the client waiting on a body that never comes.
+      if (head.status >= 100 && head.status < 200 && head.status !== 101) {
+        buf = buf.subarray(end + 4);
+        continue;
+      }
+      const rest = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
+      if (head.status !== 101) return { kind: 'answered', head, rest };
+      const problem = checkUpgrade(head, this.#accept);
+      return problem === undefined ? { kind: 'upgraded', head, rest } : new GatewayError('UPSTREAM_BAD_RESPONSE', problem);
     }
-    this.#chunks = undefined;
-    const head = parseResponseHead(buf.toString('latin1', 0, end));
-    if (head === undefined) return new GatewayError('UPSTREAM_BAD_RESPONSE', 'unparseable response head');
-    const rest = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
-    if (head.status !== 101) return { kind: 'answered', head, rest };
-    const problem = checkUpgrade(head, this.#accept);
-    return problem === undefined ? { kind: 'upgraded', head, rest } : new GatewayError('UPSTREAM_BAD_RESPONSE', problem);
   }
 }
 
