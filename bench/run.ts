@@ -297,7 +297,11 @@ async function main(): Promise<number> {
     seconds: Math.round(elapsed),
   };
   writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
-  writeFileSync(join(out, 'RESULTS.md'), resultsMarkdown({ table, targets, command, started, machine, note, skipped, settings, rounds, calibration }));
+  const resultsPath = join(out, 'RESULTS.md');
+  writeFileSync(
+    resultsPath,
+    resultsMarkdown({ table, targets, command, started, machine, note, skipped, settings, rounds, calibration }) + keptSections(resultsPath),
+  );
   process.stdout.write(`\nwrote ${jsonPath} and ${join(out, 'RESULTS.md')}\n`);
   return columns.length > 0 ? 0 : 1;
 }
@@ -357,3 +361,17 @@ main().then(
     process.exit(1);
   },
 );
+
+/** Sections of RESULTS.md that other runs write (the soak's): from this line on, a suite run keeps them. */
+const KEPT = '<!-- kept by npm run bench: the sections below come from other runs -->';
+
+function keptSections(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+  const at = text.indexOf(KEPT);
+  return at === -1 ? '' : `\n${text.slice(at)}`;
+}

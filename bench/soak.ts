@@ -274,7 +274,7 @@ async function main(): Promise<number> {
     '',
     `Made with \`${command}\` on ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC; the run took ${took} s. Machine: ${machine}. ` +
       `Gateway: \`${relative(root, wsgate)}\`${wsgate.endsWith('.ts') ? ' under tsx' : ''}, one process, inspect mode, ` +
-      `relay.pingInterval ${s.pingIntervalS}s / pongTimeout ${s.pongTimeoutS}s, metrics on, access log on.`,
+      `relay.pingInterval ${s.pingIntervalS}s / pongTimeout ${s.pongTimeoutS}s, limits.idleTimeout ${s.idleTimeoutS}s, metrics on, access log on.`,
     '',
     `Load: ${s.connections} chatty connections from ${s.loaders} processes (${Math.round(s.quietShare * 100)}% quiet, the rest ${s.size}-byte messages at ${s.ratePerConnection}/s each), ` +
       `opened in ${r.rampSeconds.toFixed(1)} s; handshake churn at ${s.churnRate}/s (at most ${s.churnConcurrency} at once); ${s.slow} slow consumers of a flooding backend; ` +

@@ -8,6 +8,8 @@
 // - a killed backend's sessions get 1011 from the gateway (or, seen from a
 //   client, a connection lost without a close frame: 1006 / reset), and a
 //   handshake meeting it after its retries may get 502;
+// - a quiet connection (it only answers pings, which are not data) open for
+//   limits.idleTimeout gets 1001 from the idle sweeper;
 // - a slow consumer that stopped reading past the keepalive's ping and pong
 //   timeout gets 1001, or is cut (1006) when not even the close frame fits;
 // - churn cycles end with the client's own 1000 and are not failures at all,
@@ -70,6 +72,9 @@ function explain(r: CloseRecord, faults: readonly FaultRecord[]): FaultRecord | 
   const code = closeCode(r.kind);
   if (r.role === 'slow' && (r.context === 'long pause' || r.context === 'after long pause') && (code === 1001 || code === 1006)) {
     return 'slow consumer past the keepalive (pong timeout)';
+  }
+  if (r.role === 'chatty' && r.context === 'quiet past idleTimeout' && code === 1001) {
+    return 'idle timeout (limits.idleTimeout: no data either way; keepalive pings do not count)';
   }
   if (code === 1012) return faults.find((f) => f.kind === 'drain' && within(f, r.t));
   if (code === 1011 || code === 1006 || r.kind === 'handshake status 502') return faults.find((f) => f.kind === 'kill' && within(f, r.t));

@@ -23,6 +23,8 @@ const STOP_WAIT_MS = 5000;
 
 class SoakClient extends Client {
   readonly quiet: boolean;
+  /** When the gateway accepted it (ms): a quiet one is closed by limits.idleTimeout from then. */
+  openedAt = 0;
   readonly #onPing: () => void;
 
   constructor(host: ClientHost, target: ClientTarget, quiet: boolean, onPing: () => void) {
@@ -184,6 +186,7 @@ export class ChattyLoad implements ClientHost {
     this.#pending--;
     this.#open++;
     this.#opened++;
+    c.openedAt = Date.now();
     if (!c.quiet) {
       c.slot = this.#senders.length;
       this.#senders.push(c);
@@ -221,6 +224,8 @@ export class ChattyLoad implements ClientHost {
     }
     if (failure === null || this.#stopping) return;
     this.#dropped++;
-    this.#tally.add('chatty', failure, c.quiet ? 'quiet' : 'chatty');
+    // The idle sweeper closes at idleTimeout plus at most one tick; a second of room the other way.
+    const idle = c.quiet && Date.now() - c.openedAt >= this.#spec.idleTimeoutMs - 1000;
+    this.#tally.add('chatty', failure, idle ? 'quiet past idleTimeout' : c.quiet ? 'quiet' : 'chatty');
   }
 }

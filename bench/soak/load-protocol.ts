@@ -33,6 +33,8 @@ export interface LoadSpec {
   readonly slowShortPauseMs: number;
   readonly slowLongPauseMs: number;
   readonly handshakeTimeoutMs: number;
+  /** chatty: the gateway's limits.idleTimeout, which closes a quiet connection (1001) once it has been open that long. */
+  readonly idleTimeoutMs: number;
 }
 
 /**

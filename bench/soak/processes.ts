@@ -103,6 +103,7 @@ export interface GatewayLayout {
   readonly floodUrl: string;
   readonly pingInterval: string;
   readonly pongTimeout: string;
+  readonly idleTimeout: string;
   readonly drainPeriod: string;
 }
 
@@ -133,6 +134,7 @@ export function gatewayConfig(l: GatewayLayout, r: Reloadable): string {
       perIp: { maxConnections: 100_000, handshakeRate: 0 },
       maxBufferedBytes: '1MiB',
       maxMessageBytes: `${r.maxMessageBytes / 1024}KiB`,
+      idleTimeout: l.idleTimeout,
     },
     relay: { mode: 'inspect', pingInterval: l.pingInterval, pongTimeout: l.pongTimeout },
     shutdown: { drainTimeout: '2s' },

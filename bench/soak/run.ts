@@ -81,6 +81,7 @@ function spec(s: SoakSettings, url: string, localAddress: string | undefined, ov
     // Past pingInterval + pongTimeout (twice: the first ping may come late in a quiet spell) and the 2 s close timeout.
     slowLongPauseMs: (s.pingIntervalS + 2 * s.pongTimeoutS + 2 + 8) * 1000,
     handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+    idleTimeoutMs: s.idleTimeoutS * 1000,
     ...over,
   };
 }
@@ -121,6 +122,7 @@ export async function runSoak(env: SoakEnv, s: SoakSettings): Promise<SoakResult
       floodUrl: flood.url,
       pingInterval: `${s.pingIntervalS}s`,
       pongTimeout: `${s.pongTimeoutS}s`,
+      idleTimeout: `${s.idleTimeoutS}s`,
       drainPeriod: `${s.drainPeriodS}s`,
     };
     const configText = gatewayConfig(layout, { weight0: 1, maxMessageBytes: 64 * 1024 });

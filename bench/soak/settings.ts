@@ -23,6 +23,8 @@ export interface SoakSettings {
   /** relay.pingInterval / pongTimeout and the echo upstream's drainPeriod, in seconds. */
   readonly pingIntervalS: number;
   readonly pongTimeoutS: number;
+  /** limits.idleTimeout, in seconds: the quiet connections (pings do not count as data) are closed by it, several times a run. */
+  readonly idleTimeoutS: number;
   readonly drainPeriodS: number;
   /** Samples every `sampleS`, a row every `rowS`. */
   readonly sampleS: number;
@@ -44,6 +46,7 @@ export function defaults(connections: number): Omit<SoakSettings, 'minutes' | 'c
     vanish: Math.max(10, Math.round(connections / 20)),
     pingIntervalS: 10,
     pongTimeoutS: 5,
+    idleTimeoutS: 240,
     drainPeriodS: 10,
     sampleS: 5,
     rowS: 30,
