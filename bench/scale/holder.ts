@@ -85,14 +85,7 @@ export class Holder implements ClientHost {
 
   constructor(spec: HoldSpec) {
     this.#spec = spec;
-    this.#target = clientTarget({
-      url: spec.url,
-      protocols: [],
-      headers: {},
-      timeoutMs: spec.handshakeTimeoutMs,
-      insecure: false,
-      localAddress: spec.localAddress,
-    });
+    this.#target = clientTarget({ url: spec.url, timeoutMs: spec.handshakeTimeoutMs, localAddress: spec.localAddress });
   }
 
   /** Opens every connection at the ramp's pace; resolves once each is open or has failed. */

@@ -92,14 +92,7 @@ export class ChattyLoad implements ClientHost {
     this.#tally = tally;
     this.#frames = new FrameStamper(spec.size, false);
     this.#quietWanted = Math.round(spec.connections * spec.quietShare);
-    this.#target = clientTarget({
-      url: spec.url,
-      protocols: [],
-      headers: {},
-      timeoutMs: spec.handshakeTimeoutMs,
-      insecure: false,
-      localAddress: spec.localAddress,
-    });
+    this.#target = clientTarget({ url: spec.url, timeoutMs: spec.handshakeTimeoutMs, localAddress: spec.localAddress });
   }
 
   start(): void {

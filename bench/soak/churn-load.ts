@@ -39,14 +39,7 @@ export class ChurnLoad implements ClientHost {
     this.#spec = spec;
     this.#tally = tally;
     this.#frames = new FrameStamper(spec.size, false);
-    this.#target = clientTarget({
-      url: spec.url,
-      protocols: [],
-      headers: {},
-      timeoutMs: spec.handshakeTimeoutMs,
-      insecure: false,
-      localAddress: spec.localAddress,
-    });
+    this.#target = clientTarget({ url: spec.url, timeoutMs: spec.handshakeTimeoutMs, localAddress: spec.localAddress });
   }
 
   start(): void {

@@ -33,12 +33,13 @@ export interface ClientTarget {
   readonly localAddress: string | undefined;
 }
 
+/** Where a client connects; no subprotocols, no extra headers and verified TLS unless told. */
 export function clientTarget(opts: {
   url: string;
-  protocols: readonly string[];
-  headers: Readonly<Record<string, string>>;
+  protocols?: readonly string[];
+  headers?: Readonly<Record<string, string>>;
   timeoutMs: number;
-  insecure: boolean;
+  insecure?: boolean;
   localAddress: string | undefined;
 }): ClientTarget {
   const url = new URL(opts.url);
@@ -48,10 +49,10 @@ export function clientTarget(opts: {
     host: url.hostname.replace(/^\[|\]$/g, ''),
     port: url.port === '' ? (tls ? 443 : 80) : Number(url.port),
     tls,
-    protocols: opts.protocols,
-    headers: opts.headers,
+    protocols: opts.protocols ?? [],
+    headers: opts.headers ?? {},
     timeoutMs: opts.timeoutMs,
-    insecure: opts.insecure,
+    insecure: opts.insecure ?? false,
     localAddress: opts.localAddress,
   };
 }

@@ -52,10 +52,6 @@ export class HeadReaders {
     return this.#maxBytes;
   }
 
-  get timeoutMs(): number {
-    return this.#timeoutMs;
-  }
-
   /** A reload's limits, for the connections that arrive from now on (and, the timeout, for heads in progress). */
   setLimits(maxBytes: number, timeoutMs: number): void {
     this.#maxBytes = maxBytes;
