@@ -45,6 +45,11 @@ export default tseslint.config(
     ...tseslint.configs.disableTypeChecked,
   },
   {
+    // The examples: plain JavaScript run as it is (node examples/…, or a browser), outside the TypeScript project.
+    files: ['examples/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+  },
+  {
     // The per-connection path. V8 allocates a function literal assigned to a
     // property, and the accessors of an object literal, in the old generation:
     // once dead, they keep what they captured (a session) alive through every
