@@ -1,11 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { acceptKey } from '../handshake/accept-key.js';
 import type { TargetConfig } from '../config/types.js';
 import { encodeClose } from '../relay/frames.js';
 import { UpstreamDial } from '../upstream/connect.js';
 import { PASS, failed, hostHeader, type CheckResult } from './check-result.js';
 import type { CheckOptions, HealthChecker } from './health-check.js';
 
-const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const MAX_HEAD_BYTES = 16 * 1024;
 const NORMAL_CLOSE = encodeClose(1000, 'health check', true);
 
@@ -33,9 +33,7 @@ export class WebSocketCheck implements HealthChecker {
         {
           target,
           request,
-          accept: createHash('sha1')
-            .update(key + WS_GUID)
-            .digest('base64'),
+          accept: acceptKey(key),
           timeout: options.timeout,
           maxHeadBytes: MAX_HEAD_BYTES,
           tls: options.tls,

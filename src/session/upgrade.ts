@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import type { RelaySocket } from '../relay/handle-io.js';
 import type { RouteConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import { rejectError } from '../handshake/reject.js';
 import { buildUpstreamHandshake } from '../handshake/forward.js';
+import { acceptKey } from '../handshake/accept-key.js';
 import type { UpgradeRequest } from '../handshake/request-head.js';
 import type { AuthResult, RouteAuth } from '../auth/route-auth.js';
 import type { Ticket } from '../cluster/shared-state.js';
@@ -21,8 +21,6 @@ import { dialFailed, dialSucceeded } from '../health/outlier.js';
 import type { SessionHost } from './session-host.js';
 import { traceOf, type TraceContext } from '../observability/trace-context.js';
 import { outcomeOf } from '../observability/metrics.js';
-
-const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 /** What the gateway settled at admission; the session carries it to its end. */
 export interface Admission {
@@ -213,9 +211,7 @@ export class Session {
           protocol: granted?.protocol,
           trace: this.trace,
         }),
-        accept: createHash('sha1')
-          .update(key64 + WS_GUID)
-          .digest('base64'),
+        accept: acceptKey(key64),
         timeout: this.#pool.config.connectTimeout,
         maxHeadBytes: this.#snap.limits.maxHeaderBytes,
         tls: this.#pool.config.tls,

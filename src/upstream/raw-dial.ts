@@ -1,4 +1,4 @@
-import { isIPv4, isIPv6, Socket } from 'node:net';
+import { isIP, Socket } from 'node:net';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
 import {
   BARE_TCP,
@@ -32,7 +32,20 @@ import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
 /** A bare dial can reach `opts.target`. */
 export function canDialBare(opts: DialOptions): boolean {
   const { host, secure } = opts.target;
-  return BARE_TCP && !secure && (isIPv4(host) || isIPv6(host));
+  return BARE_TCP && !secure && familyOf(host) !== 0;
+}
+
+/** Targets' hosts come from the config: a few, dialled over and over, and net.isIP is a regular expression. */
+const families = new Map<string, number>();
+
+function familyOf(host: string): number {
+  let family = families.get(host);
+  if (family === undefined) {
+    if (families.size >= 1024) families.clear();
+    family = isIP(host);
+    families.set(host, family);
+  }
+  return family;
 }
 
 interface DialReq extends ConnectReq {
@@ -57,7 +70,7 @@ export class BareDial extends DialAttempt {
     const req = bareConnectReq() as DialReq;
     req.dial = this;
     req.oncomplete = onConnect;
-    let err = isIPv6(host) ? handle.connect6(req, host, port) : handle.connect(req, host, port);
+    let err = familyOf(host) === 6 ? handle.connect6(req, host, port) : handle.connect(req, host, port);
     if (err === 0) {
       // Reading starts with the connect, so libuv registers the descriptor
       // for both in one epoll_ctl (it reads nothing before the connect is
