@@ -11,9 +11,9 @@ import { calibrate, fixedRate } from './suite/calibrate.js';
 import type { Calibration } from './suite/calibrate.js';
 import { PROXIES, versions } from './suite/proxies.js';
 import type { ProxyDef, RunningProxy, SuiteContext } from './suite/proxies.js';
-import { combineRounds, HANDSHAKE_RATE, SCENARIOS } from './suite/scenarios.js';
+import { combineRounds, HANDSHAKE_RATE, SATURATED_PCT, SCENARIOS } from './suite/scenarios.js';
 import type { LoadSide, OutcomeOrFailure, RunSettings, ScenarioDef, ScenarioOutcome, SuiteSettings } from './suite/scenarios.js';
-import { BASELINE, BEHIND_NOTE, formatNumber, markdownTable } from './suite/table.js';
+import { BASELINE, BEHIND_NOTE, formatNumber, markdownTable, UNSATURATED_NOTE } from './suite/table.js';
 import type { SuiteResults } from './suite/table.js';
 import { judgeTargets, targetsMarkdown, WSGATE_MODES } from './suite/targets.js';
 
@@ -30,7 +30,8 @@ const USAGE = `usage: npm run bench -- [options]
   --rate N         chatty: messages/s in total (default: calibrated so that
                    nginx uses about 40% of its core, capped at what the load
                    side can offer)
-  --duration D     measured load of each scenario (default 2s, chatty 5s; --quick 1s)
+  --duration D     measured load of each scenario (default 2s; chatty, churn,
+                   handshake and churn-sat 5s; --quick 1s)
   --warmup D       unmeasured load before it (default 1s; --quick 0)
   --rounds N       runs of each scenario through nginx and wsgate, alternating;
                    figures are the median (default 3; --quick 1)
@@ -146,8 +147,11 @@ function summary(scenario: string, proxy: string, o: ScenarioOutcome): string {
     .filter((e): e is [string, number] => e[1] !== null)
     .map(([k, v]) => `${k} ${formatNumber(v)}`);
   const errors = Object.entries(o.errors).map(([k, n]) => `${k}: ${n}`);
-  const flags = `${o.behind ? '  [behind schedule]' : ''}${errors.length > 0 ? `  [errors ${errors.join(', ')}]` : ''}`;
-  return `  ${scenario.padEnd(7)} ${proxy.padEnd(15)} ${parts.join(', ')}${flags}`;
+  const busy = o.figures.proxyBusyPct;
+  const flags =
+    `${o.behind ? '  [behind schedule]' : ''}${typeof busy === 'number' && busy < SATURATED_PCT ? '  [proxy not saturated]' : ''}` +
+    `${errors.length > 0 ? `  [errors ${errors.join(', ')}]` : ''}`;
+  return `  ${scenario.padEnd(9)} ${proxy.padEnd(15)} ${parts.join(', ')}${flags}`;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -176,7 +180,7 @@ async function main(): Promise<number> {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
   const echo = await startEcho(pin);
-  const side: LoadSide = { echoPid: echo.child.pid, cpu: pin.length > 0 ? 1 : undefined };
+  const side: LoadSide = { echoPid: echo.child.pid, cpu: pin.length > 0 ? 1 : undefined, proxyCpu: pin.length > 0 ? 0 : undefined };
   const ctx: SuiteContext = { root, backendPort: echo.port, tmp, pin, wsgate };
   process.stdout.write(`echo backend on port ${echo.port}; ${note}\n`);
 
@@ -213,7 +217,7 @@ async function main(): Promise<number> {
       process.stdout.write(`${summary(scenario.name, name, o)}  (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
     } catch (err) {
       record(name, scenario.name, { failed: (err as Error).message });
-      process.stdout.write(`  ${scenario.name.padEnd(7)} ${name.padEnd(15)} failed: ${(err as Error).message}\n`);
+      process.stdout.write(`  ${scenario.name.padEnd(9)} ${name.padEnd(15)} failed: ${(err as Error).message}\n`);
     }
     await sleep(200);
   };
@@ -274,7 +278,8 @@ async function main(): Promise<number> {
   const judged = columns.includes(BASELINE) && columns.some((c) => (WSGATE_MODES as readonly string[]).includes(c));
   const targets = judged ? targetsMarkdown(verdicts) : undefined;
   const elapsed = (Date.now() - suiteStart) / 1000;
-  process.stdout.write(`\n${table}\n${table.includes(' †') ? `\n${BEHIND_NOTE}\n` : ''}${targets === undefined ? '' : `\n${targets}\n`}`);
+  const notes = `${table.includes(' †') ? `\n${BEHIND_NOTE}\n` : ''}${table.includes(' ‡') ? `\n${UNSATURATED_NOTE}\n` : ''}`;
+  process.stdout.write(`\n${table}\n${notes}${targets === undefined ? '' : `\n${targets}\n`}`);
   process.stdout.write(`\nsuite took ${elapsed.toFixed(0)} s\n`);
   const argv = process.argv.slice(2).join(' ');
   const command =
@@ -332,12 +337,15 @@ function resultsMarkdown(r: {
       `${s.quick ? ' (quick smoke variant: tiny loads, not comparable)' : ''}.`,
     '',
     `Machine: ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}; ${tools}. Load average before the run: ${m.loadAverageBefore}.`,
-    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty, churn and handshake ${s.longSeconds} s)` +
+    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty, churn, handshake and churn-sat ${s.longSeconds} s)` +
       `${r.rounds > 1 ? `; ${r.rounds} rounds through nginx and wsgate, alternating, each figure the median` : ''}.`,
     '',
     `Chatty rate: ${r.calibration.how}.`,
     '',
     `Handshake rate: ${s.quick ? 50 : HANDSHAKE_RATE} connect/upgrade/echo/close cycles/s through every proxy, at most 64 at once (churn runs as fast as 32 loops go).`,
+    '',
+    `saturate and churn-sat: the C load generator (bench/loadgen), ${s.quick ? '20 connections × 2' : '200 connections × 4'} messages in flight of 64 B, ` +
+      `and ${s.quick ? 4 : 50} connect/upgrade/echo/close loops; "proxy core busy" is the proxy's CPU ÷ wall time, and below ${SATURATED_PCT}% the proxy was not the limit (‡).`,
     '',
     r.table,
     '',
@@ -345,6 +353,7 @@ function resultsMarkdown(r: {
     '(no proxy CPU or memory for "direct"). An echo is one message out and back, so it crosses the proxy twice.',
     'The load side is the load generator and the echo backend, sharing one core: past about 60% of it, its own queueing shows in the latencies.',
     ...(r.table.includes(' †') ? [BEHIND_NOTE] : []),
+    ...(r.table.includes(' ‡') ? [UNSATURATED_NOTE] : []),
   ];
   if (r.targets !== undefined) lines.push('', '## Targets', '', r.targets);
   lines.push('', 'Scenarios and caveats: bench/README.md. Raw figures (every round): bench/results/.');

@@ -209,6 +209,25 @@ export function cpuIrqMicros(cpu: number): number {
   }
 }
 
+/**
+ * All the work one CPU did, µs: user, nice, system, interrupt, softirq and steal time, whatever
+ * process it was for (on a shared machine, other work on the proxy's core shows here and not in
+ * the proxy's own figures).
+ */
+export function cpuBusyMicros(cpu: number): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`cpu${cpu} `));
+    const f = (line ?? '').trim().split(/\s+/).map(Number);
+    // cpuN user nice system idle iowait irq softirq steal …
+    const busy = [1, 2, 3, 6, 7, 8].reduce((sum, i) => sum + (f[i] || 0), 0);
+    return busy * (1_000_000 / ticksPerSecond());
+  } catch {
+    return 0;
+  }
+}
+
 /** stdout+stderr of a command (`nginx -v` answers on stderr), or undefined when it cannot run or fails. */
 export function commandOutput(command: string, args: readonly string[], timeoutMs = 10_000): string | undefined {
   const r = spawnSync(command, [...args], { encoding: 'utf8', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'] });

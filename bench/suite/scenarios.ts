@@ -1,10 +1,12 @@
 // The suite's scenarios: each runs one bounded load through a proxy and turns
 // the load tool's result plus /proc readings of the proxy into a few figures.
+import { loadgenArgs, runLoadgen } from '../loadgen/run.js';
+import type { LoadgenOptions, LoadgenResult } from '../loadgen/run.js';
 import { parseBenchArgs } from '../../src/bench/options.js';
 import { runLoad } from '../../src/bench/run-load.js';
 import type { BenchResult } from '../../src/bench/run-load.js';
 import { performance } from 'node:perf_hooks';
-import { cpuIrqMicros, cpuMicros, family, rssKiB } from './proc.js';
+import { cpuBusyMicros, cpuIrqMicros, cpuMicros, family, rssKiB } from './proc.js';
 import type { RunningProxy } from './proxies.js';
 
 export interface SuiteSettings {
@@ -34,6 +36,8 @@ export interface LoadSide {
   readonly echoPid: number;
   /** The CPU the load side is pinned to (its softirq time counts as the load side's), if pinned. */
   readonly cpu: number | undefined;
+  /** The CPU the proxies are pinned to, if pinned. */
+  readonly proxyCpu?: number | undefined;
 }
 
 export type Figures = Record<string, number | null>;
@@ -143,6 +147,118 @@ export function chattyArgs(s: { quick: boolean; warmup: number }, rate: number, 
 
 function per(total: number | null, count: number): number | null {
   return total === null || count <= 0 ? null : total / count;
+}
+
+function percent(part: number | null, whole: number | null): number | null {
+  return part === null || whole === null || whole <= 0 ? null : (100 * part) / whole;
+}
+
+/**
+ * Below this share of its core, a saturating scenario's proxy was not the limit: the load side
+ * was, so its throughput is the load side's and its CPU per message comes from a lighter load.
+ */
+export const SATURATED_PCT = 95;
+
+export interface LoadgenMeasured {
+  readonly result: LoadgenResult;
+  /** Proxy CPU over the load generator's measured phase, µs; null without a proxy (or with no measured phase). */
+  readonly cpuUs: number | null;
+  /** The measured phase as this process saw it (the window the proxy's CPU was read over), µs. */
+  readonly wallUs: number | null;
+  /** The echo backend's CPU over the same window, µs. */
+  readonly echoCpuUs: number;
+  /** Interrupt and softirq time of the load side's CPU over it (0 when not pinned), µs. */
+  readonly irqUs: number;
+  /** Everything the proxy's CPU did over it, the proxy's work and any other (null when not pinned), µs. */
+  readonly proxyCoreUs: number | null;
+  /** Everything the load side's CPU did over it (null when not pinned), µs. */
+  readonly loadCoreUs: number | null;
+  readonly command: string;
+}
+
+/**
+ * One run of the C load generator (bench/loadgen), pinned to the load side's CPU, with the proxy's
+ * CPU read from /proc when it says its measured phase starts and ends.
+ */
+export async function measureLoadgen(
+  proxy: RunningProxy,
+  options: Omit<LoadgenOptions, 'url' | 'cpu' | 'onMeasureStart' | 'onMeasureEnd'>,
+  side: LoadSide,
+): Promise<LoadgenMeasured> {
+  const pids = proxy.pid === undefined ? undefined : family(proxy.pid);
+  const echo = [side.echoPid];
+  // Readings at the load generator's marks: [wall ms, proxy CPU, echo CPU, irq, proxy core, load core]; in a field, not a
+  // local, so that the type checker sees the callbacks' writes. The clock first at both ends, so
+  // the /proc reads shift the CPU window by the same little time and do not widen it.
+  const at: { start?: number[]; end?: number[] } = {};
+  const read = (): number[] => {
+    const wall = performance.now();
+    return [
+      wall,
+      pids === undefined ? 0 : cpuMicros(pids),
+      cpuMicros(echo),
+      side.cpu === undefined ? 0 : cpuIrqMicros(side.cpu),
+      side.proxyCpu === undefined ? 0 : cpuBusyMicros(side.proxyCpu),
+      side.cpu === undefined ? 0 : cpuBusyMicros(side.cpu),
+    ];
+  };
+  const full: LoadgenOptions = {
+    ...options,
+    url: proxy.url,
+    ...(side.cpu === undefined ? {} : { cpu: side.cpu }),
+    onMeasureStart: () => (at.start = read()),
+    onMeasureEnd: () => (at.end = read()),
+  };
+  const result = await runLoadgen(full);
+  const { start, end } = at;
+  const delta = (i: number): number | null => (start === undefined || end === undefined ? null : (end[i] as number) - (start[i] as number));
+  const wallMs = delta(0);
+  return {
+    result,
+    cpuUs: pids === undefined ? null : delta(1),
+    wallUs: wallMs === null ? null : wallMs * 1000,
+    echoCpuUs: delta(2) ?? 0,
+    irqUs: delta(3) ?? 0,
+    proxyCoreUs: side.proxyCpu === undefined || pids === undefined ? null : delta(4),
+    loadCoreUs: side.cpu === undefined ? null : delta(5),
+    command: `build/loadgen/loadgen ${loadgenArgs(full).join(' ')}`,
+  };
+}
+
+/** Why the proxy's process used less than SATURATED_PCT of its core. */
+function unsaturatedWhy(busy: number, core: number | null, loadSide: number | null): string {
+  const head = `the proxy used ${busy.toFixed(0)}% of its core (below ${SATURATED_PCT}%)`;
+  // Other processes on the proxy's core (a shared machine) take CPU the proxy wanted.
+  if (core !== null && core >= SATURATED_PCT && core - busy > 100 - SATURATED_PCT) {
+    return `${head}: other work took ${(core - busy).toFixed(0)}% of that core`;
+  }
+  if (loadSide !== null && loadSide >= SATURATED_PCT) return `${head}: the load side (${loadSide.toFixed(0)}% of its core) was the limit`;
+  return `${head}; the load side used ${loadSide === null ? '?' : loadSide.toFixed(0)}% of its core`;
+}
+
+/** A saturating scenario's outcome: the figures, and a warning when the proxy's core was not the limit. */
+function saturatingOutcome(m: LoadgenMeasured, count: number, figures: Figures): ScenarioOutcome {
+  const r = m.result;
+  const loadgenUs = r.cpuUs.user + r.cpuUs.sys;
+  const busy = percent(m.cpuUs, m.wallUs);
+  const all: Figures = {
+    ...figures,
+    proxyBusyPct: busy,
+    proxyCorePct: percent(m.proxyCoreUs, m.wallUs),
+    // The load side's core as a whole when it is pinned: the kernel here charges softirq time taken in
+    // a process's context to that process *and* to the CPU's softirq figure, so adding the two
+    // can count it twice (and other work on that core limits the load side as much as its own).
+    loadSidePct: percent(m.loadCoreUs ?? loadgenUs + m.echoCpuUs + m.irqUs, m.wallUs),
+    loadgenUsPer: per(loadgenUs, count),
+    echoUsPer: per(m.echoCpuUs, count),
+    syscallsPer: per(r.syscalls.reads + r.syscalls.writes + r.syscalls.epollWaits, count),
+  };
+  const warnings = r.stderr
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .slice(0, 5);
+  if (busy !== null && busy < SATURATED_PCT) warnings.push(unsaturatedWhy(busy, all.proxyCorePct ?? null, all.loadSidePct ?? null));
+  return { figures: all, errors: r.errors, warnings, behind: false, command: m.command };
 }
 
 function outcome(m: Measured, figures: Figures): ScenarioOutcome {
@@ -267,6 +383,38 @@ export const SCENARIOS: readonly ScenarioDef[] = [
       // Behind only when cycles were left unstarted (not the same work). A late start on a busy
       // load core changes neither figure: the handshake latency counts from the actual connect.
       return { ...outcome(m, { p99HsMs: r.handshakes.latency.p99, cpuUsPerHs: per(m.cpuUs, r.handshakes.count) }), behind: r.messages.unsent > 0 };
+    },
+  },
+  {
+    // The proxy's core at 100%: the C load generator (a few µs per echo) keeps 800 messages in
+    // flight, so the proxy always has work. What it costs per message at its limit, and how far
+    // that limit is. Not judged when the proxy's core was below SATURATED_PCT busy.
+    name: 'saturate',
+    direct: true,
+    run: async (proxy, s, side) => {
+      const [connections, inflight] = s.quick ? [20, 2] : [200, 4];
+      const m = await measureLoadgen(proxy, { mode: 'closed', connections, inflight, size: 64, durationS: s.seconds, warmupS: s.warmup }, side);
+      const r = m.result;
+      return saturatingOutcome(m, r.messages, {
+        msgPerSec: r.msgPerSec,
+        cpuUsPerMsg: per(m.cpuUs, r.messages),
+        p99Ms: r.latencyUs.p99 === null ? null : r.latencyUs.p99 / 1000,
+      });
+    },
+  },
+  {
+    // Handshakes as fast as the proxy takes them: 50 loops of connect, upgrade, one echo, close.
+    name: 'churn-sat',
+    direct: true,
+    run: async (proxy, s, side) => {
+      const connections = s.quick ? 4 : 50;
+      const m = await measureLoadgen(proxy, { mode: 'churn', connections, size: 64, durationS: s.longSeconds, warmupS: s.warmup }, side);
+      const r = m.result;
+      return saturatingOutcome(m, r.handshakes, {
+        hsPerSec: r.hsPerSec,
+        cpuUsPerHs: per(m.cpuUs, r.handshakes),
+        p99HsMs: r.handshakeUs.p99 === null ? null : r.handshakeUs.p99 / 1000,
+      });
     },
   },
 ];

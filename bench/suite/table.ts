@@ -1,4 +1,5 @@
 // The results table: one row per figure, one column per proxy, each cell with its ratio to nginx.
+import { SATURATED_PCT } from './scenarios.js';
 import type { OutcomeOrFailure } from './scenarios.js';
 
 export type SuiteResults = Record<string, Record<string, OutcomeOrFailure>>;
@@ -13,6 +14,8 @@ interface MetricDef {
   readonly diff?: boolean;
   /** A figure of the load side, not of the proxy: no ratio. */
   readonly plain?: boolean;
+  /** A saturating scenario's figure of the proxy: marked ‡ when the proxy's core was below SATURATED_PCT busy. */
+  readonly saturating?: boolean;
 }
 
 export const METRICS: readonly MetricDef[] = [
@@ -31,6 +34,24 @@ export const METRICS: readonly MetricDef[] = [
   { scenario: 'churn', key: 'cpuUsPerHs', label: 'churn: proxy CPU per handshake (µs) ↓' },
   { scenario: 'handshake', key: 'p99HsMs', label: 'handshake (fixed rate): p99 (ms) ↓', latency: true },
   { scenario: 'handshake', key: 'cpuUsPerHs', label: 'handshake (fixed rate): proxy CPU per handshake (µs) ↓' },
+  { scenario: 'saturate', key: 'msgPerSec', label: 'saturate: echoes/s ↑', saturating: true },
+  { scenario: 'saturate', key: 'cpuUsPerMsg', label: 'saturate: proxy CPU per echo (µs) ↓', saturating: true },
+  { scenario: 'saturate', key: 'p99Ms', label: 'saturate: round trip p99 (ms) ↓', saturating: true },
+  { scenario: 'saturate', key: 'proxyBusyPct', label: 'saturate: proxy core busy (%)', plain: true, saturating: true },
+  { scenario: 'saturate', key: 'proxyCorePct', label: "saturate: proxy's core, all its work (%)", plain: true },
+  { scenario: 'saturate', key: 'loadSidePct', label: 'saturate: load side CPU (% of its core)', plain: true },
+  { scenario: 'saturate', key: 'loadgenUsPer', label: 'saturate: load generator CPU per echo (µs)', plain: true },
+  { scenario: 'saturate', key: 'echoUsPer', label: 'saturate: echo backend CPU per echo (µs)', plain: true },
+  { scenario: 'saturate', key: 'syscallsPer', label: 'saturate: load generator reads, writes and waits per echo', plain: true },
+  { scenario: 'churn-sat', key: 'hsPerSec', label: 'churn-sat: handshakes/s ↑', saturating: true },
+  { scenario: 'churn-sat', key: 'cpuUsPerHs', label: 'churn-sat: proxy CPU per handshake (µs) ↓', saturating: true },
+  { scenario: 'churn-sat', key: 'p99HsMs', label: 'churn-sat: handshake p99 (ms) ↓', saturating: true },
+  { scenario: 'churn-sat', key: 'proxyBusyPct', label: 'churn-sat: proxy core busy (%)', plain: true, saturating: true },
+  { scenario: 'churn-sat', key: 'proxyCorePct', label: "churn-sat: proxy's core, all its work (%)", plain: true },
+  { scenario: 'churn-sat', key: 'loadSidePct', label: 'churn-sat: load side CPU (% of its core)', plain: true },
+  { scenario: 'churn-sat', key: 'loadgenUsPer', label: 'churn-sat: load generator CPU per handshake (µs)', plain: true },
+  { scenario: 'churn-sat', key: 'echoUsPer', label: 'churn-sat: echo backend CPU per handshake (µs)', plain: true },
+  { scenario: 'churn-sat', key: 'syscallsPer', label: 'churn-sat: load generator reads, writes and waits per handshake', plain: true },
 ];
 
 export const BASELINE = 'nginx';
@@ -39,6 +60,18 @@ export const BASELINE = 'nginx';
 export const BEHIND_NOTE =
   '† the load generator fell behind its schedule (the load side, not the proxy, was saturated): ' +
   'the latency includes its own queueing; rerun with a lower --rate for latency figures.';
+
+/** Legend of the ‡ mark. */
+export const UNSATURATED_NOTE =
+  `‡ the proxy used less than ${SATURATED_PCT}% of its core, so something else was the limit (the load side, or other work on the ` +
+  "proxy's core: see the rows below and the warnings in the JSON): the throughput is not the proxy's, the CPU figures come from a " +
+  'lighter load than saturation, and targets on it are not judged.';
+
+/** The proxy's core was below SATURATED_PCT busy in this saturating scenario. */
+export function unsaturated(results: SuiteResults, proxy: string, scenario: string): boolean {
+  const busy = figure(results, proxy, scenario, 'proxyBusyPct');
+  return typeof busy === 'number' && busy < SATURATED_PCT;
+}
 
 export function formatNumber(v: number): string {
   const abs = Math.abs(v);
@@ -73,7 +106,8 @@ function cell(results: SuiteResults, proxy: string, m: MetricDef): string {
   const v = figure(results, proxy, m.scenario, m.key);
   if (v === undefined || v === null) return '–';
   const base = figure(results, BASELINE, m.scenario, m.key);
-  const mark = m.latency === true && (behind(results, proxy, m.scenario) || (m.diff === true && behind(results, BASELINE, m.scenario))) ? ' †' : '';
+  const late = m.latency === true && (behind(results, proxy, m.scenario) || (m.diff === true && behind(results, BASELINE, m.scenario)));
+  const mark = `${late ? ' †' : ''}${m.saturating === true && unsaturated(results, proxy, m.scenario) ? ' ‡' : ''}`;
   if (m.diff === true) {
     if (typeof base !== 'number') return '–';
     const d = v - base;

@@ -1,7 +1,8 @@
 // The project's performance targets, checked against one run's figures: each
 // is a ratio to nginx measured in the same run (or an absolute memory figure),
 // never a comparison of absolute figures across runs or machines.
-import { BASELINE, behind, figure, formatNumber } from './table.js';
+import { SATURATED_PCT } from './scenarios.js';
+import { BASELINE, behind, figure, formatNumber, unsaturated } from './table.js';
 import type { SuiteResults } from './table.js';
 
 export const WSGATE_MODES = ['wsgate-tunnel', 'wsgate-inspect'] as const;
@@ -11,21 +12,23 @@ interface TargetDef {
   readonly label: string;
   readonly scenario: string;
   readonly key: string;
-  /** ratio: figure ÷ nginx's ≤ limit; diff: figure − nginx's ≤ limit; absolute: figure ≤ limit. */
-  readonly kind: 'ratio' | 'diff' | 'absolute';
+  /** ratio: figure ÷ nginx's ≤ limit; atLeast: figure ÷ nginx's ≥ limit; diff: figure − nginx's ≤ limit; absolute: figure ≤ limit. */
+  readonly kind: 'ratio' | 'atLeast' | 'diff' | 'absolute';
   readonly limit: (mode: Mode) => number;
   readonly unit: string;
   /** Cannot be judged when the load side fell behind its schedule (a latency, or work not offered as planned). */
   readonly scheduled?: boolean;
+  /** A saturating scenario's: cannot be judged when its proxy's or nginx's core was below SATURATED_PCT busy. */
+  readonly saturated?: boolean;
 }
 
 export const TARGETS: readonly TargetDef[] = [
   {
-    label: 'chatty: CPU per message ≤ 1.25× nginx (tunnel), ≤ 1.5× (inspect)',
+    label: 'chatty: CPU per message ≤ 1.05× nginx (tunnel), ≤ 1.15× (inspect)',
     scenario: 'chatty',
     key: 'cpuUsPerMsg',
     kind: 'ratio',
-    limit: (mode) => (mode === 'wsgate-tunnel' ? 1.25 : 1.5),
+    limit: (mode) => (mode === 'wsgate-tunnel' ? 1.05 : 1.15),
     unit: '×',
   },
   { label: 'chatty: p99 ≤ nginx p99 + 1 ms', scenario: 'chatty', key: 'p99Ms', kind: 'diff', limit: () => 1, unit: ' ms', scheduled: true },
@@ -39,7 +42,34 @@ export const TARGETS: readonly TargetDef[] = [
     unit: '×',
     scheduled: true,
   },
-  { label: 'idle: RSS per proxied connection ≤ 12 kB', scenario: 'idle', key: 'kbPerConn', kind: 'absolute', limit: () => 12, unit: ' kB' },
+  {
+    label: 'idle: RSS per proxied connection ≤ 3 kB (tunnel), ≤ 6 kB (inspect)',
+    scenario: 'idle',
+    key: 'kbPerConn',
+    kind: 'absolute',
+    limit: (mode) => (mode === 'wsgate-tunnel' ? 3 : 6),
+    unit: ' kB',
+  },
+  {
+    label: 'saturate: CPU per message ≤ 1.0× nginx (tunnel), ≤ 1.1× (inspect)',
+    scenario: 'saturate',
+    key: 'cpuUsPerMsg',
+    kind: 'ratio',
+    limit: (mode) => (mode === 'wsgate-tunnel' ? 1.0 : 1.1),
+    unit: '×',
+    saturated: true,
+  },
+  { label: 'saturate: messages/s ≥ 0.9× nginx', scenario: 'saturate', key: 'msgPerSec', kind: 'atLeast', limit: () => 0.9, unit: '×', saturated: true },
+  {
+    label: 'churn-sat: CPU per handshake ≤ 1.5× nginx',
+    scenario: 'churn-sat',
+    key: 'cpuUsPerHs',
+    kind: 'ratio',
+    limit: () => 1.5,
+    unit: '×',
+    saturated: true,
+  },
+  { label: 'churn-sat: handshakes/s ≥ 0.65× nginx', scenario: 'churn-sat', key: 'hsPerSec', kind: 'atLeast', limit: () => 0.65, unit: '×', saturated: true },
 ];
 
 export interface TargetVerdict {
@@ -62,12 +92,19 @@ function judge(results: SuiteResults, t: TargetDef, mode: Mode): TargetVerdict {
   if (t.kind !== 'absolute') {
     const base = figure(results, BASELINE, t.scenario, t.key);
     if (typeof base !== 'number' || base <= 0) return none('no nginx figure');
-    value = t.kind === 'ratio' ? v / base : v - base;
+    value = t.kind === 'diff' ? v - base : v / base;
   }
   if (t.scheduled === true && (behind(results, mode, t.scenario) || behind(results, BASELINE, t.scenario))) {
     return { target: t.label, proxy: mode, value, limit, met: null, note: 'load side fell behind its schedule' };
   }
-  return { target: t.label, proxy: mode, value, limit, met: value <= limit };
+  if (t.saturated === true) {
+    const short = [mode, BASELINE].filter((p) => unsaturated(results, p, t.scenario));
+    if (short.length > 0) {
+      const busy = short.map((p) => `${p} ${formatNumber(figure(results, p, t.scenario, 'proxyBusyPct') as number)}%`).join(', ');
+      return { target: t.label, proxy: mode, value, limit, met: null, note: `proxy core below ${SATURATED_PCT}% busy (${busy}): not saturated` };
+    }
+  }
+  return { target: t.label, proxy: mode, value, limit, met: t.kind === 'atLeast' ? value >= limit : value <= limit };
 }
 
 export function judgeTargets(results: SuiteResults): TargetVerdict[] {
@@ -77,7 +114,7 @@ export function judgeTargets(results: SuiteResults): TargetVerdict[] {
 function show(v: TargetVerdict, t: TargetDef): string {
   if (v.value === null) return `– (${v.note ?? 'not measured'})`;
   const value =
-    t.kind === 'diff' ? `${v.value >= 0 ? '+' : '−'}${formatNumber(Math.abs(v.value))}` : t.kind === 'ratio' ? v.value.toFixed(2) : formatNumber(v.value);
+    t.kind === 'diff' ? `${v.value >= 0 ? '+' : '−'}${formatNumber(Math.abs(v.value))}` : t.kind === 'absolute' ? formatNumber(v.value) : v.value.toFixed(2);
   const mark = v.met === null ? `? (${v.note ?? ''})` : v.met ? '✓' : '✗';
   return `${value}${t.unit} ${mark}`;
 }
