@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../src/bench/options.js';
+import { echoPath } from './loadgen/build.js';
 import { commandOutput, killAllChildren, spawnChild } from './suite/proc.js';
 import type { Child } from './suite/proc.js';
 import { calibrate, fixedRate } from './suite/calibrate.js';
@@ -36,6 +37,8 @@ const USAGE = `usage: npm run bench -- [options]
   --rounds N       runs of each scenario through nginx and wsgate, alternating;
                    figures are the median (default 3; --quick 1)
   --out DIR        write RESULTS.md and results/ under DIR instead of bench/
+  --echo c|node    the echo backend: c (default; bench/loadgen/echo.c) or
+                   node (wsgate echo, the backend the suite used before)
   --wsgate FILE    wsgate's built entry point (default dist/main.js)
 `;
 
@@ -54,6 +57,7 @@ interface Parsed {
   readonly only: string[];
   readonly out: string;
   readonly wsgate: string;
+  readonly echo: 'c' | 'node';
 }
 
 function parse(): Parsed {
@@ -71,6 +75,7 @@ function parse(): Parsed {
         rounds: { type: 'string' },
         out: { type: 'string' },
         wsgate: { type: 'string' },
+        echo: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -82,6 +87,8 @@ function parse(): Parsed {
     process.exit(0);
   }
   const quick = values.quick === true;
+  const echo = values.echo ?? 'c';
+  if (echo !== 'c' && echo !== 'node') fail('--echo: c or node');
   const only = (values.only ?? [])
     .flatMap((s) => s.split(','))
     .map((s) => s.trim())
@@ -107,6 +114,7 @@ function parse(): Parsed {
     only,
     out: resolve(values.out ?? join(root, 'bench')),
     wsgate: resolve(values.wsgate ?? join(root, 'dist/main.js')),
+    echo,
   };
 }
 
@@ -119,15 +127,30 @@ function pinning(): { pin: string[]; note: string } {
   return { pin: ['taskset', '-c', '0'], note: 'each proxy pinned to CPU 0 (`taskset -c 0`); load generator and echo backend on CPU 1' };
 }
 
-async function startEcho(pin: readonly string[]): Promise<{ child: Child; port: number }> {
+/**
+ * The echo backend, on the load side's core. The C one by default: `wsgate echo` costs about
+ * as much per echo as nginx does, so with it the load side runs out of core before a proxy
+ * does. `wsgate echo` when asked (--echo node) or when the C one cannot be built.
+ */
+async function startEcho(pin: readonly string[], kind: 'c' | 'node'): Promise<{ child: Child; port: number; name: string }> {
+  let binary: string | undefined;
+  if (kind === 'c') {
+    try {
+      binary = await echoPath();
+    } catch (err) {
+      process.stdout.write(`the C echo backend did not build, using wsgate echo: ${(err as Error).message}\n`);
+    }
+  }
   // Small young-generation halves, as `wsgate echo` keeps them: its own pauses would show in every proxy's p99.
-  const node = [process.execPath, '--max-semi-space-size=1', '--import', 'tsx', 'bench/echo-entry.ts', '--port', '0'];
-  const cmd = pin.length > 0 ? ['taskset', '-c', '1', ...node] : node;
+  const command =
+    binary !== undefined ? [binary, '--port', '0'] : [process.execPath, '--max-semi-space-size=1', '--import', 'tsx', 'bench/echo-entry.ts', '--port', '0'];
+  const name = binary !== undefined ? 'the C echo backend (bench/loadgen/echo.c)' : '`wsgate echo`';
+  const cmd = pin.length > 0 ? ['taskset', '-c', '1', ...command] : command;
   const child = spawnChild('echo backend', cmd[0] as string, cmd.slice(1), { cwd: root });
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline && !child.hasExited()) {
     const m = /listening on ws:\/\/127\.0\.0\.1:(\d+)\//.exec(child.output());
-    if (m) return { child, port: Number(m[1]) };
+    if (m) return { child, port: Number(m[1]), name };
     await new Promise((r) => setTimeout(r, 50));
   }
   await child.stop();
@@ -157,7 +180,7 @@ function summary(scenario: string, proxy: string, o: ScenarioOutcome): string {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<number> {
-  const { settings, rounds, only, out, wsgate } = parse();
+  const { settings, rounds, only, out, wsgate, echo: echoKind } = parse();
   const wanted = (name: string, all: readonly string[]): boolean => !only.some((n) => all.includes(n)) || only.includes(name);
   const proxyNames = PROXIES.map((p) => p.name);
   const scenarioNames = SCENARIOS.map((s) => s.name);
@@ -179,10 +202,10 @@ async function main(): Promise<number> {
   process.on('exit', cleanup);
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
-  const echo = await startEcho(pin);
+  const echo = await startEcho(pin, echoKind);
   const side: LoadSide = { echoPid: echo.child.pid, cpu: pin.length > 0 ? 1 : undefined, proxyCpu: pin.length > 0 ? 0 : undefined };
   const ctx: SuiteContext = { root, backendPort: echo.port, tmp, pin, wsgate };
-  process.stdout.write(`echo backend on port ${echo.port}; ${note}\n`);
+  process.stdout.write(`echo backend: ${echo.name} on port ${echo.port}; ${note}\n`);
 
   // Every proxy runs from the start (an idle one costs nothing), so each scenario can go
   // through them back to back, and nginx and wsgate alternate in every round.
@@ -305,7 +328,7 @@ async function main(): Promise<number> {
   const resultsPath = join(out, 'RESULTS.md');
   writeFileSync(
     resultsPath,
-    resultsMarkdown({ table, targets, command, started, machine, note, skipped, settings, rounds, calibration }) + keptSections(resultsPath),
+    resultsMarkdown({ table, targets, command, started, machine, note, echo: echo.name, skipped, settings, rounds, calibration }) + keptSections(resultsPath),
   );
   process.stdout.write(`\nwrote ${jsonPath} and ${join(out, 'RESULTS.md')}\n`);
   return columns.length > 0 ? 0 : 1;
@@ -318,6 +341,7 @@ function resultsMarkdown(r: {
   started: Date;
   machine: Record<string, string | number>;
   note: string;
+  echo: string;
   skipped: readonly { name: string; reason: string }[];
   settings: SuiteSettings;
   rounds: number;
@@ -337,7 +361,7 @@ function resultsMarkdown(r: {
       `${s.quick ? ' (quick smoke variant: tiny loads, not comparable)' : ''}.`,
     '',
     `Machine: ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}; ${tools}. Load average before the run: ${m.loadAverageBefore}.`,
-    `Pinning: ${r.note}. Each scenario: ${s.seconds} s measured${warm} (chatty, churn, handshake and churn-sat ${s.longSeconds} s)` +
+    `Pinning: ${r.note}. Echo backend: ${r.echo}. Each scenario: ${s.seconds} s measured${warm} (chatty, churn, handshake and churn-sat ${s.longSeconds} s)` +
       `${r.rounds > 1 ? `; ${r.rounds} rounds through nginx and wsgate, alternating, each figure the median` : ''}.`,
     '',
     `Chatty rate: ${r.calibration.how}.`,

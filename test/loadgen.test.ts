@@ -1,11 +1,11 @@
 // The C load generator (bench/loadgen): real backends on 127.0.0.1, the real binary.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
-import { loadgenPath } from '../bench/loadgen/build.js';
+import { echoPath, loadgenPath } from '../bench/loadgen/build.js';
 import { LoadgenError, runLoadgen } from '../bench/loadgen/run.js';
 import type { ScenarioOutcome } from '../bench/suite/scenarios.js';
 import { markdownTable } from '../bench/suite/table.js';
@@ -274,5 +274,82 @@ void describe('the suite: saturating targets', () => {
     const table = markdownTable(results, ['nginx', 'wsgate-tunnel', 'wsgate-inspect']);
     assert.match(table, /\| saturate: echoes\/s ↑ \| 100,000 \(1\.00×\) \| 92,000 \(0\.92×\) \| 85,000 ‡ \(0\.85×\) \|/);
     assert.match(table, /\| saturate: proxy core busy \(%\) \| 99\.0 \| 98\.0 \| 80\.0 ‡ \|/);
+  });
+});
+
+void describe('the C echo backend', () => {
+  let url = '';
+  before(async () => {
+    const child = spawn(await echoPath(), ['--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    closers.push(async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+    });
+    url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += String(d);
+        const m = /listening on (ws:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+        if (m) resolve(m[1] as string);
+      });
+      child.once('exit', (code) => reject(new Error(`echo exited with ${code}`)));
+    });
+  });
+
+  void test('echoes text, binary, 1 MiB and fragmented messages with real masks, answers a ping, and a close with its code', async () => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    const got: string[] = [];
+    ws.on('message', (d: Buffer, binary) => got.push(`${binary ? 'bin' : 'text'} ${d.length} ${d.subarray(0, 5).toString('hex')}`));
+    ws.on('pong', (d) => got.push(`pong ${String(d)}`));
+    await new Promise((r) => ws.once('open', r));
+    ws.send('hello');
+    ws.send(Buffer.from([1, 2, 3]));
+    ws.send(Buffer.alloc(1 << 20, 7));
+    ws.send('ab', { fin: false });
+    ws.send('cd', { fin: true });
+    ws.ping('p1');
+    const closed = new Promise<number>((r) => ws.once('close', r));
+    await new Promise((r) => setTimeout(r, 300));
+    ws.close(4001, 'bye');
+    assert.equal(await closed, 4001);
+    assert.deepEqual(got, [
+      `text 5 ${Buffer.from('hello').toString('hex')}`,
+      'bin 3 010203',
+      `bin ${1 << 20} 0707070707`,
+      `text 4 ${Buffer.from('abcd').toString('hex')}`,
+      'pong p1',
+    ]);
+  });
+
+  void test('a request that is not an upgrade gets 400; an unmasked frame gets a close 1002', async () => {
+    const port = Number(new URL(url).port);
+    const answer = await new Promise<string>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+      let out = '';
+      s.on('data', (d) => (out += String(d)));
+      s.on('close', () => resolve(out));
+      s.on('error', () => resolve(out));
+    });
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    const close = await new Promise<Buffer>((resolve) => {
+      const s = connect(port, '127.0.0.1', () =>
+        s.write(
+          'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+        ),
+      );
+      let out = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        out = Buffer.concat([out, d]);
+        if (out.includes('\r\n\r\n') && out.length === out.indexOf('\r\n\r\n') + 4) s.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
+      });
+      s.on('close', () => resolve(out));
+      s.on('error', () => resolve(out));
+    });
+    const head = close.subarray(0, close.indexOf('\r\n\r\n') + 4).toString('latin1');
+    // RFC 6455 §1.3's own example key and accept.
+    assert.match(head, /^HTTP\/1\.1 101 [^]*Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/);
+    assert.equal(close.subarray(head.length).toString('hex'), '880203ea');
   });
 });

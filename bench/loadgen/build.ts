@@ -1,5 +1,6 @@
-// Builds the C load generator (bench/loadgen/loadgen.c) when its binary is missing or older than
-// the source. No npm dependency: a C compiler is all it takes (CI installs g++, and with it cc).
+// Builds the C load generator (bench/loadgen/loadgen.c) and the C echo backend (echo.c) when a
+// binary is missing or older than its source. No npm dependency: a C compiler is all it takes (CI
+// installs g++, and with it cc).
 import { execFile } from 'node:child_process';
 import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
@@ -8,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 export const LOADGEN_SOURCE = join(root, 'bench/loadgen/loadgen.c');
 export const LOADGEN_BINARY = join(root, 'build/loadgen/loadgen');
+const ECHO_SOURCE = join(root, 'bench/loadgen/echo.c');
+const ECHO_BINARY = join(root, 'build/loadgen/echo');
 
 function mtime(path: string): number | undefined {
   try {
@@ -17,41 +20,57 @@ function mtime(path: string): number | undefined {
   }
 }
 
-function compile(output: string): Promise<void> {
-  const args = ['-O2', '-Wall', '-Wextra', '-o', output, LOADGEN_SOURCE];
+function compile(source: string, output: string): Promise<void> {
+  const args = ['-O2', '-Wall', '-Wextra', '-o', output, source];
   return new Promise((resolve, reject) => {
     execFile('cc', args, { cwd: root, timeout: 120_000 }, (err, _stdout, stderr) => {
       if (err === null) resolve();
-      else reject(new Error(`could not build the load generator (cc ${args.map((a) => relative(root, a) || a).join(' ')}): ${stderr.trim() || err.message}`));
+      else
+        reject(
+          new Error(`could not build ${relative(root, source)} (cc ${args.map((a) => relative(root, a) || a).join(' ')}): ${stderr.trim() || err.message}`),
+        );
     });
   });
 }
 
-let pending: Promise<string> | undefined;
+const pending = new Map<string, Promise<string>>();
+
+function built(source: string, binary: string): Promise<string> {
+  let p = pending.get(binary);
+  if (p === undefined) {
+    p = build(source, binary).catch((err: unknown) => {
+      pending.delete(binary); // a later call may try again (e.g. after the compiler is installed)
+      throw err;
+    });
+    pending.set(binary, p);
+  }
+  return p;
+}
 
 /** The load generator's binary, compiled first if it is missing or older than its source. */
 export function loadgenPath(): Promise<string> {
-  pending ??= build().catch((err: unknown) => {
-    pending = undefined; // a later call may try again (e.g. after the compiler is installed)
-    throw err;
-  });
-  return pending;
+  return built(LOADGEN_SOURCE, LOADGEN_BINARY);
 }
 
-async function build(): Promise<string> {
-  const source = mtime(LOADGEN_SOURCE);
-  if (source === undefined) throw new Error(`the load generator's source is missing: ${LOADGEN_SOURCE}`);
-  const binary = mtime(LOADGEN_BINARY);
-  if (binary !== undefined && binary >= source) return LOADGEN_BINARY;
-  mkdirSync(dirname(LOADGEN_BINARY), { recursive: true });
+/** The C echo backend's binary, compiled first if it is missing or older than its source. */
+export function echoPath(): Promise<string> {
+  return built(ECHO_SOURCE, ECHO_BINARY);
+}
+
+async function build(sourcePath: string, binaryPath: string): Promise<string> {
+  const source = mtime(sourcePath);
+  if (source === undefined) throw new Error(`missing source: ${sourcePath}`);
+  const binary = mtime(binaryPath);
+  if (binary !== undefined && binary >= source) return binaryPath;
+  mkdirSync(dirname(binaryPath), { recursive: true });
   // Built beside it and renamed into place: another process building at the same moment, or
   // running the old binary, never sees half a file.
-  const temporary = `${LOADGEN_BINARY}.${process.pid}.tmp`;
+  const temporary = `${binaryPath}.${process.pid}.tmp`;
   try {
-    await compile(temporary);
-    renameSync(temporary, LOADGEN_BINARY);
+    await compile(sourcePath, temporary);
+    renameSync(temporary, binaryPath);
   } finally {
     rmSync(temporary, { force: true });
   }
-  return LOADGEN_BINARY;
+  return binaryPath;
 }
