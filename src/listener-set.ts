@@ -95,9 +95,9 @@ export class ListenerSet {
     return Promise.all([...this.#active.map((l) => l.close()), ...this.#closing]).then(noop);
   }
 
-  /** Cuts what HTTP connections remain (keep-alive, half-sent requests). */
+  /** Cuts what HTTP connections remain (keep-alive, half-sent requests, HTTP/2 connections). */
   closeAllConnections(): void {
-    for (const l of [...this.#active, ...this.#retired]) l.server.closeAllConnections();
+    for (const l of [...this.#active, ...this.#retired]) l.closeAllConnections();
   }
 
   #retire(listener: Listener): Promise<void> {

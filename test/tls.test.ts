@@ -101,17 +101,19 @@ shutdown: { drainTimeout: 0 }
     assert.equal(await certName(gw.port, { ca: ca.ca }), 'localhost-1');
   });
 
-  void it('enforces minVersion and offers only http/1.1 by ALPN', async () => {
+  void it('enforces minVersion and offers h2 and http/1.1 by ALPN (http2 is on by default with tls; http2.test.ts has it off)', async () => {
     assert.equal(await certName(gw.port, { ca: ca.ca, servername: 'localhost', maxVersion: 'TLSv1.2' }), undefined);
-    assert.equal(await certName(gw.port, { ca: ca.ca, servername: 'localhost', ALPNProtocols: ['h2'] }), undefined);
-    const alpn = await new Promise<string | false>((resolve, reject) => {
-      const s = tlsConnect({ port: gw.port, host: '127.0.0.1', servername: 'localhost', ca: ca.ca, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
-        resolve(s.alpnProtocol ?? false);
-        s.destroy();
+    assert.equal(await certName(gw.port, { ca: ca.ca, servername: 'localhost', ALPNProtocols: ['spdy/3'] }), undefined);
+    const alpn = (offer: string[]): Promise<string | false> =>
+      new Promise((resolve, reject) => {
+        const s = tlsConnect({ port: gw.port, host: '127.0.0.1', servername: 'localhost', ca: ca.ca, ALPNProtocols: offer }, () => {
+          resolve(s.alpnProtocol ?? false);
+          s.destroy();
+        });
+        s.on('error', reject);
       });
-      s.on('error', reject);
-    });
-    assert.equal(alpn, 'http/1.1');
+    assert.equal(await alpn(['h2', 'http/1.1']), 'h2');
+    assert.equal(await alpn(['http/1.1']), 'http/1.1');
   });
 
   void it('re-reads changed certificate files without dropping open connections; a broken one keeps the old', async () => {

@@ -139,7 +139,7 @@ const FULL_ENV = { JWT_SECRET: 'jwt-secret', API_KEY: 'key-1', WSGATE_ADMIN_TOKE
 void describe('parseConfig: the smallest config', () => {
   void test('yields every default', () => {
     const expected: Config = {
-      listeners: [{ address: '127.0.0.1:8080', host: '127.0.0.1', port: 8080, tls: undefined, proxyProtocol: false, ipAllow: [], ipDeny: [] }],
+      listeners: [{ address: '127.0.0.1:8080', host: '127.0.0.1', port: 8080, tls: undefined, proxyProtocol: false, http2: false, ipAllow: [], ipDeny: [] }],
       trustedProxies: [],
       admin: undefined,
       routes: [

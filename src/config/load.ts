@@ -253,6 +253,7 @@ function normalise(p: ParsedConfig, baseDir: string, inert: readonly string[]): 
         minVersion: l.tls.minVersion,
       },
       proxyProtocol: l.proxyProtocol,
+      http2: l.http2 ?? l.tls !== undefined,
       ipAllow: l.ipAllow,
       ipDeny: l.ipDeny,
     })),

@@ -144,8 +144,14 @@ const listener = section({
   address,
   tls: listenerTls.optional(),
   proxyProtocol: bool.prefault(DEFAULTS.listener.proxyProtocol),
+  // Default: on with tls (load.ts). HTTP/2 is offered by ALPN only: no h2c on plain listeners.
+  http2: bool.optional(),
   ipAllow: cidrList.prefault(() => [...DEFAULTS.listener.ipAllow]),
   ipDeny: cidrList.prefault(() => [...DEFAULTS.listener.ipDeny]),
+}).superRefine((l, ctx) => {
+  if (l.http2 === true && l.tls === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['http2'], message: 'needs tls (HTTP/2 is offered by ALPN on TLS listeners; h2c is not supported)', input: l.http2 });
+  }
 });
 
 const admin = section({

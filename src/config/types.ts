@@ -27,6 +27,8 @@ export interface ListenerConfig {
   readonly port: number;
   readonly tls: ListenerTlsConfig | undefined;
   readonly proxyProtocol: boolean;
+  /** TLS listeners: HTTP/2 is offered by ALPN, WebSockets over it by extended CONNECT (RFC 8441). Always false without tls. */
+  readonly http2: boolean;
   /** IPs / CIDRs; when not empty, only these source addresses may connect. */
   readonly ipAllow: readonly string[];
   /** IPs / CIDRs whose connections are closed at accept. */

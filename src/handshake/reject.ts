@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { BareConn } from '../relay/bare-conn.js';
 import { STATUS_CODES } from 'node:http';
 import type { GatewayError } from '../errors.js';
+import { answerOf } from './client-answer.js';
 
 /** A connection the gateway answers on. */
 type Answerable = Duplex | BareConn;
@@ -13,6 +14,9 @@ type Answerable = Duplex | BareConn;
  */
 export function reject(socket: Answerable, status: number, text: string, extra?: readonly string[]): void {
   if (socket.destroyed) return;
+  // An HTTP/2 stream is answered with frames (src/http2/stream-answer.ts).
+  const other = answerOf(socket);
+  if (other !== undefined) return other.refuse(socket, status, text, extra);
   if (!socket.writable) {
     socket.destroy();
     return;
@@ -32,6 +36,8 @@ export function rejectError(socket: Answerable, err: GatewayError): void {
     return;
   }
   if (socket.destroyed) return;
+  const other = answerOf(socket);
+  if (other !== undefined) return other.refuseWith(socket, answer);
   if (!socket.writable) {
     socket.destroy();
     return;

@@ -3,7 +3,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import type { Limits, ListenerConfig } from '../config/types.js';
-import type { ErrorCode } from '../errors.js';
+import type { ErrorCode, GatewayError } from '../errors.js';
+import { Http2Front } from '../http2/http2-front.js';
 import type { Logger } from '../observability/logger.js';
 import { IpFilter } from '../policy/ip-filter.js';
 import { LogThrottle } from '../policy/log-throttle.js';
@@ -17,6 +18,8 @@ import { BareConn } from '../relay/bare-conn.js';
 
 export interface ListenerHandlers {
   upgrade(req: UpgradeRequest, socket: RelaySocket, head: Buffer, secure: boolean): void;
+  /** A WebSocket handshake refused before it could reach upgrade(): an HTTP/2 extended CONNECT that breaks RFC 8441. */
+  refuseUpgrade?(req: UpgradeRequest, socket: RelaySocket, err: GatewayError): void;
   request(req: IncomingMessage, res: ServerResponse, secure: boolean): void;
   clientError(err: NodeJS.ErrnoException, socket: RelaySocket): void;
   /**
@@ -32,6 +35,8 @@ export interface ListenerHandlers {
 }
 
 type ConnectionListener = (this: Server, socket: Socket) => void;
+
+type SecureListener = (this: Server, socket: TLSSocket) => void;
 
 type OnConnection = (this: ServerHandle, err: number, client: BareHandle | undefined) => void;
 
@@ -57,14 +62,18 @@ interface ServerHandle {
  * request gets a socket on its handle when the head reader hands it to
  * Node's HTTP server.
  *
- * With `tls`, the server speaks TLS (HTTP/1.1 by ALPN), picks certificates
- * by SNI, and swaps them without dropping connections: on
- * reloadCertificates() (a config reload, SIGHUP) and when the files change.
+ * With `tls`, the server speaks TLS, picks certificates by SNI, and swaps
+ * them without dropping connections: on reloadCertificates() (a config
+ * reload, SIGHUP) and when the files change. ALPN offers HTTP/1.1 and, with
+ * `http2`, HTTP/2: a connection that chose h2 leaves Node's HTTP/1.1 server
+ * for the listener's Http2Front (src/http2/), where WebSockets ride
+ * extended CONNECT streams (RFC 8441); the HTTP/1.1 path does not change.
  *
  * A config reload (reload()) changes, for the connections accepted from then
  * on, everything but the address and whether it speaks TLS: the handshake
  * limits (both head parsers, the TLS handshake), the IP lists, PROXY
- * protocol on or off, the TLS settings. The listening socket stays bound.
+ * protocol on or off, the TLS settings, HTTP/2 on or off. The listening
+ * socket stays bound.
  */
 export class Listener {
   #config: ListenerConfig;
@@ -77,6 +86,8 @@ export class Listener {
   readonly #refusals = new LogThrottle(10);
   #filter: IpFilter | undefined;
   #watcher: CertificateWatcher | undefined;
+  /** TLS listeners that offer (or once offered) HTTP/2: where h2 connections go. */
+  #h2: Http2Front | undefined;
 
   constructor(config: ListenerConfig, limits: Limits, handlers: ListenerHandlers) {
     this.#config = config;
@@ -102,12 +113,20 @@ export class Listener {
       this.server = createHttpsServer({
         ...options,
         minVersion: config.tls.minVersion,
-        ALPNProtocols: ['http/1.1'],
+        ALPNProtocols: config.http2 ? ALPN_H2 : ALPN_HTTP1,
         // The TLS handshake is part of the handshake budget: a client that stalls it is a slowloris too.
         handshakeTimeout: limits.handshakeTimeout,
         SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, certs.contextFor(servername)),
       }) as unknown as Server;
       this.server.on('tlsClientError', this.#onTlsError);
+      if (config.http2) this.#h2 = new Http2Front(handlers, limits);
+      // After the TLS handshake: h2 connections to the Http2Front, the others to Node's HTTP/1.1 server as before.
+      const http1 = this.server.listeners('secureConnection') as SecureListener[];
+      this.server.removeAllListeners('secureConnection');
+      this.server.on('secureConnection', (socket: TLSSocket) => {
+        if (socket.alpnProtocol === 'h2' && this.#h2 !== undefined) this.#h2.take(socket);
+        else for (const listener of http1) listener.call(this.server, socket);
+      });
     }
     if (!secure) {
       this.#heads = new HeadReaders(limits.maxHeaderBytes, limits.handshakeTimeout, {
@@ -161,7 +180,19 @@ export class Listener {
    */
   reload(config: ListenerConfig, limits: Limits): boolean {
     this.#applyLimits(limits);
+    this.#applyHttp2(config, limits);
     return this.reloadCertificates(config);
+  }
+
+  /**
+   * HTTP/2 on or off for new connections: the TLS server reads its ALPN
+   * list as each connection arrives. Turned off, the Http2Front stays for
+   * the h2 connections still open.
+   */
+  #applyHttp2(config: ListenerConfig, limits: Limits): void {
+    if (config.tls === undefined) return;
+    if (config.http2) this.#h2 ??= new Http2Front(this.#handlers, limits);
+    (this.server as unknown as { ALPNProtocols: Buffer }).ALPNProtocols = alpnWire(config.http2 ? ALPN_H2 : ALPN_HTTP1);
   }
 
   /**
@@ -180,6 +211,7 @@ export class Listener {
       if (server.listening) restartConnectionChecks(server);
     }
     this.#heads?.setLimits(limits.maxHeaderBytes, limits.handshakeTimeout);
+    this.#h2?.setLimits(limits);
     if (this.#certs !== undefined) setTlsHandshakeTimeout(server, limits.handshakeTimeout);
   }
 
@@ -295,17 +327,32 @@ export class Listener {
     socket.destroy();
   };
 
-  /** Stops accepting; resolves once every connection of this listener is gone. */
+  /** Stops accepting (HTTP/2 connections get GOAWAY); resolves once every connection of this listener is gone. */
   close(): Promise<void> {
     this.#watcher?.close();
     this.#watcher = undefined;
     this.#heads?.close();
+    this.#h2?.goAway();
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
     });
   }
+
+  /** Cuts every connection left: HTTP/1.1 ones (keep-alive, half-sent requests) and HTTP/2 ones. */
+  closeAllConnections(): void {
+    this.server.closeAllConnections();
+    this.#h2?.destroy();
+  }
+}
+
+const ALPN_H2 = ['h2', 'http/1.1'];
+const ALPN_HTTP1 = ['http/1.1'];
+
+/** An ALPN protocol list as the TLS server keeps it: each name after its length byte (RFC 7301 §3.1). */
+function alpnWire(protocols: readonly string[]): Buffer {
+  return Buffer.concat(protocols.map((p) => Buffer.concat([Buffer.from([p.length]), Buffer.from(p, 'latin1')])));
 }
 
 function noop(): void {}

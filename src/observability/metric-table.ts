@@ -40,6 +40,12 @@ export const METRICS = Object.freeze({
     'WebSocket connections relayed since start (counted at the 101).',
   ),
   handshakes: metric('wsgate_handshakes_total', 'counter', ['route', 'outcome'], 'WebSocket handshakes by outcome; route is "" when none matched.'),
+  http2WebSockets: metric(
+    'wsgate_http2_websockets_total',
+    'counter',
+    ['route'],
+    'WebSocket connections relayed since start that came over HTTP/2 (extended CONNECT, RFC 8441), counted at the 200; also in wsgate_connections_total.',
+  ),
   handshakeDuration: metric(
     'wsgate_handshake_duration_seconds',
     'histogram',

@@ -126,6 +126,8 @@ interface Counted {
 /** Per route: handshakes by outcome, then the ended sessions' traffic. */
 interface RouteTally {
   readonly handshakes: Float64Array;
+  /** Accepted handshakes that came over HTTP/2. */
+  http2: number;
   messagesUp: number;
   messagesDown: number;
   bytesUp: number;
@@ -158,6 +160,7 @@ export class GatewayMetrics {
     add(METRICS.connectionsActive, () => this.#active());
     add(METRICS.connectionsTotal, () => values(leaves(this.#opened)));
     add(METRICS.handshakes, () => this.#handshakes());
+    add(METRICS.http2WebSockets, () => [...this.#routes].filter(([, r]) => r.http2 > 0).map(([route, r]) => ({ labels: { route }, value: r.http2 })));
     add(METRICS.handshakeDuration, () => histogram(METRICS.handshakeDuration.name, this.#handshakeTime, {}));
     add(METRICS.upstreamConnectDuration, () =>
       leaves<{ labels: Labels; buckets: Buckets }>(this.#connect).flatMap((c) => histogram(METRICS.upstreamConnectDuration.name, c.buckets, c.labels)),
@@ -203,6 +206,11 @@ export class GatewayMetrics {
     c.buckets.observe((now - dialMs) / 1000);
   }
 
+  /** The WebSocket accepted() just counted came over an HTTP/2 stream. */
+  http2WebSocket(route: string): void {
+    this.#route(route).http2++;
+  }
+
   /** A relayed session ended: its counters join the route's totals. */
   ended(route: string, relay: RelayCounts, end: SessionEnd, lifetimeMs: number): void {
     const r = this.#route(route);
@@ -241,7 +249,7 @@ export class GatewayMetrics {
   #route(route: string): RouteTally {
     let r = this.#routes.get(route);
     if (r === undefined) {
-      r = { handshakes: new Float64Array(HANDSHAKE_OUTCOMES.length), messagesUp: 0, messagesDown: 0, bytesUp: 0, bytesDown: 0 };
+      r = { handshakes: new Float64Array(HANDSHAKE_OUTCOMES.length), http2: 0, messagesUp: 0, messagesDown: 0, bytesUp: 0, bytesDown: 0 };
       this.#routes.set(route, r);
     }
     return r;

@@ -91,6 +91,9 @@ export class FrontDoor implements ListenerHandlers {
     );
   };
 
+  /** An HTTP/2 extended CONNECT that breaks RFC 8441 (src/http2/): counted, logged and answered as any refused handshake. */
+  refuseUpgrade = (req: UpgradeRequest, socket: RelaySocket, err: GatewayError): void => this.#reject(req, socket, err);
+
   #admitted(
     admitted: Admission,
     req: UpgradeRequest,

@@ -46,7 +46,11 @@ export async function passThrough(
   const peer = peerAddress(req.socket);
   const client = snap.trusted.clientAddress(peer, req);
   const key = pool.config.hash === undefined ? undefined : hashKeyOf(pool.config.hash, { headers: req.headers, url: req.url ?? '/' }, client, granted?.claims);
-  const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
+  const hasBody =
+    (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') ||
+    req.headers['transfer-encoding'] !== undefined ||
+    // HTTP/2 frames a body without either field: there is one unless the request's HEADERS ended the stream.
+    (req.httpVersionMajor === 2 && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders);
   const headers = withoutExpect(
     forwardHeaders(req, { path: '', peer, trusted: snap.trusted.trusts(peer), secure, extra: granted?.headers, trace: traceOf(req) }),
   );
@@ -182,11 +186,20 @@ export function fail(log: Logger, res: ServerResponse, err: GatewayError): void 
     const colon = line.indexOf(':');
     headers.push(line.slice(0, colon), line.slice(colon + 1).trim());
   }
+  // HTTP/2 has no Connection field (RFC 9113 §8.2.2): the stream ends with the answer anyway.
+  if (res.req.httpVersionMajor === 2) dropHopByHop(headers);
+  else headers.push('connection', 'close');
   if (err.answer !== undefined) {
-    res.writeHead(err.answer.status, [...headers, 'connection', 'close']);
+    res.writeHead(err.answer.status, headers);
     res.end(err.answer.body);
     return;
   }
-  res.writeHead(err.spec.httpStatus, [...headers, 'content-type', 'text/plain; charset=utf-8', 'connection', 'close']);
+  headers.push('content-type', 'text/plain; charset=utf-8');
+  res.writeHead(err.spec.httpStatus, headers);
   res.end(err.spec.text + '\n');
+}
+
+/** Takes the fields an HTTP/2 answer must not carry out of flat [name, value…] headers. */
+function dropHopByHop(headers: string[]): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) if (HOP_BY_HOP.has(headers[i]!.toLowerCase())) headers.splice(i, 2);
 }

@@ -2,6 +2,7 @@ import type { RelaySocket } from '../relay/handle-io.js';
 import type { RouteConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import { rejectError } from '../handshake/reject.js';
+import { answerOf } from '../handshake/client-answer.js';
 import { buildUpstreamHandshake } from '../handshake/forward.js';
 import { acceptKey } from '../handshake/accept-key.js';
 import type { UpgradeRequest } from '../handshake/request-head.js';
@@ -124,6 +125,11 @@ export class Session {
 
   get relayMode(): 'tunnel' | 'inspect' {
     return this.#snap.relay.mode;
+  }
+
+  /** How the client came: "http/1.1", or "h2" for a WebSocket over an HTTP/2 stream (RFC 8441). */
+  get protocol(): string {
+    return answerOf(this.#socket)?.protocol ?? 'http/1.1';
   }
 
   /**
@@ -270,10 +276,14 @@ export class Session {
 
   #upgrade(result: DialResult, early: Buffer | undefined): void {
     const down = this.#socket;
-    down.write(clientSwitchingHead(result.head), 'latin1');
+    // An HTTP/2 stream (RFC 8441) is answered with frames: :status 200.
+    const answer = answerOf(down);
+    if (answer === undefined) down.write(clientSwitchingHead(result.head), 'latin1');
+    else answer.accept(down, result.head);
     const metrics = this.#host.metrics;
     const target = this.#target!;
     metrics?.accepted(this.route.name, this.#pool.name, target.config.url, this.admission.headAt, this.#dialAt);
+    if (answer !== undefined) metrics?.http2WebSocket(this.route.name);
     this.#relayedAt = Date.now();
     this.#subprotocol = result.head.get('sec-websocket-protocol');
     const limits = this.route.limits;
@@ -308,6 +318,15 @@ export class Session {
   #passAnswer(result: DialResult): void {
     const down = this.#socket;
     const up = result.socket;
+    const answer = answerOf(down);
+    if (answer !== undefined) {
+      this.#host.metrics?.handshake(this.route.name, 'upstream_rejected');
+      const status = result.head.status;
+      answer.pass(down, result.head, up, result.rest, this.route.limits.idleTimeout, () =>
+        this.#finish({ closedBy: 'upstream', reason: `upstream answered ${status}` }, status),
+      );
+      return;
+    }
     down.write(clientAnswerHead(result.head), 'latin1');
     this.#host.metrics?.handshake(this.route.name, 'upstream_rejected');
     const length = Number(result.head.get('content-length') ?? NaN);
@@ -406,6 +425,7 @@ export class Session {
         closedBy: end.closedBy,
         reason: end.reason,
         code: err?.code,
+        protocol: this.protocol,
         trace: this.trace.traceId,
         requestId: this.trace.requestId,
       },
