@@ -7,8 +7,10 @@
 // the session's teardown. Reports handshakes per second and the
 // gateway's CPU per handshake (its process's utime+stime, from /proc).
 //
-// Not part of the benchmark suite; bounded: DURATION seconds (default 3) per
-// row, CONCURRENCY handshakes in flight (default 32).
+// Part of the benchmark suite (`npm run bench` adds its table to RESULTS.md:
+// nginx has no RFC 8441, so there is no ratio), and a command of its own.
+// Bounded: DURATION seconds (default 3) per row, CONCURRENCY handshakes in
+// flight (default 32).
 // Run: node --import tsx bench/http2-handshake.ts
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -18,6 +20,7 @@ import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
+import { pathToFileURL } from 'node:url';
 import { cpuMicros, family, freePort, killAllChildren, spawnChild, waitForPort, type Child } from './suite/proc.js';
 
 const DURATION_MS = 1000 * Number(process.env.DURATION ?? 3);
@@ -144,19 +147,35 @@ async function measure(gateway: Child, mode: string, transport: string, one: () 
   return { mode, transport, handshakes: run.ok, failures: run.failed, seconds: run.seconds, cpuMicros: cpuMicros(pids) - cpu0 };
 }
 
-async function main(): Promise<void> {
+export interface Http2BenchOptions {
+  /** wsgate's entry point: src/main.ts (through tsx) by default, or a build's dist/main.js. */
+  readonly wsgate?: string;
+  /** A prefix for the gateway's command line, e.g. ['taskset', '-c', '0']. */
+  readonly pin?: readonly string[];
+  /** The echo backend's port, when one runs already. */
+  readonly backendPort?: number;
+}
+
+/** Runs the four rows and returns them as a markdown table with a line above it. */
+export async function http2HandshakeTable(options: Http2BenchOptions = {}): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'wsgate-h2-bench-'));
   const rows: Row[] = [];
   try {
     const { cert, key, ca } = certificates(dir);
-    const backendPort = await freePort();
-    const backend = spawnChild('echo', process.execPath, ['--import', 'tsx', 'bench/echo-entry.ts', '--port', String(backendPort)]);
-    await waitForPort(backend, backendPort);
+    const backendPort = options.backendPort ?? (await freePort());
+    const backend =
+      options.backendPort === undefined
+        ? spawnChild('echo', process.execPath, ['--import', 'tsx', 'bench/echo-entry.ts', '--port', String(backendPort)])
+        : undefined;
+    if (backend !== undefined) await waitForPort(backend, backendPort);
+    const entry = options.wsgate === undefined ? ['--import', 'tsx', 'src/main.ts'] : [options.wsgate];
+    const pin = options.pin ?? [];
     for (const mode of ['inspect', 'tunnel']) {
       const port = await freePort();
       const file = join(dir, `wsgate-${mode}.yaml`);
       writeFileSync(file, config(port, backendPort, cert, key, mode));
-      const gateway = spawnChild(`wsgate-${mode}`, process.execPath, ['--import', 'tsx', 'src/main.ts', 'start', '-c', file]);
+      const command = [...pin, process.execPath, ...entry, 'start', '-c', file];
+      const gateway = spawnChild(`wsgate-${mode}`, command[0] as string, command.slice(1));
       try {
         await waitForPort(gateway, port, 30_000);
         const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: 'localhost', settings: { initialWindowSize: 1 << 20 } });
@@ -173,9 +192,9 @@ async function main(): Promise<void> {
         await gateway.stop();
       }
     }
-    await backend.stop();
+    await backend?.stop();
   } finally {
-    killAllChildren();
+    if (options.backendPort === undefined) killAllChildren();
     rmSync(dir, { recursive: true, force: true });
   }
   const lines = [
@@ -188,7 +207,9 @@ async function main(): Promise<void> {
         `| ${r.mode} | ${r.transport} | ${Math.round(r.handshakes / r.seconds)} | ${r.handshakes === 0 ? '–' : `${Math.round(r.cpuMicros / r.handshakes)} µs`} | ${r.failures} |`,
     ),
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines.join('\n');
 }
 
-await main();
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.stdout.write((await http2HandshakeTable()) + '\n');
+}

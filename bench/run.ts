@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../src/bench/options.js';
+import { http2HandshakeTable } from './http2-handshake.js';
 import { echoPath } from './loadgen/build.js';
 import { commandOutput, killAllChildren, spawnChild } from './suite/proc.js';
 import type { Child } from './suite/proc.js';
@@ -93,7 +94,7 @@ function parse(): Parsed {
     .flatMap((s) => s.split(','))
     .map((s) => s.trim())
     .filter((s) => s !== '');
-  const known = new Set([...SCENARIOS.map((s) => s.name), ...PROXIES.map((p) => p.name)]);
+  const known = new Set([...SCENARIOS.map((s) => s.name), HTTP2, ...PROXIES.map((p) => p.name)]);
   for (const name of only) if (!known.has(name)) fail(`--only: unknown name "${name}" (known: ${[...known].join(', ')})`);
   const rate = values.rate === undefined ? undefined : Number(values.rate);
   if (rate !== undefined && !(rate > 0 && rate <= 1_000_000)) fail('--rate: must be a number of messages/s between 1 and 1000000');
@@ -177,13 +178,16 @@ function summary(scenario: string, proxy: string, o: ScenarioOutcome): string {
   return `  ${scenario.padEnd(9)} ${proxy.padEnd(15)} ${parts.join(', ')}${flags}`;
 }
 
+/** The --only name of the HTTP/2 handshake table. */
+const HTTP2 = 'http2';
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<number> {
   const { settings, rounds, only, out, wsgate, echo: echoKind } = parse();
   const wanted = (name: string, all: readonly string[]): boolean => !only.some((n) => all.includes(n)) || only.includes(name);
   const proxyNames = PROXIES.map((p) => p.name);
-  const scenarioNames = SCENARIOS.map((s) => s.name);
+  const scenarioNames = [...SCENARIOS.map((s) => s.name), HTTP2];
   const proxies = PROXIES.filter((p) => wanted(p.name, proxyNames));
   const scenarios = SCENARIOS.filter((s) => wanted(s.name, scenarioNames));
 
@@ -246,6 +250,7 @@ async function main(): Promise<number> {
   };
 
   let calibration: Calibration = fixedRate(settings.rate ?? 0);
+  let http2: string | undefined;
   try {
     // idle first on each proxy: a fresh process gives a clean memory baseline (a garbage-collected
     // proxy keeps the heap that earlier scenarios grew, which would hide its per-connection cost).
@@ -282,6 +287,15 @@ async function main(): Promise<number> {
       for (const scenario of loads) {
         for (const name of names) if (name !== 'direct' || scenario.direct) await runOne(scenario, name, runSettings);
       }
+    }
+    // RFC 8441: wsgate only (nginx has no extended CONNECT), so a table of its own, not in the ratios.
+    if (!settings.quick && wanted(HTTP2, scenarioNames) && proxies.some((p) => (WSGATE_MODES as readonly string[]).includes(p.name))) {
+      try {
+        http2 = await http2HandshakeTable({ wsgate, pin, backendPort: echo.port });
+      } catch (err) {
+        http2 = `The HTTP/2 handshake figures failed: ${(err as Error).message}`;
+      }
+      process.stdout.write(`\n${http2}\n`);
     }
   } finally {
     for (const r of running.values()) await r.stop();
@@ -328,7 +342,8 @@ async function main(): Promise<number> {
   const resultsPath = join(out, 'RESULTS.md');
   writeFileSync(
     resultsPath,
-    resultsMarkdown({ table, targets, command, started, machine, note, echo: echo.name, skipped, settings, rounds, calibration }) + keptSections(resultsPath),
+    resultsMarkdown({ table, targets, http2, command, started, machine, note, echo: echo.name, skipped, settings, rounds, calibration }) +
+      keptSections(resultsPath),
   );
   process.stdout.write(`\nwrote ${jsonPath} and ${join(out, 'RESULTS.md')}\n`);
   return columns.length > 0 ? 0 : 1;
@@ -337,6 +352,7 @@ async function main(): Promise<number> {
 function resultsMarkdown(r: {
   table: string;
   targets: string | undefined;
+  http2: string | undefined;
   command: string;
   started: Date;
   machine: Record<string, string | number>;
@@ -380,6 +396,7 @@ function resultsMarkdown(r: {
     ...(r.table.includes(' ‡') ? [UNSATURATED_NOTE] : []),
   ];
   if (r.targets !== undefined) lines.push('', '## Targets', '', r.targets);
+  if (r.http2 !== undefined) lines.push('', '## WebSocket handshakes over HTTP/2 (RFC 8441)', '', r.http2);
   lines.push('', 'Scenarios and caveats: bench/README.md. Raw figures (every round): bench/results/.');
   if (r.skipped.length > 0) {
     lines.push('', 'Skipped:', ...r.skipped.map((x) => `- ${x.name}: ${x.reason}`));
