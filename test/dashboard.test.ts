@@ -2,12 +2,12 @@
 // playwright-core) against a real gateway with an admin token and two ws backends.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchTrustingBrowser } from './browser-fixtures.js';
 import { rawExchange, startGateway, upgradeRequest, type RunningGateway } from './helpers.js';
 import { NO_PER_IP_LIMITS, openTagged, switchableBackend, type SwitchableBackend, type TaggedClient } from './resilience-helpers.js';
 
 const TOKEN = 'dashboard-s3cret';
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const WAIT = 20_000;
 // The picture in the docs is refreshed on request only: a test run must not change tracked files.
 const SCREENSHOT = process.env.UPDATE_DASHBOARD_PNG === '1' ? new URL('../docs/dashboard.png', import.meta.url).pathname : undefined;
@@ -99,20 +99,7 @@ void describe('dashboard', () => {
     b = await switchableBackend('b');
     gw = await startGateway(config([a.url, b.url]), { ADMIN_TOKEN: TOKEN });
     adminUrl = `http://127.0.0.1:${gw.gw.adminAddress!.port}`;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      timeout: 60_000,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchTrustingBrowser([]);
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     page.setDefaultTimeout(WAIT);
     page.on('console', (msg) => {
