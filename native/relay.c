@@ -28,6 +28,8 @@
 #include <uv.h>
 #include <fcntl.h>
 
+#include "inspect.h"
+
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0  // Node ignores SIGPIPE anyway; the flag only makes that explicit
 #endif
@@ -450,5 +452,6 @@ NAPI_MODULE_INIT() {
     {"tryWrite", NULL, try_write, NULL, NULL, NULL, napi_enumerable, mod},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  return exports;
+  // Inspect mode's core (native/inspect.c) lives in the same module.
+  return wsgate_inspect_init(env, exports);
 }

@@ -15,6 +15,7 @@ import { IdleSweeper } from './relay/idle-sweeper.js';
 import { HANDLE_IO, SHARED_READS } from './relay/handle-io.js';
 import { nativeModule } from './relay/native-module.js';
 import { NATIVE_RELAY, NATIVE_RELAY_MISSING } from './relay/native-tunnel.js';
+import { NATIVE_INSPECT } from './relay/native-inspect.js';
 import type { Relay } from './relay/relay.js';
 import type { Session } from './session/upgrade.js';
 import { FrontDoor, type FrontDoorHost } from './session/front-door.js';
@@ -492,9 +493,9 @@ function metricsOn(config: Config): boolean {
   return config.admin !== undefined && config.admin.metrics;
 }
 
-/** How the relay moves bytes: the native core (tunnel), libuv handles beneath Node's streams, or the streams. */
+/** How the relay moves bytes: the native cores, libuv handles beneath Node's streams, or the streams. */
 function relayIo(config: Config): string {
-  return config.relay.mode === 'tunnel' && NATIVE_RELAY ? 'native' : HANDLE_IO ? 'handle' : 'stream';
+  return (config.relay.mode === 'tunnel' ? NATIVE_RELAY : NATIVE_INSPECT) ? 'native' : HANDLE_IO ? 'handle' : 'stream';
 }
 
 function sameAddress(a: { host: string; port: number }, b: { host: string; port: number }): boolean {

@@ -8,10 +8,12 @@ import fc from 'fast-check';
 import { FrameTracker, type FrameEvents, type FrameTrackerOptions, type PayloadSink } from '../src/relay/frame-parser.js';
 import { Utf8Stream } from '../src/relay/utf8-stream.js';
 import { coreSessions, NATIVE_RELAY } from '../src/relay/native-tunnel.js';
+import { inspectCoreSessions, NATIVE_INSPECT } from '../src/relay/native-inspect.js';
 import { nativeModule } from '../src/relay/native-module.js';
 import { acceptUpgrade, rawServer, readHead, simpleConfig, startGateway, upgradeRequest, withGateway } from './helpers.js';
 import { NO_PER_IP_LIMITS } from './resilience-helpers.js';
 import { closePayload, frame, inspectConfig, rawClient, rawUpstream, sleep, type RawPeer } from './inspect-fixtures.js';
+import { answerCloses, sameBothWays } from './inspect-pair-fixtures.js';
 
 // Frame fuzzing. Streams of WebSocket frames — valid ones in every length
 // encoding (non-minimal ones too), masked and unmasked, control frames
@@ -25,7 +27,12 @@ import { closePayload, frame, inspectConfig, rawClient, rawUpstream, sleep, type
 //   frame that broke the rule, never part of it, never a frame left open;
 // - a real gateway in inspect mode gets them over raw sockets: the offender
 //   gets the close code (1002, 1007, 1009), the other peer 1001 / 1011, and
-//   the bytes before the bad frame arrive unchanged;
+//   the bytes before the bad frame arrive unchanged (on the native inspect
+//   core; test/js-inspect.test.ts runs this file again on the JavaScript
+//   relay, WSGATE_INSPECT_CORE=js);
+// - the native inspect core and the JavaScript relay get the same streams in
+//   the same reads: the same bytes reach both peers, the same verdict, the
+//   same counters and metrics tally;
 // - a real gateway in tunnel mode (the native core, or the JavaScript tunnel
 //   under WSGATE_RELAY_IO=handle) relays random bytes, frames or not, in random
 //   writes both ways: identical, in order, no stall.
@@ -704,7 +711,9 @@ function expectCutAndClosed(received: Buffer, s: Stream, code: number): void {
   }
 }
 
-void describe('frame fuzz: through a gateway in inspect mode', () => {
+const inspectCore = NATIVE_INSPECT ? 'native core' : 'JavaScript relay';
+
+void describe(`frame fuzz: through a gateway in inspect mode (${inspectCore})`, () => {
   const MAX = 1024;
   const fx = withGateway(rawUpstream, (up) => inspectConfig([up.url], `maxMessageBytes: ${MAX}, ${NO_PER_IP_LIMITS}`, 'validateUtf8: true'));
 
@@ -718,6 +727,7 @@ void describe('frame fuzz: through a gateway in inspect mode', () => {
           const client = await rawClient(fx.gw.port);
           const upstream = await fx.backend.peer(n);
           try {
+            if (NATIVE_INSPECT) assert.ok(inspectCoreSessions() >= 1, 'the session runs in the native core');
             await sendChunks(client, splitAt(s.bytes, cuts));
             if (s.defect === null) {
               const end = s.closeEnd >= 0 ? s.closeEnd : s.bytes.length;
@@ -778,6 +788,48 @@ void describe('frame fuzz: through a gateway in inspect mode', () => {
         },
       ),
       { numRuns: 40 * SCALE },
+    );
+  });
+});
+
+void describe('frame fuzz: the native inspect core and the JavaScript relay agree', { skip: !NATIVE_INSPECT && 'no native inspect core' }, () => {
+  const MAX = 1024;
+  const LIMITS = { maxMessageBytes: MAX, validateUtf8: true };
+  const CLIENT_CLOSE = wire(CLOSE, closeBody(1000), { key: Buffer.from([9, 8, 7, 6]) });
+
+  void it('client streams in random reads, one at a time into both relays', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        streamArb({ fromClient: true, maxMessageBytes: MAX, utf8: true }, 'sometimes'),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        async (s, cuts) => {
+          const out = await sameBothWays(LIMITS, async (p) => {
+            answerCloses(p);
+            for (const c of splitAt(s.bytes, cuts)) await p.fromClient(c);
+            if (s.defect === null && s.closeEnd < 0) await p.fromClient(CLIENT_CLOSE);
+          });
+          assert.equal(out.end.code, s.defect?.code ?? 1000, out.end.reason);
+        },
+      ),
+      { numRuns: 40 * SCALE },
+    );
+  });
+
+  void it('upstream streams in random reads, one at a time into both relays', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        streamArb({ fromClient: false, maxMessageBytes: 0, utf8: false }, 'sometimes'),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        async (s, cuts) => {
+          const out = await sameBothWays({}, async (p) => {
+            answerCloses(p);
+            for (const c of splitAt(s.bytes, cuts)) await p.fromUpstream(c);
+            if (s.defect === null && s.closeEnd < 0) p.upstream.socket.end();
+          });
+          if (s.defect !== null) assert.equal(out.end.code, s.defect.code, out.end.reason);
+        },
+      ),
+      { numRuns: 30 * SCALE },
     );
   });
 });

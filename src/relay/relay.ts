@@ -4,6 +4,7 @@ import type { Sweepable } from './idle-sweeper.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
 import { InspectRelay } from './inspect.js';
 import { NATIVE_RELAY, NativeTunnel } from './native-tunnel.js';
+import { NATIVE_INSPECT, NativeInspect } from './native-inspect.js';
 import { BARE_TCP, type BareHandle, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
 import type { RelayTally } from './relay-tally.js';
@@ -66,6 +67,10 @@ export function takesBareUpstream(mode: RelayMode): boolean {
 }
 
 export function createRelay(mode: RelayMode, down: RelaySocket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone): Relay {
-  if (mode === 'inspect') return new InspectRelay(down, up.handle !== undefined ? new BareConn(up.handle) : up.socket, limits, done);
+  if (mode === 'inspect') {
+    // The native core takes sessions on plain TCP (NativeInspect falls back to InspectRelay for the rest).
+    if (NATIVE_INSPECT) return new NativeInspect(down, up, limits, done);
+    return new InspectRelay(down, up.handle !== undefined ? new BareConn(up.handle) : up.socket, limits, done);
+  }
   return NATIVE_RELAY ? new NativeTunnel(down, up, limits, done) : new Tunnel(down, up.socket, limits, done);
 }

@@ -1,0 +1,9 @@
+// The inspect-mode core (inspect.c) shares relay.c's module: its functions
+// are added to the exports under `inspect`.
+#ifndef WSGATE_INSPECT_H
+#define WSGATE_INSPECT_H
+#include <node_api.h>
+
+napi_value wsgate_inspect_init(napi_env env, napi_value exports);
+
+#endif
