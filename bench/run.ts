@@ -45,7 +45,7 @@ const USAGE = `usage: npm run bench -- [options]
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 /** Repeated in every round: the proxies the targets compare. */
-const REPEATED = new Set(['nginx', 'wsgate-tunnel', 'wsgate-inspect', 'wsgate-tunnel-nometrics', 'wsgate-inspect-nometrics']);
+const REPEATED = new Set(['nginx', 'wsgate-tunnel', 'wsgate-inspect', 'wsgate-tunnel-nometrics', 'wsgate-inspect-nometrics', 'wsgate-inspect-js']);
 
 function fail(message: string): never {
   process.stderr.write(`bench: ${message}\n`);

@@ -134,6 +134,21 @@ export const PROXIES: readonly ProxyDef[] = [
       },
     })),
   ),
+  // Inspect mode on its JavaScript relay (WSGATE_INSPECT_CORE=js): how inspect mode ran before the
+  // native inspect core, and runs where the core cannot be built; the before beside the after.
+  {
+    name: 'wsgate-inspect-js',
+    unavailable: (ctx) => (existsSync(ctx.wsgate) ? undefined : `${relative(ctx.root, ctx.wsgate)} is not built (npm run build)`),
+    start: async (ctx) => {
+      const port = await freePort();
+      const admin = await freePort();
+      const conf = join(ctx.tmp, 'wsgate-inspect-js.yaml');
+      const template = readFileSync(join(ctx.root, 'bench/wsgate-inspect.yaml'), 'utf8');
+      writeFileSync(conf, `${render(template, { WSGATE_PORT: port, BACKEND_PORT: ctx.backendPort })}\nadmin: { address: 127.0.0.1:${admin}, metrics: true }\n`);
+      const env = { WSGATE_INSPECT_CORE: 'js' };
+      return started(spawnPinned(ctx, 'wsgate-inspect-js', process.execPath, [ctx.wsgate, 'start', '-c', conf], env), port);
+    },
+  },
 ];
 
 /** The versions the report names. */
