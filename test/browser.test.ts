@@ -29,7 +29,8 @@ void describe('a browser through wsgate', { skip: NO_OPENSSL }, () => {
   /** Every text message the backends received. */
   const received = (): string[] => stack.backends.flatMap((b) => b.received);
   before(async () => {
-    stack = await startBrowserStack({ maxMessageBytes: '1KiB', messageRate: '5/s' });
+    // HTTP/1.1 here (the page and its WebSocket on their own connections); test/http2-browser.test.ts runs the page over HTTP/2.
+    stack = await startBrowserStack({ listener: { http2: false }, maxMessageBytes: '1KiB', messageRate: '5/s' });
   });
   after(async () => {
     await stack?.close();
