@@ -205,7 +205,9 @@ struct ipair {
   unsigned active : 1;
   int delivering;
   int nev;
-  ievent_t ev[EV_MAX];
+  // Allocated by the first event and freed once they are delivered: an idle
+  // session holds none (EV_MAX of them would be most of its memory).
+  ievent_t* ev;
 };
 
 static void on_poll(uv_poll_t* handle, int status, int events);
@@ -254,6 +256,8 @@ static rbuf_t* rbuf_copy(imod_t* mod, const uint8_t* p, size_t len) {
 static ievent_t* push_event(ipair_t* p, int kind, int side) {
   // At most a few per read (a Close written, then a violation or a Close
   // written and one received), delivered after each: EV_MAX is never reached.
+  if (p->ev == NULL && (p->ev = malloc(EV_MAX * sizeof *p->ev)) == NULL)
+    napi_fatal_error("wsgate inspect", NAPI_AUTO_LENGTH, "out of memory", NAPI_AUTO_LENGTH);
   ievent_t* e = &p->ev[p->nev < EV_MAX ? p->nev++ : EV_MAX - 1];
   e->kind = kind;
   e->side = side;
@@ -317,6 +321,8 @@ static void deliver(ipair_t* p, int in_js) {
     call_js(p, in_js, &e);
   }
   p->nev = 0;
+  free(p->ev);
+  p->ev = NULL;
   p->delivering = 0;
 }
 
@@ -935,6 +941,7 @@ static void free_pair(ipair_t* p) {
     free(p->flow[i].drops);
     seg_free_all(mod, &p->side[i]);
   }
+  free(p->ev);
   mod->open--;
   free(p);
 }

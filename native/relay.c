@@ -65,7 +65,7 @@ struct pair {
   napi_env env;
   napi_ref owner;
   side_t side[2];         // 0: client, 1: upstream
-  uv_timer_t linger;
+  uv_timer_t* linger;     // only while ending with output left: an idle session holds none
   size_t read_size;
   int handles;            // uv handles not yet closed
   unsigned active : 1;    // traffic since the idle sweeper last looked
@@ -121,7 +121,11 @@ static void handle_closed(pair_t* p) {
 
 static void on_poll_closed(uv_handle_t* handle) { handle_closed(((side_t*)handle->data)->pair); }
 
-static void on_timer_closed(uv_handle_t* handle) { handle_closed(handle->data); }
+static void on_timer_closed(uv_handle_t* handle) {
+  pair_t* p = handle->data;
+  free(handle);
+  handle_closed(p);
+}
 
 static void close_pair(pair_t* p) {
   if (p->closing) return;
@@ -135,7 +139,7 @@ static void close_pair(pair_t* p) {
     s->out = NULL;
     s->out_len = 0;
   }
-  uv_close((uv_handle_t*)&p->linger, on_timer_closed);
+  if (p->linger != NULL) uv_close((uv_handle_t*)p->linger, on_timer_closed);
 }
 
 static void fail(pair_t* p, int side, int err, int op) {
@@ -168,7 +172,18 @@ static void end_session(pair_t* p) {
   }
   repoll(&p->side[0]);
   repoll(&p->side[1]);
-  if (!p->closing) uv_timer_start(&p->linger, on_linger, LINGER_MS, 0);
+  if (p->closing || p->linger != NULL) return;
+  // No timer: the session is closed now rather than left without a bound.
+  uv_timer_t* t = malloc(sizeof *t);
+  if (t == NULL || uv_timer_init(p->side[0].poll.loop, t) != 0) {
+    free(t);
+    close_pair(p);
+    return;
+  }
+  t->data = p;
+  p->linger = t;
+  p->handles++;
+  uv_timer_start(t, on_linger, LINGER_MS, 0);
 }
 
 static void flush(side_t* s) {
@@ -336,7 +351,6 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   // Fresh descriptors: these cannot fail short of a broken loop.
   err = uv_poll_init_socket(loop, &p->side[0].poll, dups[0]);
   if (err == 0) err = uv_poll_init_socket(loop, &p->side[1].poll, dups[1]);
-  if (err == 0) err = uv_timer_init(loop, &p->linger);
   if (err != 0) {
     for (int i = 0; i < 2; i++) close(dups[i]);
     napi_throw_error(env, uv_err_name(err), "wsgate relay: cannot watch the session's sockets");
@@ -347,8 +361,7 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
     p->side[i].fd = dups[i];
     p->side[i].poll.data = &p->side[i];
   }
-  p->linger.data = p;
-  p->handles = 3;
+  p->handles = 2;
   mod->open++;
   repoll(&p->side[0]);
   repoll(&p->side[1]);

@@ -17,6 +17,7 @@ import { clientAnswerHead, clientSwitchingHead } from '../upstream/response-head
 import type { Target, UpstreamPool } from '../upstream/pool.js';
 import type { RelayEnd } from '../relay/tunnel.js';
 import { createRelay, takesBareUpstream, type Relay } from '../relay/relay.js';
+import { relayLimitsFor } from './relay-limits.js';
 import type { Snapshot } from '../snapshot.js';
 import { dialFailed, dialSucceeded } from '../health/outlier.js';
 import type { SessionHost } from './session-host.js';
@@ -53,7 +54,10 @@ export class Session {
   readonly #pool: UpstreamPool;
   /** Held only until the upstream answers: an idle session must not keep the request alive. */
   #req: UpgradeRequest | undefined;
-  readonly #socket: RelaySocket;
+  /** Until the relay has it: an idle session must not keep the client's connection object alive. */
+  #socket: RelaySocket | undefined;
+  /** How the client came, once #socket is gone. */
+  #protocol = 'http/1.1';
   #early: Buffer | undefined;
   readonly #secure: boolean;
   #target: Target | undefined;
@@ -129,7 +133,8 @@ export class Session {
 
   /** How the client came: "http/1.1", or "h2" for a WebSocket over an HTTP/2 stream (RFC 8441). */
   get protocol(): string {
-    return answerOf(this.#socket)?.protocol ?? 'http/1.1';
+    const socket = this.#socket;
+    return socket === undefined ? this.#protocol : (answerOf(socket)?.protocol ?? 'http/1.1');
   }
 
   /**
@@ -202,7 +207,7 @@ export class Session {
     this.#holding = true;
     target.active++;
     const key64 = req.headers['sec-websocket-key'] as string;
-    const socket = this.#socket;
+    const socket = this.#socket!;
     const peer = peerAddress(socket);
     this.#dialAt = performance.now();
     this.#dial = dialUpstream(
@@ -228,12 +233,12 @@ export class Session {
             )
           : undefined,
       },
-      this.#onDialed,
+      (err, result) => this.#onDialed(err, result),
       takesBareUpstream(this.#snap.relay.mode),
     );
   }
 
-  #onDialed = (err: GatewayError | undefined, result: DialResult | undefined): void => {
+  #onDialed(err: GatewayError | undefined, result: DialResult | undefined): void {
     this.#dial = undefined;
     if (this.#done) {
       if (result !== undefined) discardAnswer(result);
@@ -272,51 +277,39 @@ export class Session {
     this.#early = undefined;
     if (result!.kind === 'answered') this.#passAnswer(result!);
     else this.#upgrade(result!, early);
-  };
+  }
 
   #upgrade(result: DialResult, early: Buffer | undefined): void {
-    const down = this.#socket;
+    const down = this.#socket!;
     // An HTTP/2 stream (RFC 8441) is answered with frames: :status 200.
     const answer = answerOf(down);
     if (answer === undefined) down.write(clientSwitchingHead(result.head), 'latin1');
-    else answer.accept(down, result.head);
+    else {
+      answer.accept(down, result.head);
+      this.#protocol = answer.protocol;
+    }
     const metrics = this.#host.metrics;
     const target = this.#target!;
     metrics?.accepted(this.route.name, this.#pool.name, target.config.url, this.admission.headAt, this.#dialAt);
     if (answer !== undefined) metrics?.http2WebSocket(this.route.name);
     this.#relayedAt = Date.now();
     this.#subprotocol = result.head.get('sec-websocket-protocol');
-    const limits = this.route.limits;
     const relayConfig = this.#snap.relay;
-    const tunnel = createRelay(
-      relayConfig.mode,
-      down,
-      result,
-      {
-        maxBufferedBytes: limits.maxBufferedBytes,
-        idleMs: limits.idleTimeout,
-        maxMessageBytes: limits.maxMessageBytes,
-        messageRate: limits.messageRate.perSecond,
-        upstreamMessageRate: limits.upstreamMessageRate.perSecond,
-        maxLifetime: limits.maxLifetime,
-        pingInterval: relayConfig.pingInterval,
-        pongTimeout: relayConfig.pongTimeout,
-        validateUtf8: relayConfig.validateUtf8,
-        rsv1Allowed: /permessage-deflate/i.test(result.head.get('sec-websocket-extensions') ?? ''),
-        tally: metrics === undefined ? null : metrics.tally,
-      },
-      this.#onRelayEnd,
-    );
+    const deflate = /permessage-deflate/i.test(result.head.get('sec-websocket-extensions') ?? '');
+    const limits = relayLimitsFor(this.route, relayConfig, metrics === undefined ? null : metrics.tally, deflate);
+    const tunnel = createRelay(relayConfig.mode, down, result, limits, this.#onRelayEnd);
     this.#tunnel = tunnel;
     target.state.sessions.add(this);
-    down.off('close', this.#onEarlyClose);
+    this.#unwatchClient(down);
     this.#host.sweeper.add(tunnel);
     tunnel.start(result.rest, early);
+    // The relay holds the client's connection as long as it needs it (the native cores not at all).
+    this.#socket = undefined;
   }
 
   /** The upstream said no (say 403): the client gets the same answer, body included. */
   #passAnswer(result: DialResult): void {
-    const down = this.#socket;
+    const down = this.#socket!;
     const up = result.socket;
     const answer = answerOf(down);
     if (answer !== undefined) {
@@ -367,8 +360,8 @@ export class Session {
     this.#finish(end, 101);
   };
 
-  /** Before the 101: the client vanished while we were dialing. */
-  #onEarlyClose = (): void => {
+  /** Before the 101: the client vanished while we were dialing. Dropped once unwatched. */
+  #onEarlyClose: (() => void) | undefined = (): void => {
     if (this.#done) return;
     this.#dial?.abort();
     this.#authAbort?.abort();
@@ -377,12 +370,18 @@ export class Session {
 
   /** Watches the client during the handshake; called once by the gateway. */
   watchClient(): void {
-    this.#socket.on('close', this.#onEarlyClose);
+    this.#socket!.on('close', this.#onEarlyClose!);
+  }
+
+  #unwatchClient(socket: RelaySocket): void {
+    if (this.#onEarlyClose === undefined) return;
+    socket.off('close', this.#onEarlyClose);
+    this.#onEarlyClose = undefined;
   }
 
   #fail(err: GatewayError): void {
     this.#host.metrics?.handshake(this.route.name, outcomeOf(err.code));
-    rejectError(this.#socket, err);
+    rejectError(this.#socket!, err);
     this.#finish({ closedBy: 'gateway', reason: err.message }, err.status, err);
   }
 
@@ -405,7 +404,7 @@ export class Session {
     this.#authAbort?.abort();
     this.#release();
     this.#target?.state.sessions.delete(this);
-    this.#socket.off('close', this.#onEarlyClose);
+    if (this.#socket !== undefined) this.#unwatchClient(this.#socket);
     this.#host.sessionEnded(this);
     const t = this.#tunnel;
     if (t !== undefined) this.#host.metrics?.ended(this.route.name, t, end, Date.now() - this.#relayedAt);
