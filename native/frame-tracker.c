@@ -19,6 +19,7 @@
 #include "frame-tracker.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 // Tracker states, as in frame-parser.ts.
@@ -107,12 +108,23 @@ static int header_size(uint8_t b1) {
   return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((b1 & 0x80) ? 4 : 0);
 }
 
+enum { ERR_TEXT_MAX = 128, CTL_MAX = 125 };
+
 static int tracker_fail(tracker_t* t, int code, const char* ecode, const char* text) {
   t->state = FAILED;
   t->close_code = code;
   t->err = ecode;
-  snprintf(t->err_text, sizeof t->err_text, "%s", text);
+  // Once per tracker at most: a failed tracker scans no more.
+  if (t->err_text == NULL) t->err_text = malloc(ERR_TEXT_MAX);
+  if (t->err_text != NULL) snprintf(t->err_text, ERR_TEXT_MAX, "%s", text);
   return code;
+}
+
+void tracker_release(tracker_t* t) {
+  free(t->ctl);
+  free(t->err_text);
+  t->ctl = NULL;
+  t->err_text = NULL;
 }
 
 static int valid_close_code(int code) {
@@ -186,6 +198,9 @@ static int parse_header(tracker_t* t, const uint8_t* buf) {
     if (masked) memcpy(t->ctl_mask, p, 4);
     else memset(t->ctl_mask, 0, 4);
     t->ctl_len = 0;
+    // Most sessions never see a control frame with a payload: their trackers hold no buffer for one.
+    if (length > 0 && t->ctl == NULL && (t->ctl = malloc(CTL_MAX)) == NULL)
+      return tracker_fail(t, 1011, "OUT_OF_MEMORY", "no memory for a control frame's payload");
     t->state = GET_CONTROL;
     return 0;
   }

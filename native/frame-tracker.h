@@ -45,7 +45,7 @@ typedef struct tracker {
   uint8_t hdr[14];
   uint8_t ctl_mask[4];
   uint8_t data_mask[4];  // with a payload sink: the current data frame's key
-  uint8_t ctl[125];
+  uint8_t* ctl;  // a control frame's payload (up to 125 bytes): allocated by the first one
   int ctl_len;
   int opcode, fin;
   int64_t remaining;
@@ -56,12 +56,14 @@ typedef struct tracker {
   int64_t last_boundary;
   int close_code;
   const char* err;  // the errorCode, once failed
-  char err_text[128];
+  char* err_text;  // allocated when it fails (NULL if that allocation failed)
 } tracker_t;
 
 void tracker_init(tracker_t* t, int from_client, int rsv1_allowed, int64_t max_message, const tracker_events_t* ev, void* ctx);
 /** 0, or the close code to fail the connection with (then err and err_text say why). */
 int tracker_scan(tracker_t* t, const uint8_t* chunk, int64_t len);
+/** Frees what the tracker allocated; it is not used again. */
+void tracker_release(tracker_t* t);
 /** Bytes at the end of what was scanned that belong to an unfinished header or control frame (at most 131). */
 int64_t tracker_open_bytes(const tracker_t* t);
 /** Where the next chunk will first be between frames; -1 when unknown. */

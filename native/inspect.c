@@ -182,7 +182,7 @@ typedef struct flow {
   int64_t utf8_cut, text_frame_start, text_phase;
   int64_t pad_len;
   uint8_t pad_byte;
-  uint8_t held[MAX_HELD];
+  uint8_t* held;  // MAX_HELD bytes, allocated by the first cut inside a frame's head
   int held_len;
 } flow_t;
 
@@ -840,6 +840,8 @@ static void process(flow_t* f, rbuf_t* b, const uint8_t* data, int64_t len) {
   }
   // What is left past `end` when no rule was broken: an unfinished frame, kept for the next chunk.
   if (violation == 0 && close_end < 0 && !f->out_closed && end < len && len - end <= MAX_HELD) {
+    if (f->held == NULL && (f->held = malloc(MAX_HELD)) == NULL)
+      napi_fatal_error("wsgate inspect", NAPI_AUTO_LENGTH, "out of memory", NAPI_AUTO_LENGTH);
     memcpy(f->held, data + end, (size_t)(len - end));
     f->held_len = (int)(len - end);
   } else {
@@ -856,7 +858,7 @@ static void process(flow_t* f, rbuf_t* b, const uint8_t* data, int64_t len) {
     e->code = violation;
     e->a = rule;
     e->ecode = t->err;
-    if (rule == RULE_TRACKER) snprintf(e->text, sizeof e->text, "%s", t->err != NULL ? t->err_text : "protocol error");
+    if (rule == RULE_TRACKER) snprintf(e->text, sizeof e->text, "%s", t->err_text != NULL ? t->err_text : t->err != NULL ? t->err : "protocol error");
     return;
   }
   if (close_end >= 0) {
@@ -939,6 +941,8 @@ static void free_pair(ipair_t* p) {
     if (p->sizes_ref[i] != NULL) napi_delete_reference(env, p->sizes_ref[i]);
     drop_queue(&p->flow[i]);
     free(p->flow[i].drops);
+    free(p->flow[i].held);
+    tracker_release(&p->flow[i].t);
     seg_free_all(mod, &p->side[i]);
   }
   free(p->ev);
