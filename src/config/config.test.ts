@@ -352,6 +352,17 @@ relay: { pingIntervl: 5s, colour: blue }
     assert.match(problems[0] ?? '', /^line \d+: /);
     const dup = problemsOf(() => parseConfig(`${SMALLEST}log: {}\nlog: {}\n`, {}));
     assert.deepStrictEqual(dup, ['line 5: Map keys must be unique']);
+    // A quote opened where the stream expects a document: the parser's message
+    // quotes the rest of the file (found by config-fuzz); the problem stays short.
+    const rest = 'limits:\n  maxConnections: 100000\n'.repeat(40);
+    const stray = problemsOf(() => parseConfig(`  - address: 127.0.0.1:0\nroutes: []\n'${rest}`, {}));
+    const quoted = stray.find((p) => p.includes('single-quoted-scalar'));
+    assert.match(
+      quoted ?? '',
+      /^line 3: Unexpected single-quoted-scalar token in YAML stream: "'limits:\\n {2}maxConnections: 100000\\n.*…$/,
+      stray.join('\n'),
+    );
+    assert.ok(quoted!.length <= 220, quoted);
   });
 
   void test('an empty file names the required keys; a non-mapping is refused', () => {

@@ -12,7 +12,7 @@ import { logFileProblem } from './file-checks.js';
 import { expandEnv } from './env.js';
 import type { EnvReference } from './env.js';
 import { findInert } from './inert.js';
-import { ConfigError, formatPath, shown, unknownKeyMessage } from './problems.js';
+import { ConfigError, formatPath, parserMessage, shown, unknownKeyMessage } from './problems.js';
 import type { PathSegment, Problem } from './problems.js';
 import { configSchema } from './schema.js';
 import type { ParsedConfig, ParsedLimitsOverride } from './schema.js';
@@ -81,7 +81,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
       // One mistake often yields several errors on one line; the first says it best.
       if (seen.has(line)) continue;
       seen.add(line);
-      problems.push({ line, text: `line ${line}: ${shown(e.message)}` });
+      problems.push({ line, text: `line ${line}: ${parserMessage(e.message)}` });
     }
     problems.push(...lineProblems(expanded.missing.map((ref) => ({ line: ref.line, message: missingMessage(ref) }))));
     throw new ConfigError(sortByLine(problems));

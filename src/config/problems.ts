@@ -24,6 +24,7 @@ const PLAIN_KEY_RE = /^[A-Za-z0-9_-]+$/;
 /** Control characters (C0, DEL, C1) and the Unicode line separators: none may reach a problem's text raw. */
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
 const MAX_QUOTED = 80;
+const MAX_PARSER_MESSAGE = 200;
 
 function escapeUnprintable(s: string): string {
   return s.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
@@ -37,6 +38,16 @@ function escapeUnprintable(s: string): string {
 export function quote(value: string): string {
   const s = value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}…` : value;
   return `"${escapeUnprintable(s.replace(/["\\]/g, '\\$&'))}"`;
+}
+
+/**
+ * A parser's message, cut: the YAML parser quotes the token it choked on, and
+ * an unclosed quote makes that token the whole rest of the file.
+ */
+export function parserMessage(text: string): string {
+  const s = shown(text);
+  // Cut after escaping (a newline is six characters then), never inside an escape.
+  return s.length > MAX_PARSER_MESSAGE ? `${s.slice(0, MAX_PARSER_MESSAGE).replace(/\\u[0-9a-f]{0,3}$/, '')}…` : s;
 }
 
 /** Text from outside (a file path, a parser's message) shown as is, but with control characters escaped. */
