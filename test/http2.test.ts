@@ -15,7 +15,8 @@ import { ConfigError, parseConfig } from '../src/config/load.js';
 import { closeHttp, echo, eventually, listenLocal, startBackend, startGateway, type Backend, type RunningGateway } from './helpers.js';
 import { frame } from './inspect-fixtures.js';
 import { SECRET, hs256 } from './auth-fixtures.js';
-import { scrape } from './metrics-fixtures.js';
+import { adminJson, scrape } from './metrics-fixtures.js';
+import type { ConnectionPage } from '../src/admin/stats.js';
 import { NO_OPENSSL } from './tls-fixtures.js';
 import { h2Client, h2Request, openWs, refusal, tlsFiles, tlsListener, type H2Client, type TlsFiles } from './http2-fixtures.js';
 import type { RawPeer } from './inspect-fixtures.js';
@@ -89,6 +90,12 @@ void describe('WebSockets over HTTP/2: the handshake', { skip: NO_OPENSSL }, () 
       Object.keys(req.headers).some((h) => h.startsWith(':')),
       false,
       'no pseudo-header reaches the upstream',
+    );
+    const list = await adminJson<ConnectionPage>(gw.gw.adminAddress!.port, 'GET', '/api/connections');
+    assert.deepEqual(
+      list.body.connections.map((x) => x.protocol),
+      ['h2'],
+      'the connection list says how the client came',
     );
     peer.send(frame(8, Buffer.from([0x03, 0xe8]), {}));
     const close = await peer.closeFrame();

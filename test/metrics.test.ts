@@ -179,6 +179,7 @@ shutdown: { drainTimeout: 0 }
       assert.equal(first?.target, target());
       assert.equal(first?.client, '127.0.0.1');
       assert.equal(first?.relay, mode);
+      assert.equal(first?.protocol, 'http/1.1');
       assert.equal(first?.bytes.upstream, 16 + 308);
       assert.equal(first?.messages.downstream, mode === 'inspect' ? 2 : 0);
       assert.ok(first!.ageSeconds >= 0);

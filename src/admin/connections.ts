@@ -6,6 +6,8 @@ export interface ListedSession extends LiveSession {
   readonly id: number;
   readonly client: string;
   readonly subprotocol: string | undefined;
+  /** "http/1.1", or "h2" for a WebSocket over an HTTP/2 stream. */
+  readonly protocol: string;
   /** Date.now() at the 101. */
   readonly relayedAt: number;
   readonly relayMode: 'tunnel' | 'inspect';
@@ -86,6 +88,7 @@ function info(s: ListedSession, worker: number | undefined, now: number): Connec
     upstream: s.upstream,
     target: s.target,
     subprotocol: s.subprotocol ?? null,
+    protocol: s.protocol,
     startedAt: new Date(s.relayedAt).toISOString(),
     ageSeconds: Math.round((now - s.relayedAt) / 100) / 10,
     relay: s.relayMode,

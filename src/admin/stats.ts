@@ -53,6 +53,8 @@ export interface ConnectionInfo {
   /** The target's URL. */
   readonly target: string;
   readonly subprotocol: string | null;
+  /** "http/1.1", or "h2" (RFC 8441). */
+  readonly protocol: string;
   readonly startedAt: string;
   readonly ageSeconds: number;
   readonly relay: 'tunnel' | 'inspect';

@@ -23,6 +23,7 @@ export function* relayedSessions(sessions: Iterable<Session>): Generator<ListedS
       target: target.config.url,
       relay,
       subprotocol: s.subprotocol,
+      protocol: s.protocol,
       relayedAt: s.relayedAt,
       relayMode: s.relayMode,
     };

@@ -544,7 +544,7 @@ function renderConnections(page) {
       setCell(row, 0, c.id);
       setCell(row, 1, c.client);
       setCell(row, 2, c.route);
-      setCell(row, 3, `${c.upstream} · ${c.target}`, `${c.relay} relay${c.subprotocol ? `, subprotocol ${c.subprotocol}` : ''}`);
+      setCell(row, 3, `${c.upstream} · ${c.target}`, `${c.relay} relay over ${c.protocol}${c.subprotocol ? `, subprotocol ${c.subprotocol}` : ''}`);
       setCell(row, 4, fmtAge(c.ageSeconds), c.startedAt);
       setCell(row, 5, c.relay === 'tunnel' ? '–' : `${fmt(c.messages.upstream)} / ${fmt(c.messages.downstream)}`);
       setCell(row, 6, `${fmtBytes(c.bytes.upstream)} / ${fmtBytes(c.bytes.downstream)}`);
