@@ -291,15 +291,16 @@ void describe('wsgate bench: errors by kind', () => {
 
   void test('churn at a fixed rate starts that many cycles a second, whatever the loops could do', { timeout: 30_000 }, async () => {
     const { url } = await delayedEcho(0);
-    // 16 slots for 40 cycles a second: each has 400 ms for a cycle, so a machine busy with other tests
-    // (a cycle took over 100 ms in CI with 4 slots) still starts every one on time.
-    const r = await load([url, '--churn', '--rate', '40', '--connections', '16', '--duration', '1s']);
+    // 40 slots for 40 cycles a second: each has a second for a cycle (CI, busy with other tests, once
+    // took over 100 ms a cycle with 4 slots and over 400 ms with 16).
+    const r = await load([url, '--churn', '--rate', '40', '--connections', '40', '--duration', '1s']);
     assert.equal(r.errorCount, 0, JSON.stringify(r.errors));
     // Closed-loop churn on loopback does hundreds a second; this one does at most 40 (± the edges of the
     // window). The lower bound is loose: on a machine busy with other tests the first cycles start late.
     assert.ok(r.handshakes.count >= 20 && r.handshakes.count <= 41, `${r.handshakes.count} handshakes`);
-    // Every cycle started (how late, on a busy machine, is the send lag's business).
-    assert.equal(r.messages.unsent, 0);
+    // Every cycle started, give or take a stall of the machine (how late is the send lag's business);
+    // a scheduler that waited for free loops would leave most of them unstarted.
+    assert.ok(r.messages.unsent <= 4, `${r.messages.unsent} not started`);
   });
 
   void test('churn at a rate the slots cannot keep up with counts the cycles not started', { timeout: 30_000 }, async () => {
