@@ -7,7 +7,7 @@
 // mechanical: walk the frame headers, count, and forward the bytes as read.
 // So after the 101 an inspect session on plain TCP is handed to this core,
 // like a tunnel: it owns duplicates of both descriptors, reads them on
-// Node's event loop (libuv poll handles), follows the frames both ways and
+// Node's event loop (watch.c's epoll set), follows the frames both ways and
 // writes the bytes it read straight to the other side, from the buffer they
 // were read into. JavaScript (src/relay/native-inspect.ts, deciding through
 // inspect-session.ts) hears only what needs a decision: a Close frame sent or
@@ -42,7 +42,7 @@
 //   which does not allow half-open connections, has its write side ended
 //   first; end() sends FIN once everything queued is out; hangUp() closes at
 //   once when nothing is queued; destroy() closes now; 'closed' is reported
-//   from the poll handle's close callback, a turn of the loop later, as a
+//   from the watcher's closed callback, a turn of the loop later, as a
 //   socket's 'close' is. Once both sides are closed, the session is freed.
 //
 // No copies on the way through: a read goes into a buffer with room for the
@@ -66,7 +66,9 @@
 #include <uv.h>
 
 #include "frame-tracker.h"
+#include "dial.h"
 #include "inspect.h"
+#include "watch.h"
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0
@@ -130,6 +132,7 @@ struct imod {
   napi_ref event;
   napi_async_context async;
   uv_loop_t* loop;
+  watch_home_t* home;  // relay.c's: one watch set for the module
   rbuf_t* spare;
   int64_t open;
   piece_t* pieces;
@@ -139,15 +142,14 @@ struct imod {
 typedef struct iside {
   ipair_t* pair;
   int fd;
-  int polled;
-  uv_poll_t poll;
+  watch_t watch;  // watch.events: what is watched
   seg_t* head;
   seg_t* tail;
   unsigned eof : 1;          // the peer's FIN was read
   unsigned eof_emitted : 1;  // and reported
   unsigned wr_ended : 1;     // end(): nothing more is written, FIN once the queue is out
   unsigned finished : 1;     // our FIN is out (or goes with the close)
-  unsigned closing : 1;      // destroyed: the descriptor is closed, the poll handle closing
+  unsigned closing : 1;      // destroyed: the descriptor is closed, the watcher closing
   unsigned half_open : 1;    // allows a half-open connection (the client, as HTTP servers do)
   int err, err_op;
 } iside_t;
@@ -210,7 +212,7 @@ struct ipair {
   ievent_t* ev;
 };
 
-static void on_poll(uv_poll_t* handle, int status, int events);
+static void on_ready(watch_t* w, int status, int events);
 static void side_destroy(iside_t* s, int err, int op);
 static void repoll(iside_t* s);
 
@@ -349,13 +351,11 @@ static void repoll(iside_t* s) {
   int events = 0;
   if (can_read(s)) events |= UV_READABLE;
   if (s->head != NULL || (s->wr_ended && !s->finished)) events |= UV_WRITABLE;
-  if (events == s->polled) return;
-  s->polled = events;
-  int err = events == 0 ? uv_poll_stop(&s->poll) : uv_poll_start(&s->poll, events, on_poll);
+  int err = watch_events(&s->watch, events);
   if (err != 0) side_destroy(s, -err, IO_READ);
 }
 
-static void on_side_closed(uv_handle_t* handle);
+static void on_side_closed(watch_t* w);
 
 /** The connection is closed now; 'closed' follows from the close callback. */
 static void side_destroy(iside_t* s, int err, int op) {
@@ -364,8 +364,8 @@ static void side_destroy(iside_t* s, int err, int op) {
   s->closing = 1;
   s->err = err;
   s->err_op = op;
-  // uv_close stops the poll at once, so the descriptor can go now.
-  uv_close((uv_handle_t*)&s->poll, on_side_closed);
+  // The close takes the descriptor out of the watch set.
+  watch_close(&s->watch, on_side_closed);
   close(s->fd);
   s->fd = -1;
   seg_free_all(p->mod, s);
@@ -915,11 +915,11 @@ static void pump(iside_t* s) {
   }
 }
 
-static void on_poll(uv_poll_t* handle, int status, int events) {
-  iside_t* s = handle->data;
+static void on_ready(watch_t* w, int status, int events) {
+  iside_t* s = w->data;
   if (s->closing) return;
   if (status < 0) {
-    // libuv saw POLLERR: the socket holds an error (a reset, say).
+    // EPOLLERR: the socket holds an error (a reset, say).
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = ECONNRESET;
@@ -930,7 +930,7 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
     flush(s);
     if (s->closing) return;
   }
-  if ((events & UV_READABLE) && (s->polled & UV_READABLE)) pump(s);
+  if ((events & UV_READABLE) && (s->watch.events & UV_READABLE)) pump(s);
 }
 
 static void free_pair(ipair_t* p) {
@@ -950,8 +950,8 @@ static void free_pair(ipair_t* p) {
   free(p);
 }
 
-static void on_side_closed(uv_handle_t* handle) {
-  iside_t* s = handle->data;
+static void on_side_closed(watch_t* w) {
+  iside_t* s = w->data;
   ipair_t* p = s->pair;
   int last = ++p->closed_sides == 2;
   ievent_t* e = push_event(p, EV_CLOSED, side_index(s));
@@ -1078,10 +1078,12 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "wsgate inspect: the owner is an object");
     return NULL;
   }
-  int32_t fds[2], read_size, flags;
+  int32_t fds[2] = {-1, -1}, read_size, flags;
   double max_message, rate, up_rate;
   CHECK(napi_get_value_int32(env, argv[1], &fds[0]));
-  CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
+  // The upstream: a descriptor to duplicate, or a dial (dial.c) whose connection the session takes as it is.
+  dial_t* dialed = dial_of(env, argv[2]);
+  if (dialed == NULL) CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
   CHECK(napi_get_value_int32(env, argv[3], &read_size));
   CHECK(napi_get_value_double(env, argv[4], &max_message));
   CHECK(napi_get_value_double(env, argv[5], &rate));
@@ -1103,7 +1105,7 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
   }
   int dups[2] = {-1, -1};
   int err = 0;
-  for (int i = 0; i < 2 && err == 0; i++) {
+  for (int i = 0; i < (dialed == NULL ? 2 : 1) && err == 0; i++) {
     dups[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
     if (dups[i] < 0) err = errno;
   }
@@ -1115,14 +1117,19 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EBADF", "wsgate inspect: cannot duplicate the session's sockets");
     return NULL;
   }
-  // Fresh descriptors: these cannot fail short of a broken loop.
-  err = uv_poll_init_socket(mod->loop, &p->side[0].poll, dups[0]);
-  if (err == 0) err = uv_poll_init_socket(mod->loop, &p->side[1].poll, dups[1]);
+  watch_set_t* set = watch_home_set(mod->home);
+  err = set == NULL ? -EMFILE : watch_init(set, &p->side[0].watch, dups[0], on_ready);
+  if (err == 0 && dialed == NULL) {
+    err = watch_init(set, &p->side[1].watch, dups[1], on_ready);
+    if (err != 0) watch_drop(&p->side[0].watch);
+  }
   if (err != 0) {
-    for (int i = 0; i < 2; i++) close(dups[i]);
+    for (int i = 0; i < 2; i++)
+      if (dups[i] >= 0) close(dups[i]);
     napi_delete_reference(env, owner);
-    napi_throw_error(env, uv_err_name(err), "wsgate inspect: cannot watch the session's sockets");
-    return NULL;  // p leaks rather than being freed under a handle the loop knows
+    free(p);
+    napi_throw_error(env, "ENOMEM", "wsgate inspect: cannot watch the session's sockets");
+    return NULL;
   }
   p->owner = owner;
   p->mod = mod;
@@ -1130,10 +1137,12 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
   p->read_size = (size_t)read_size;
   p->client_bare = (flags & 4) != 0;
   p->active = 1;
+  // Nothing can fail from here: the dial is taken last.
+  if (dialed != NULL) dups[1] = dial_hand_over(dialed, &p->side[1].watch, on_ready);
   for (int i = 0; i < 2; i++) {
     p->side[i].pair = p;
     p->side[i].fd = dups[i];
-    p->side[i].poll.data = &p->side[i];
+    p->side[i].watch.data = &p->side[i];
   }
   // As HTTP servers' sockets do, the client side allows half-open connections; the upstream side does not.
   p->side[0].half_open = 1;
@@ -1351,9 +1360,10 @@ static void free_module(void* arg) {
   free(mod);
 }
 
-napi_value wsgate_inspect_init(napi_env env, napi_value exports) {
+napi_value wsgate_inspect_init(napi_env env, napi_value exports, watch_home_t* home) {
   imod_t* mod = calloc(1, sizeof *mod);
   if (mod == NULL) return exports;
+  mod->home = home;
   if (napi_get_uv_event_loop(env, &mod->loop) != napi_ok) {
     free(mod);
     return exports;

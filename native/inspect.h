@@ -4,6 +4,8 @@
 #define WSGATE_INSPECT_H
 #include <node_api.h>
 
-napi_value wsgate_inspect_init(napi_env env, napi_value exports);
+#include "watch.h"
+
+napi_value wsgate_inspect_init(napi_env env, napi_value exports, watch_home_t* home);
 
 #endif

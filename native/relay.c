@@ -2,8 +2,8 @@
 //
 // Once a tunnel-mode session is upgraded, the gateway hands this module
 // duplicates of the session's two socket descriptors and closes its own.
-// From then on the bytes flow here, on Node's own event loop (libuv poll
-// handles), without entering JavaScript per chunk: a readable socket is read
+// From then on the bytes flow here, on Node's own event loop (watch.c's
+// epoll set), without entering JavaScript per chunk: a readable socket is read
 // into one process-wide buffer and that buffer is written straight to the
 // other socket. JavaScript hears from a session once, when it is over.
 //
@@ -29,6 +29,8 @@
 #include <fcntl.h>
 
 #include "inspect.h"
+#include "dial.h"
+#include "watch.h"
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0  // Node ignores SIGPIPE anyway; the flag only makes that explicit
@@ -43,6 +45,7 @@ typedef struct module module_t;
 typedef struct pair pair_t;
 
 struct module {
+  watch_home_t home;      // the module's watch set, shared with inspect.c and dial.c
   napi_ref done;          // done(owner, side, kind, errno, op, bytesFromClient, bytesFromUpstream)
   napi_async_context async;
   char* spare;            // where the next read goes
@@ -52,8 +55,7 @@ struct module {
 typedef struct side {
   pair_t* pair;
   int fd;
-  int polled;             // the events the poll handle is started for
-  uv_poll_t poll;
+  watch_t watch;          // watch.events: what is watched
   char* out;              // a read buffer whose write did not finish; owned
   size_t out_off, out_len;
   uint64_t bytes_read;
@@ -74,7 +76,7 @@ struct pair {
   int end_side, end_kind, end_errno, end_op;
 };
 
-static void on_poll(uv_poll_t* handle, int status, int events);
+static void on_ready(watch_t* w, int status, int events);
 
 static int index_of(side_t* s) { return s == &s->pair->side[0] ? 0 : 1; }
 static side_t* peer_of(side_t* s) { return &s->pair->side[1 - index_of(s)]; }
@@ -119,7 +121,7 @@ static void handle_closed(pair_t* p) {
   if (--p->handles == 0) finish(p);
 }
 
-static void on_poll_closed(uv_handle_t* handle) { handle_closed(((side_t*)handle->data)->pair); }
+static void on_watch_closed(watch_t* w) { handle_closed(((side_t*)w->data)->pair); }
 
 static void on_timer_closed(uv_handle_t* handle) {
   pair_t* p = handle->data;
@@ -132,8 +134,8 @@ static void close_pair(pair_t* p) {
   p->closing = 1;
   for (int i = 0; i < 2; i++) {
     side_t* s = &p->side[i];
-    // uv_close stops the poll at once, so the descriptor can go now.
-    uv_close((uv_handle_t*)&s->poll, on_poll_closed);
+    // The close takes the descriptor out of the watch set.
+    watch_close(&s->watch, on_watch_closed);
     close(s->fd);
     free(s->out);
     s->out = NULL;
@@ -156,9 +158,7 @@ static void repoll(side_t* s) {
   int events = 0;
   if (!p->ending && !s->eof && peer_of(s)->out_len == 0) events |= UV_READABLE;
   if (s->out_len > 0) events |= UV_WRITABLE;
-  if (events == s->polled) return;
-  s->polled = events;
-  int err = events == 0 ? uv_poll_stop(&s->poll) : uv_poll_start(&s->poll, events, on_poll);
+  int err = watch_events(&s->watch, events);
   if (err != 0) fail(p, index_of(s), -err, OP_READ);
 }
 
@@ -175,7 +175,7 @@ static void end_session(pair_t* p) {
   if (p->closing || p->linger != NULL) return;
   // No timer: the session is closed now rather than left without a bound.
   uv_timer_t* t = malloc(sizeof *t);
-  if (t == NULL || uv_timer_init(p->side[0].poll.loop, t) != 0) {
+  if (t == NULL || uv_timer_init(p->mod->home.loop, t) != 0) {
     free(t);
     close_pair(p);
     return;
@@ -255,11 +255,11 @@ static void pump(side_t* from) {
   }
 }
 
-static void on_poll(uv_poll_t* handle, int status, int events) {
-  side_t* s = handle->data;
+static void on_ready(watch_t* w, int status, int events) {
+  side_t* s = w->data;
   pair_t* p = s->pair;
   if (status < 0) {
-    // libuv saw POLLERR: the socket holds an error (a reset, say).
+    // EPOLLERR: the socket holds an error (a reset, say).
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = ECONNRESET;
@@ -270,7 +270,7 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
     flush(s);
     if (p->closing) return;
   }
-  if ((events & UV_READABLE) && (s->polled & UV_READABLE)) pump(s);
+  if ((events & UV_READABLE) && (s->watch.events & UV_READABLE)) pump(s);
 }
 
 // ---- JavaScript API -------------------------------------------------------
@@ -314,13 +314,18 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "wsgate relay: setDone() first");
     return NULL;
   }
-  int32_t fds[2], read_size;
+  int32_t fds[2] = {-1, -1}, read_size;
   CHECK(napi_get_value_int32(env, argv[1], &fds[0]));
-  CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
+  // The upstream: a descriptor to duplicate, or a dial (dial.c) whose connection the session takes as it is.
+  dial_t* dialed = dial_of(env, argv[2]);
+  if (dialed == NULL) CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
   CHECK(napi_get_value_int32(env, argv[3], &read_size));
   if (read_size <= 0 || read_size > READ_MAX) read_size = READ_MAX;
-  uv_loop_t* loop;
-  CHECK(napi_get_uv_event_loop(env, &loop));
+  watch_set_t* set = watch_home_set(&mod->home);
+  if (set == NULL) {
+    napi_throw_error(env, "EMFILE", "wsgate relay: cannot make the core's watch set");
+    return NULL;
+  }
   // Every argument is checked before anything is taken: a throw below this
   // point must give back what it took.
   napi_ref owner;
@@ -337,7 +342,7 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   p->read_size = (size_t)read_size;
   int dups[2] = {-1, -1};
   int err = 0;
-  for (int i = 0; i < 2 && err == 0; i++) {
+  for (int i = 0; i < (dialed == NULL ? 2 : 1) && err == 0; i++) {
     dups[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
     if (dups[i] < 0) err = errno;
   }
@@ -348,18 +353,24 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EBADF", "wsgate relay: cannot duplicate the session's sockets");
     return NULL;
   }
-  // Fresh descriptors: these cannot fail short of a broken loop.
-  err = uv_poll_init_socket(loop, &p->side[0].poll, dups[0]);
-  if (err == 0) err = uv_poll_init_socket(loop, &p->side[1].poll, dups[1]);
-  if (err != 0) {
-    for (int i = 0; i < 2; i++) close(dups[i]);
-    napi_throw_error(env, uv_err_name(err), "wsgate relay: cannot watch the session's sockets");
-    return NULL;  // p leaks rather than being freed under a handle the loop knows
+  err = watch_init(set, &p->side[0].watch, dups[0], on_ready);
+  if (err == 0 && dialed == NULL) {
+    err = watch_init(set, &p->side[1].watch, dups[1], on_ready);
+    if (err != 0) watch_drop(&p->side[0].watch);
   }
+  if (err != 0) {
+    for (int i = 0; i < 2; i++) if (dups[i] >= 0) close(dups[i]);
+    napi_delete_reference(env, owner);
+    free(p);
+    napi_throw_error(env, "ENOMEM", "wsgate relay: out of memory");
+    return NULL;
+  }
+  // Nothing can fail from here: the dial is taken last.
+  if (dialed != NULL) dups[1] = dial_hand_over(dialed, &p->side[1].watch, on_ready);
   for (int i = 0; i < 2; i++) {
     p->side[i].pair = p;
     p->side[i].fd = dups[i];
-    p->side[i].poll.data = &p->side[i];
+    p->side[i].watch.data = &p->side[i];
   }
   p->handles = 2;
   mod->open++;
@@ -441,6 +452,13 @@ static napi_value try_write(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// Before the loop closes (a worker thread's end): the set's handles must be closed by then.
+static void close_set(void* arg) {
+  module_t* mod = arg;
+  watch_set_free(mod->home.set);
+  mod->home.set = NULL;
+}
+
 static void free_module(napi_env env, void* data, void* hint) {
   module_t* mod = data;
   if (mod->async != NULL) napi_async_destroy(env, mod->async);
@@ -451,10 +469,15 @@ static void free_module(napi_env env, void* data, void* hint) {
 NAPI_MODULE_INIT() {
   module_t* mod = calloc(1, sizeof *mod);
   if (mod == NULL) return NULL;
+  if (napi_get_uv_event_loop(env, &mod->home.loop) != napi_ok) {
+    free(mod);
+    return NULL;
+  }
   napi_value name;
   napi_create_string_utf8(env, "wsgate.relay", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &mod->async);
   napi_set_instance_data(env, mod, free_module, NULL);
+  napi_add_env_cleanup_hook(env, close_set, mod);
   napi_property_descriptor props[] = {
     {"setDone", NULL, set_done, NULL, NULL, NULL, napi_enumerable, mod},
     {"open", NULL, open_pair, NULL, NULL, NULL, napi_enumerable, mod},
@@ -466,5 +489,6 @@ NAPI_MODULE_INIT() {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   // Inspect mode's core (native/inspect.c) lives in the same module.
-  return wsgate_inspect_init(env, exports);
+  wsgate_dial_init(env, exports, &mod->home);
+  return wsgate_inspect_init(env, exports, &mod->home);
 }

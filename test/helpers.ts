@@ -24,8 +24,8 @@ export interface Backend {
 }
 
 /** Listens on 127.0.0.1, on a free port; resolves to the port. */
-export async function listenLocal(server: NetServer): Promise<number> {
-  server.listen(0, '127.0.0.1');
+export async function listenLocal(server: NetServer, host = '127.0.0.1'): Promise<number> {
+  server.listen(0, host);
   await once(server, 'listening');
   return (server.address() as AddressInfo).port;
 }

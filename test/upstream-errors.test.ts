@@ -17,7 +17,9 @@ import {
 } from './helpers.js';
 
 // test/upstream-errors-tunnel.test.ts runs this file again in tunnel mode,
-// where plain targets are dialed on bare TCP handles (src/upstream/raw-dial.ts).
+// test/upstream-errors-bare.test.ts on the JavaScript inspect relay, where
+// plain targets are dialed on bare TCP handles (src/upstream/raw-dial.ts)
+// rather than by the native module (src/upstream/core-dial.ts).
 const MODE = process.env.WSGATE_TEST_RELAY_MODE === 'tunnel' ? '\nrelay: { mode: tunnel }' : '';
 
 /** A port with nothing listening on it. */

@@ -126,6 +126,11 @@ export class BareConn extends EventEmitter {
     if (!this.destroyed) this.#held ??= [];
   }
 
+  /** Bytes kept by hold() so far. */
+  get heldBytes(): number {
+    return this.#heldBytes;
+  }
+
   /** The peer's FIN came and is held back until release(). */
   get finHeld(): boolean {
     return this.#heldFin;

@@ -103,6 +103,8 @@ export interface BareHandle extends Handle {
   /** Bytes libuv holds until the peer's window opens. */
   readonly writeQueueSize: number;
   close(callback?: () => void): void;
+  /** Takes a connected descriptor (uv_tcp_open). */
+  open(fd: number): number;
 }
 
 interface ShutdownReq {
@@ -377,6 +379,11 @@ export function stopReading(handle: Handle): void {
   if (!handle.reading) return;
   handle.reading = false;
   handle.readStop();
+}
+
+/** Bytes read from the peer and not taken yet (what takeBuffered() would hand over). */
+export function bufferedBytes(socket: RelaySocket): number {
+  return 'readEnd' in socket ? socket.heldBytes : socket.readableLength;
 }
 
 /** The peer's FIN was read already. */

@@ -5,6 +5,7 @@ import { failureReason, InspectSession } from './inspect-session.js';
 import { HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
 import { nativeModule } from './native-module.js';
+import type { CoreDialRef } from '../upstream/core-dial.js';
 
 // Inspect mode on the native core (native/inspect.c). Once the 101 is out,
 // the session's two sockets are handed to the core as duplicated file
@@ -41,7 +42,8 @@ interface Core {
   open(
     owner: NativeInspect,
     clientFd: number,
-    upstreamFd: number,
+    /** A descriptor to duplicate, or a dial of the native module, taken as it is. */
+    upstream: number | CoreDialRef,
     readSize: number,
     maxMessageBytes: number,
     messageRate: number,
@@ -163,15 +165,17 @@ export class NativeInspect extends InspectSession {
   start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
     const down = this.#down!;
     const up = this.#up!;
-    // A bare dial (src/upstream/raw-dial.ts) leaves a handle and no socket.
-    const bare = up.handle;
-    const upSocket = bare === undefined ? up.socket : null;
     const downHandle = down instanceof BareConn ? down.handle : tcpHandleOf(down);
-    const upHandle = bare ?? tcpHandleOf(upSocket!);
+    // A dial of the native module (src/upstream/core-dial.ts) goes to the core as it is.
+    const dialed = core !== null && downHandle !== null ? up.core : undefined;
+    // A bare dial (src/upstream/raw-dial.ts) leaves a handle and no socket (a core dial is made one here, if the core cannot take it).
+    const bare = dialed === undefined ? up.handle : undefined;
+    const upSocket = dialed === undefined && bare === undefined ? up.socket : null;
+    const upHandle = dialed !== undefined ? null : (bare ?? tcpHandleOf(upSocket!));
     if (
       core === null ||
       downHandle === null ||
-      upHandle === null ||
+      (dialed === undefined && upHandle === null) ||
       readEnded(down) ||
       down.destroyed ||
       down.writableLength > 0 ||
@@ -184,7 +188,7 @@ export class NativeInspect extends InspectSession {
     // Nothing more is read into the sockets: what they hold goes through the
     // core's trackers first, in the order the JavaScript relay takes it.
     stopReading(downHandle);
-    stopReading(upHandle);
+    if (upHandle !== null) stopReading(upHandle);
     const fromUpstream: Buffer[] = [];
     const fromClient: Buffer[] = [];
     if (toClient !== undefined && toClient.length > 0) fromUpstream.push(toClient);
@@ -200,7 +204,7 @@ export class NativeInspect extends InspectSession {
       this.#session = core!.open(
         this,
         downHandle.fd,
-        upHandle.fd,
+        dialed ?? upHandle!.fd,
         Math.min(READ_MAX, Math.max(1, limits.maxBufferedBytes)),
         limits.maxMessageBytes,
         limits.messageRate,
@@ -217,7 +221,8 @@ export class NativeInspect extends InspectSession {
     // The core holds duplicates of both descriptors: closing Node's leaves
     // the connections open, and in the core's hands only.
     down.destroy();
-    if (bare !== undefined) bare.close();
+    if (dialed !== undefined) up.coreTaken!();
+    else if (bare !== undefined) bare.close();
     else upSocket!.destroy();
     this.#down = this.#up = null;
     const session = this.#session;

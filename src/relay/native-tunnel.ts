@@ -1,7 +1,8 @@
 import { getSystemErrorName } from 'node:util';
 import type { Relay, RelayDone, RelayLimits, UpstreamConnection } from './relay.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
-import { HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, writeBare, type RelaySocket } from './handle-io.js';
+import { bufferedBytes, HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, writeBare, type Handle, type RelaySocket } from './handle-io.js';
+import type { CoreDialRef } from '../upstream/core-dial.js';
 import { BareConn } from './bare-conn.js';
 import { nativeModule } from './native-module.js';
 
@@ -27,7 +28,8 @@ type DoneFn = (owner: NativeTunnel, side: number, kind: number, errno: number, o
 
 interface Core {
   setDone(fn: DoneFn): void;
-  open(owner: NativeTunnel, clientFd: number, upstreamFd: number, readSize: number): CoreSession;
+  /** The upstream: a descriptor to duplicate, or a dial of the native module, taken as it is. */
+  open(owner: NativeTunnel, clientFd: number, upstream: number | CoreDialRef, readSize: number): CoreSession;
   close(session: CoreSession): void;
   active(session: CoreSession, clear: boolean): boolean;
   bytes(session: CoreSession, side: 0 | 1): number;
@@ -115,10 +117,16 @@ export class NativeTunnel implements Relay {
   start(toClient: Buffer | undefined, toUpstream: Buffer | undefined): void {
     const down = this.#down!;
     const up = this.#up!;
-    // A bare dial (src/upstream/raw-dial.ts) leaves a handle and no socket.
+    const downHandle = down instanceof BareConn ? down.handle : tcpHandleOf(down);
+    const dialed = up.core;
+    // A dial of the native module (src/upstream/core-dial.ts) goes to the core as it is, unless bytes must go to it first.
+    if (dialed !== undefined && downHandle !== null && !toUpstream?.length && bufferedBytes(down) === 0 && !readEnded(down) && !down.destroyed) {
+      this.#startDialed(down, downHandle, dialed, toClient);
+      return;
+    }
+    // A bare dial (src/upstream/raw-dial.ts) leaves a handle and no socket (a core dial is made one here).
     const bare = up.handle;
     const upSocket = bare === undefined ? up.socket : null;
-    const downHandle = down instanceof BareConn ? down.handle : tcpHandleOf(down);
     const upHandle = bare ?? tcpHandleOf(upSocket!);
     if (downHandle === null || upHandle === null || readEnded(down) || (upSocket !== null && readEnded(upSocket))) {
       this.#runInJs(toClient, toUpstream);
@@ -156,6 +164,26 @@ export class NativeTunnel implements Relay {
     down.destroy();
     if (bare !== undefined) bare.close();
     else upSocket!.destroy();
+    this.#down = this.#up = null;
+  }
+
+  #startDialed(down: RelaySocket, downHandle: Handle, dialed: CoreDialRef, toClient: Buffer | undefined): void {
+    stopReading(downHandle);
+    if (down instanceof BareConn) down.release();
+    this.#fromUpstream = handOver(toClient, (chunk) => void down.write(chunk));
+    if (down.writableLength > 0 || down.destroyed) {
+      this.#runInJs(undefined, undefined);
+      return;
+    }
+    const readSize = Math.min(READ_MAX, Math.max(1, this.#limits.maxBufferedBytes));
+    try {
+      this.#session = core!.open(this, downHandle.fd, dialed, readSize);
+    } catch {
+      this.#runInJs(undefined, undefined);
+      return;
+    }
+    this.#up!.coreTaken!();
+    down.destroy();
     this.#down = this.#up = null;
   }
 

@@ -8,6 +8,7 @@ import { NATIVE_INSPECT, NativeInspect } from './native-inspect.js';
 import { BARE_TCP, type BareHandle, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
 import type { RelayTally } from './relay-tally.js';
+import type { CoreDialRef } from '../upstream/core-dial.js';
 
 /** Everything a relay is told about its session; it never reads config itself. */
 export interface RelayLimits {
@@ -56,6 +57,9 @@ export interface UpstreamConnection {
   readonly socket: Socket;
   /** A bare TCP handle no socket owns yet (BareDial), for the native core. */
   readonly handle?: BareHandle | undefined;
+  /** The native module's dial (CoreDial), for a relay core to take as it is; it calls coreTaken() once it has. */
+  readonly core?: CoreDialRef | undefined;
+  coreTaken?(): void;
 }
 
 /**
@@ -64,6 +68,11 @@ export interface UpstreamConnection {
  */
 export function takesBareUpstream(mode: RelayMode): boolean {
   return mode === 'tunnel' ? NATIVE_RELAY : BARE_TCP;
+}
+
+/** Sessions in `mode` go to a native core, which takes an upstream the native module dialed. */
+export function takesCoreUpstream(mode: RelayMode): boolean {
+  return mode === 'tunnel' ? NATIVE_RELAY : NATIVE_INSPECT;
 }
 
 export function createRelay(mode: RelayMode, down: RelaySocket, up: UpstreamConnection, limits: RelayLimits, done: RelayDone): Relay {

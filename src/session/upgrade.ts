@@ -16,7 +16,7 @@ import { dialUpstream, discardAnswer, type Dial, type DialResult } from '../upst
 import { clientAnswerHead, clientSwitchingHead } from '../upstream/response-head.js';
 import type { Target, UpstreamPool } from '../upstream/pool.js';
 import type { RelayEnd } from '../relay/tunnel.js';
-import { createRelay, takesBareUpstream, type Relay } from '../relay/relay.js';
+import { createRelay, takesBareUpstream, takesCoreUpstream, type Relay } from '../relay/relay.js';
 import { relayLimitsFor } from './relay-limits.js';
 import type { Snapshot } from '../snapshot.js';
 import { dialFailed, dialSucceeded } from '../health/outlier.js';
@@ -235,6 +235,8 @@ export class Session {
       },
       (err, result) => this.#onDialed(err, result),
       takesBareUpstream(this.#snap.relay.mode),
+      // A core takes sessions of plain TCP clients only (not TLS, not HTTP/2 streams).
+      !this.#secure && answerOf(socket) === undefined && takesCoreUpstream(this.#snap.relay.mode),
     );
   }
 

@@ -4,7 +4,8 @@ import type { TargetConfig } from '../config/types.js';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
 import type { ResponseHead } from './response-head.js';
 import { DialAttempt } from './dial-attempt.js';
-import { BareDial, canDialBare } from './raw-dial.js';
+import { BareDial, canDialBare, familyOf } from './raw-dial.js';
+import { canDialInCore, CoreDial, type CoreDialRef } from './core-dial.js';
 import type { BareHandle } from '../relay/handle-io.js';
 import { upstreamSecureContext } from './upstream-tls.js';
 
@@ -30,6 +31,10 @@ export interface Upgraded {
   readonly socket: Socket;
   /** Set while the connection is a bare TCP handle (BareDial) that no socket owns yet. */
   readonly handle?: BareHandle | undefined;
+  /** Set while the connection is the native module's (CoreDial), for a relay core to take. */
+  readonly core?: CoreDialRef | undefined;
+  coreTaken?(): void;
+  discard?(): void;
   readonly head: ResponseHead;
   readonly rest: Buffer | undefined;
 }
@@ -39,6 +44,8 @@ export interface Answered {
   readonly kind: 'answered';
   readonly socket: Socket;
   readonly handle?: BareHandle | undefined;
+  readonly core?: CoreDialRef | undefined;
+  discard?(): void;
   readonly head: ResponseHead;
   readonly rest: Buffer | undefined;
 }
@@ -57,14 +64,18 @@ export interface Dial {
  * Dials `opts.target`. `bare`: the caller takes a bare TCP handle when it can
  * (the native core in tunnel mode, a BareConn in inspect mode), so plain
  * targets with an IP address are dialed without a net.Socket (raw-dial.ts).
+ * `core`: a relay core will take the session, so such targets are dialed
+ * by the native module (core-dial.ts), into the core's hands.
  */
-export function dialUpstream(opts: DialOptions, done: DialDone, bare: boolean): Dial {
-  return bare && canDialBare(opts) ? new BareDial(opts, done) : new UpstreamDial(opts, done);
+export function dialUpstream(opts: DialOptions, done: DialDone, bare: boolean, core = false): Dial {
+  if (!bare || !canDialBare(opts)) return new UpstreamDial(opts, done);
+  return core && canDialInCore() ? new CoreDial(opts, done, familyOf(opts.target.host) === 6) : new BareDial(opts, done);
 }
 
 /** Closes the connection of an answer nobody will use. */
 export function discardAnswer(result: DialResult): void {
-  if (result.handle !== undefined) result.handle.close();
+  if (result.discard !== undefined) result.discard();
+  else if (result.handle !== undefined) result.handle.close();
   else result.socket.destroy();
 }
 

@@ -38,7 +38,8 @@ export function canDialBare(opts: DialOptions): boolean {
 /** Targets' hosts come from the config: a few, dialled over and over, and net.isIP is a regular expression. */
 const families = new Map<string, number>();
 
-function familyOf(host: string): number {
+/** 4 or 6 for an IP address, 0 for a name. */
+export function familyOf(host: string): number {
   let family = families.get(host);
   if (family === undefined) {
     if (families.size >= 1024) families.clear();
@@ -176,15 +177,16 @@ class BareAnswer {
   }
 
   get socket(): Socket {
-    if (this.#socket === undefined) {
-      // Paused, as UpstreamDial leaves its sockets: the next owner starts the flow.
-      const socket = new Socket({ handle: this.#handle, readable: true, writable: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
-      socketReads(this.#handle);
-      socket.on('error', noop);
-      this.#socket = socket;
-    }
-    return this.#socket;
+    return (this.#socket ??= socketOn(this.#handle));
   }
+}
+
+/** A socket that owns `handle` from now on, paused, as UpstreamDial leaves its sockets: the next owner starts the flow. */
+export function socketOn(handle: BareHandle): Socket {
+  const socket = new Socket({ handle, readable: true, writable: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
+  socketReads(handle);
+  socket.on('error', noop);
+  return socket;
 }
 
 function noop(): void {}

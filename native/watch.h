@@ -1,0 +1,75 @@
+// Descriptor watchers for the relay cores, on an epoll set of their own.
+//
+// Why not libuv's poll handles: uv_poll_init probes every descriptor with an
+// epoll_ctl ADD and DEL and sets O_NONBLOCK again with an ioctl; every
+// uv_poll_start begins with an epoll_ctl DEL (ENOENT on a fresh handle);
+// stopping is a DEL and starting again an ADD; and the close is a DEL before
+// the close(). A session handed to a core cost 10 epoll_ctl calls and 2
+// ioctls before its first byte, of the 45 system calls of a whole tunnel
+// handshake (nginx: 3 epoll_ctl, 27 calls). Here a descriptor is added once
+// when first watched, changed with one MOD when what is watched changes, and
+// leaves the set by itself when it is closed (the core holds its only
+// descriptor by then), as nginx does.
+//
+// One epoll set per core, watched by one uv_poll handle on Node's loop: the
+// loop wakes for the set, and the set says which descriptors are ready.
+// Readiness is level-triggered, as with uv_poll, so the cores keep their
+// logic. A watcher is found from its event through a slot table with a
+// generation, never through a pointer: an event still queued for a closed
+// watcher (or for a descriptor some other process briefly shares) finds a
+// stale generation and is dropped.
+#ifndef WSGATE_WATCH_H
+#define WSGATE_WATCH_H
+
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct watch watch_t;
+typedef struct watch_set watch_set_t;
+
+// The one set of an environment, shared by the module's parts (so a dialled
+// connection can move into a relay core without leaving it), made on first use.
+typedef struct watch_home {
+  uv_loop_t* loop;
+  watch_set_t* set;
+} watch_home_t;
+
+// status < 0: the descriptor holds an error (EPOLLERR); the watcher is stopped.
+// events: UV_READABLE | UV_WRITABLE, only those asked for.
+typedef void (*watch_cb)(watch_t* w, int status, int events);
+typedef void (*watch_closed_cb)(watch_t* w);
+
+struct watch {
+  void* data;
+  watch_set_t* set;
+  watch_cb cb;
+  watch_closed_cb closed;
+  watch_t* next_closed;
+  int fd;
+  int events;        // what the set watches for it: UV_READABLE | UV_WRITABLE, 0 when not in the set
+  uint32_t slot;
+  unsigned closing : 1;
+};
+
+// The set for `loop`, made on first use. NULL when it cannot be made (errno says why).
+watch_set_t* watch_set_new(uv_loop_t* loop);
+// The home's set, made if need be; NULL when it cannot be.
+watch_set_t* watch_home_set(watch_home_t* home);
+// Frees the set at the environment's end (its uv_poll handle closes first).
+void watch_set_free(watch_set_t* set);
+
+// Watches `fd` for nothing yet; no system call. 0, or -ENOMEM.
+int watch_init(watch_set_t* set, watch_t* w, int fd, watch_cb cb);
+// Watches for `events` from now on (0: nothing). 0, or a negative errno.
+int watch_events(watch_t* w, int events);
+// Stops watching at once, with no callback; the caller closes the descriptor
+// now, or takes it out of the set itself.
+void watch_drop(watch_t* w);
+// `to` takes over `from`'s descriptor and place in the set (what it watches
+// included), with no system call; `from` is done.
+void watch_move(watch_t* from, watch_t* to, watch_cb cb);
+// Stops watching; the caller closes the descriptor (which takes it out of the
+// set). `closed` runs on a later turn of the loop, as a uv_close callback would.
+void watch_close(watch_t* w, watch_closed_cb closed);
+
+#endif
