@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -114,22 +115,14 @@ static int send_out(dial_t* d) {
 
 static void on_ready(watch_t* w, int status, int events) {
   dial_t* d = w->data;
-  if (!d->connected) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-    if (err == 0 && status < 0) err = ECONNRESET;
+  // Writable (or failed) for the first time: the connect is through, or why not.
+  if (!d->connected || status < 0) {
+    int err = watch_error(w, status);
     if (err != 0) {
-      fail(d, err, OP_CONNECT);
+      fail(d, err, !d->connected ? OP_CONNECT : d->out != NULL ? OP_WRITE : OP_READ);
       return;
     }
     d->connected = 1;
-  } else if (status < 0) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = ECONNRESET;
-    fail(d, err, d->out != NULL ? OP_WRITE : OP_READ);
-    return;
   }
   if (d->out != NULL) {
     int err = send_out(d);
@@ -138,8 +131,9 @@ static void on_ready(watch_t* w, int status, int events) {
       return;
     }
     // Read only once the request is out: the answer cannot come before it.
-    if (watch_events(&d->watch, d->out != NULL ? UV_WRITABLE : UV_READABLE) != 0) {
-      fail(d, errno, OP_READ);
+    err = watch_events(&d->watch, d->out != NULL ? UV_WRITABLE : UV_READABLE);
+    if (err != 0) {
+      fail(d, -err, OP_READ);
       return;
     }
     if (d->out != NULL || !(events & UV_READABLE)) return;
@@ -191,12 +185,34 @@ dial_t* dial_of(napi_env env, napi_value v) {
   return d->gone ? NULL : d;
 }
 
-int dial_hand_over(dial_t* d, watch_t* into, watch_cb cb) {
-  int fd = d->fd;
-  watch_move(&d->watch, into, cb);
-  d->fd = -1;
-  forget(d);
-  return fd;
+int dial_session(watch_home_t* home, const int fds[2], dial_t* dialed, watch_t* w[2], watch_cb cb) {
+  watch_set_t* set = watch_home_set(home);
+  if (set == NULL) return EMFILE;
+  int n = dialed == NULL ? 2 : 1;
+  int dups[2] = {-1, -1};
+  int err = 0;
+  for (int i = 0; i < n && err == 0; i++) {
+    dups[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+    if (dups[i] < 0) err = errno;
+    else if ((err = -watch_init(set, w[i], dups[i], cb)) != 0) {
+      close(dups[i]);
+      dups[i] = -1;
+    }
+  }
+  if (err != 0) {
+    for (int i = 0; i < n; i++) {
+      if (dups[i] < 0) continue;
+      watch_drop(w[i]);
+      close(dups[i]);
+    }
+    return err;
+  }
+  if (dialed != NULL) {
+    watch_move(&dialed->watch, w[1], cb);
+    dialed->fd = -1;
+    forget(dialed);
+  }
+  return 0;
 }
 
 // dial(owner, address, port, ipv6, request, proxyHeader): connects, and

@@ -16,8 +16,11 @@ void wsgate_dial_init(napi_env env, napi_value exports, watch_home_t* home);
 // The dial `v` stands for when it is one that answered and is still open,
 // else NULL (no exception: the caller takes `v` as a descriptor instead).
 dial_t* dial_of(napi_env env, napi_value v);
-// A core's session takes the dial's connection: its descriptor (returned)
-// and its place in the watch set, into `into`. The dial is done.
-int dial_hand_over(dial_t* d, watch_t* into, watch_cb cb);
+// A new core session's two connections, watched with `cb`: w[0] a
+// duplicate of the client's descriptor fds[0]; w[1] a duplicate of fds[1], or
+// when `dialed`, that dial's connection as it is (taken last, so that a
+// failure leaves it whole). 0, or an errno with nothing taken. The
+// descriptors are then w[i]->fd.
+int dial_session(watch_home_t* home, const int fds[2], dial_t* dialed, watch_t* w[2], watch_cb cb);
 
 #endif

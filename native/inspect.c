@@ -54,7 +54,6 @@
 // beyond the kernel's socket buffers, plus frames of the gateway's own.
 
 #include <errno.h>
-#include <fcntl.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -920,10 +919,7 @@ static void on_ready(watch_t* w, int status, int events) {
   if (s->closing) return;
   if (status < 0) {
     // EPOLLERR: the socket holds an error (a reset, say).
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = ECONNRESET;
-    side_destroy(s, err, s->head != NULL ? IO_WRITE : IO_READ);
+    side_destroy(s, watch_error(w, status), s->head != NULL ? IO_WRITE : IO_READ);
     return;
   }
   if (events & UV_WRITABLE) {
@@ -1103,32 +1099,14 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "wsgate inspect: out of memory");
     return NULL;
   }
-  int dups[2] = {-1, -1};
-  int err = 0;
-  for (int i = 0; i < (dialed == NULL ? 2 : 1) && err == 0; i++) {
-    dups[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
-    if (dups[i] < 0) err = errno;
-  }
+  watch_t* w[2] = {&p->side[0].watch, &p->side[1].watch};
+  int err = dial_session(mod->home, fds, dialed, w, on_ready);
   if (err != 0) {
-    for (int i = 0; i < 2; i++)
-      if (dups[i] >= 0) close(dups[i]);
     napi_delete_reference(env, owner);
     free(p);
-    napi_throw_error(env, "EBADF", "wsgate inspect: cannot duplicate the session's sockets");
-    return NULL;
-  }
-  watch_set_t* set = watch_home_set(mod->home);
-  err = set == NULL ? -EMFILE : watch_init(set, &p->side[0].watch, dups[0], on_ready);
-  if (err == 0 && dialed == NULL) {
-    err = watch_init(set, &p->side[1].watch, dups[1], on_ready);
-    if (err != 0) watch_drop(&p->side[0].watch);
-  }
-  if (err != 0) {
-    for (int i = 0; i < 2; i++)
-      if (dups[i] >= 0) close(dups[i]);
-    napi_delete_reference(env, owner);
-    free(p);
-    napi_throw_error(env, "ENOMEM", "wsgate inspect: cannot watch the session's sockets");
+    char msg[96];
+    snprintf(msg, sizeof msg, "wsgate inspect: cannot take the session's sockets: %s", strerror(err));
+    napi_throw_error(env, NULL, msg);
     return NULL;
   }
   p->owner = owner;
@@ -1137,11 +1115,9 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
   p->read_size = (size_t)read_size;
   p->client_bare = (flags & 4) != 0;
   p->active = 1;
-  // Nothing can fail from here: the dial is taken last.
-  if (dialed != NULL) dups[1] = dial_hand_over(dialed, &p->side[1].watch, on_ready);
   for (int i = 0; i < 2; i++) {
     p->side[i].pair = p;
-    p->side[i].fd = dups[i];
+    p->side[i].fd = w[i]->fd;
     p->side[i].watch.data = &p->side[i];
   }
   // As HTTP servers' sockets do, the client side allows half-open connections; the upstream side does not.

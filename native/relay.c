@@ -26,7 +26,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
-#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "inspect.h"
 #include "dial.h"
@@ -260,10 +261,7 @@ static void on_ready(watch_t* w, int status, int events) {
   pair_t* p = s->pair;
   if (status < 0) {
     // EPOLLERR: the socket holds an error (a reset, say).
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = ECONNRESET;
-    fail(p, index_of(s), err, s->out_len > 0 ? OP_WRITE : OP_READ);
+    fail(p, index_of(s), watch_error(w, status), s->out_len > 0 ? OP_WRITE : OP_READ);
     return;
   }
   if (events & UV_WRITABLE) {
@@ -321,11 +319,6 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   if (dialed == NULL) CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
   CHECK(napi_get_value_int32(env, argv[3], &read_size));
   if (read_size <= 0 || read_size > READ_MAX) read_size = READ_MAX;
-  watch_set_t* set = watch_home_set(&mod->home);
-  if (set == NULL) {
-    napi_throw_error(env, "EMFILE", "wsgate relay: cannot make the core's watch set");
-    return NULL;
-  }
   // Every argument is checked before anything is taken: a throw below this
   // point must give back what it took.
   napi_ref owner;
@@ -340,36 +333,19 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   p->mod = mod;
   p->env = env;
   p->read_size = (size_t)read_size;
-  int dups[2] = {-1, -1};
-  int err = 0;
-  for (int i = 0; i < (dialed == NULL ? 2 : 1) && err == 0; i++) {
-    dups[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
-    if (dups[i] < 0) err = errno;
-  }
+  watch_t* w[2] = {&p->side[0].watch, &p->side[1].watch};
+  int err = dial_session(&mod->home, fds, dialed, w, on_ready);
   if (err != 0) {
-    for (int i = 0; i < 2; i++) if (dups[i] >= 0) close(dups[i]);
     napi_delete_reference(env, owner);
     free(p);
-    napi_throw_error(env, "EBADF", "wsgate relay: cannot duplicate the session's sockets");
+    char msg[96];
+    snprintf(msg, sizeof msg, "wsgate relay: cannot take the session's sockets: %s", strerror(err));
+    napi_throw_error(env, NULL, msg);
     return NULL;
   }
-  err = watch_init(set, &p->side[0].watch, dups[0], on_ready);
-  if (err == 0 && dialed == NULL) {
-    err = watch_init(set, &p->side[1].watch, dups[1], on_ready);
-    if (err != 0) watch_drop(&p->side[0].watch);
-  }
-  if (err != 0) {
-    for (int i = 0; i < 2; i++) if (dups[i] >= 0) close(dups[i]);
-    napi_delete_reference(env, owner);
-    free(p);
-    napi_throw_error(env, "ENOMEM", "wsgate relay: out of memory");
-    return NULL;
-  }
-  // Nothing can fail from here: the dial is taken last.
-  if (dialed != NULL) dups[1] = dial_hand_over(dialed, &p->side[1].watch, on_ready);
   for (int i = 0; i < 2; i++) {
     p->side[i].pair = p;
-    p->side[i].fd = dups[i];
+    p->side[i].fd = w[i]->fd;
     p->side[i].watch.data = &p->side[i];
   }
   p->handles = 2;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 enum { BATCH = 128 };
@@ -179,6 +180,13 @@ int watch_events(watch_t* w, int events) {
   if (epoll_ctl(set->epfd, op, w->fd, &e) != 0) return -errno;
   w->events = events;
   return 0;
+}
+
+int watch_error(watch_t* w, int status) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = status < 0 ? 0 : errno;
+  return err == 0 && status < 0 ? ECONNRESET : err;
 }
 
 static void release_slot(watch_t* w) {

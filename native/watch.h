@@ -62,6 +62,10 @@ void watch_set_free(watch_set_t* set);
 int watch_init(watch_set_t* set, watch_t* w, int fd, watch_cb cb);
 // Watches for `events` from now on (0: nothing). 0, or a negative errno.
 int watch_events(watch_t* w, int events);
+// The error a socket's watcher reported (its callback's status < 0): the
+// socket's pending error, ECONNRESET when it holds none. With status 0, the
+// pending error or 0 (a connect that completed, or not).
+int watch_error(watch_t* w, int status);
 // Stops watching at once, with no callback; the caller closes the descriptor
 // now, or takes it out of the set itself.
 void watch_drop(watch_t* w);
