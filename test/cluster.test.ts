@@ -77,9 +77,11 @@ void describe('cluster.workers: spreading, limits and worker deaths', { timeout:
     const file = await configFile(config(p, [b.url], 'limits: { perIp: { maxConnections: 10, handshakeRate: 0 } }'));
     const gw = await startWsgate(['-c', file], { signal: t.signal });
     const primaryPid = gw.child.pid;
-    const clients = await openMany(`ws://127.0.0.1:${p.port}/`, 10, 1);
+    // Spread, so that killing one worker leaves the other's clients to check; the
+    // victim is one that holds connections whichever way the kernel spread them.
+    const clients = await openSpread(p, 10);
     try {
-      const [victim] = await workers(p);
+      const victim = (await workers(p)).sort((a, b) => a.connections - b.connections).find((w) => w.connections > 0);
       process.kill(victim!.pid, 'SIGKILL');
       await eventually(() => clients.some((c) => c.closed !== undefined), 10_000, 'the dead worker’s clients to be cut');
       await new Promise((r) => setTimeout(r, 300));
