@@ -185,13 +185,14 @@ dial_t* dial_of(napi_env env, napi_value v) {
   return d->gone ? NULL : d;
 }
 
-int dial_session(watch_home_t* home, const int fds[2], dial_t* dialed, watch_t* w[2], watch_cb cb) {
+int dial_session(watch_home_t* home, const int fds[2], conn_t* accepted, dial_t* dialed, watch_t* w[2], watch_cb cb) {
   watch_set_t* set = watch_home_set(home);
   if (set == NULL) return EMFILE;
-  int n = dialed == NULL ? 2 : 1;
+  const int taken[2] = {accepted != NULL, dialed != NULL};
   int dups[2] = {-1, -1};
   int err = 0;
-  for (int i = 0; i < n && err == 0; i++) {
+  for (int i = 0; i < 2 && err == 0; i++) {
+    if (taken[i]) continue;
     dups[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
     if (dups[i] < 0) err = errno;
     else if ((err = -watch_init(set, w[i], dups[i], cb)) != 0) {
@@ -200,7 +201,7 @@ int dial_session(watch_home_t* home, const int fds[2], dial_t* dialed, watch_t* 
     }
   }
   if (err != 0) {
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < 2; i++) {
       if (dups[i] < 0) continue;
       watch_drop(w[i]);
       close(dups[i]);
@@ -212,6 +213,7 @@ int dial_session(watch_home_t* home, const int fds[2], dial_t* dialed, watch_t* 
     dialed->fd = -1;
     forget(dialed);
   }
+  if (accepted != NULL) conn_hand_over(accepted, w[0], cb);
   return 0;
 }
 

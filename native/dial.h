@@ -6,6 +6,7 @@
 
 #include <node_api.h>
 
+#include "conn.h"
 #include "watch.h"
 
 typedef struct dial dial_t;
@@ -17,10 +18,11 @@ void wsgate_dial_init(napi_env env, napi_value exports, watch_home_t* home);
 // else NULL (no exception: the caller takes `v` as a descriptor instead).
 dial_t* dial_of(napi_env env, napi_value v);
 // A new core session's two connections, watched with `cb`: w[0] a
-// duplicate of the client's descriptor fds[0]; w[1] a duplicate of fds[1], or
-// when `dialed`, that dial's connection as it is (taken last, so that a
-// failure leaves it whole). 0, or an errno with nothing taken. The
+// duplicate of the client's descriptor fds[0], or when `accepted`, that
+// connection as it is (conn.c); w[1] a duplicate of fds[1], or when
+// `dialed`, that dial's connection as it is. Connections are taken last, so
+// that a failure leaves them whole. 0, or an errno with nothing taken. The
 // descriptors are then w[i]->fd.
-int dial_session(watch_home_t* home, const int fds[2], dial_t* dialed, watch_t* w[2], watch_cb cb);
+int dial_session(watch_home_t* home, const int fds[2], conn_t* accepted, dial_t* dialed, watch_t* w[2], watch_cb cb);
 
 #endif

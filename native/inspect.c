@@ -65,6 +65,7 @@
 #include <uv.h>
 
 #include "frame-tracker.h"
+#include "conn.h"
 #include "dial.h"
 #include "inspect.h"
 #include "watch.h"
@@ -1076,7 +1077,9 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
   }
   int32_t fds[2] = {-1, -1}, read_size, flags;
   double max_message, rate, up_rate;
-  CHECK(napi_get_value_int32(env, argv[1], &fds[0]));
+  // The client: a descriptor to duplicate, or a connection the module accepted (conn.c), taken as it is.
+  conn_t* accepted = conn_of(env, argv[1]);
+  if (accepted == NULL) CHECK(napi_get_value_int32(env, argv[1], &fds[0]));
   // The upstream: a descriptor to duplicate, or a dial (dial.c) whose connection the session takes as it is.
   dial_t* dialed = dial_of(env, argv[2]);
   if (dialed == NULL) CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
@@ -1100,7 +1103,7 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
     return NULL;
   }
   watch_t* w[2] = {&p->side[0].watch, &p->side[1].watch};
-  int err = dial_session(mod->home, fds, dialed, w, on_ready);
+  int err = dial_session(mod->home, fds, accepted, dialed, w, on_ready);
   if (err != 0) {
     napi_delete_reference(env, owner);
     free(p);

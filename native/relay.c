@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "inspect.h"
+#include "conn.h"
 #include "dial.h"
 #include "watch.h"
 
@@ -313,7 +314,9 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int32_t fds[2] = {-1, -1}, read_size;
-  CHECK(napi_get_value_int32(env, argv[1], &fds[0]));
+  // The client: a descriptor to duplicate, or a connection the module accepted (conn.c), taken as it is.
+  conn_t* accepted = conn_of(env, argv[1]);
+  if (accepted == NULL) CHECK(napi_get_value_int32(env, argv[1], &fds[0]));
   // The upstream: a descriptor to duplicate, or a dial (dial.c) whose connection the session takes as it is.
   dial_t* dialed = dial_of(env, argv[2]);
   if (dialed == NULL) CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
@@ -334,7 +337,7 @@ static napi_value open_pair(napi_env env, napi_callback_info info) {
   p->env = env;
   p->read_size = (size_t)read_size;
   watch_t* w[2] = {&p->side[0].watch, &p->side[1].watch};
-  int err = dial_session(&mod->home, fds, dialed, w, on_ready);
+  int err = dial_session(&mod->home, fds, accepted, dialed, w, on_ready);
   if (err != 0) {
     napi_delete_reference(env, owner);
     free(p);
@@ -466,5 +469,6 @@ NAPI_MODULE_INIT() {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   // Inspect mode's core (native/inspect.c) lives in the same module.
   wsgate_dial_init(env, exports, &mod->home);
+  wsgate_conn_init(env, exports, &mod->home);
   return wsgate_inspect_init(env, exports, &mod->home);
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# npm run test:asan: the native relay cores (native/relay.c, native/inspect.c, native/frame-tracker.c, native/watch.c, native/dial.c) built with
+# npm run test:asan: the native relay cores (native/relay.c, native/inspect.c, native/frame-tracker.c, native/watch.c, native/dial.c, native/conn.c) built with
 # AddressSanitizer and UndefinedBehaviorSanitizer, then the tests that drive
 # it run on that build. Any ASan or UBSan report fails the run.
 #
@@ -32,7 +32,7 @@ fi
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 # shellcheck disable=SC2086
 "$CC" -shared -fPIC -g -O1 $sanitize -Wall -Wextra -Wno-unused-parameter -Werror \
-  -DNAPI_VERSION=8 -I"$node_include" native/relay.c native/inspect.c native/frame-tracker.c native/watch.c native/dial.c -o "$out/wsgate_relay.node"
+  -DNAPI_VERSION=8 -I"$node_include" native/relay.c native/inspect.c native/frame-tracker.c native/watch.c native/dial.c native/conn.c -o "$out/wsgate_relay.node"
 echo "test:asan: built $out/wsgate_relay.node with $("$CC" --version | head -n 1) against $node_include"
 
 libasan=$("$CC" -print-file-name=libasan.so)
@@ -60,7 +60,8 @@ status=0
 LD_PRELOAD="$preload" node --import tsx --test --test-reporter=spec --test-concurrency=1 --test-timeout=300000 \
   test/native-relay.test.ts test/tunnel.test.ts test/frame-fuzz.test.ts test/native-inspect.test.ts \
   test/inspect-validation.test.ts test/inspect-limits.test.ts test/inspect-utf8.test.ts test/inspect-lifecycle.test.ts \
-  test/core-dial.test.ts test/upstream-errors.test.ts test/upstream-errors-tunnel.test.ts "$@" || status=$?
+  test/core-dial.test.ts test/upstream-errors.test.ts test/upstream-errors-tunnel.test.ts test/core-accept.test.ts \
+  test/handshake.test.ts test/http-passthrough.test.ts test/js-inspect.test.ts "$@" || status=$?
 
 if ls "$log".* >/dev/null 2>&1; then
   echo "test:asan: sanitizer reports:" >&2

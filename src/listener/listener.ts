@@ -15,6 +15,7 @@ import { HeadReaders, sweepEvery } from './head-reader.js';
 import type { UpgradeRequest } from '../handshake/request-head.js';
 import { BARE_TCP, type BareHandle, type RelaySocket } from '../relay/handle-io.js';
 import { BareConn } from '../relay/bare-conn.js';
+import { CoreAcceptor, type CoreHandle } from '../relay/core-handle.js';
 
 export interface ListenerHandlers {
   upgrade(req: UpgradeRequest, socket: RelaySocket, head: Buffer, secure: boolean): void;
@@ -88,6 +89,9 @@ export class Listener {
   #watcher: CertificateWatcher | undefined;
   /** TLS listeners that offer (or once offered) HTTP/2: where h2 connections go. */
   #h2: Http2Front | undefined;
+  /** Plain listeners: the native module accepts their connections (src/relay/core-handle.ts). */
+  #acceptor: CoreAcceptor | undefined;
+  #closing = false;
 
   constructor(config: ListenerConfig, limits: Limits, handlers: ListenerHandlers) {
     this.#config = config;
@@ -253,13 +257,19 @@ export class Listener {
     );
   }
 
-  /** Plain listeners: new connections come as bare handles, unless PROXY protocol is on (then Node's own accept). */
+  /**
+   * Plain listeners: new connections come as bare handles, unless PROXY
+   * protocol is on (then Node's own accept). With the native module, they are
+   * accepted in it two turns of the loop after the listen (by then libuv has
+   * added the listening socket to its set, and the module takes it out).
+   */
   #acceptBare(): void {
-    const handle = (this.server as unknown as { _handle: ServerHandle | null })._handle;
+    const handle = (this.server as unknown as { _handle: (ServerHandle & { fd?: number }) | null })._handle;
     if (!BARE_TCP || this.#heads === undefined || handle === null || typeof handle.onconnection !== 'function') return;
     const nodeAccept = handle.onconnection;
     // eslint-disable-next-line no-restricted-syntax -- once per listener, and it lives as long as the listener
     handle.onconnection = (err: number, client: BareHandle | undefined): void => {
+      this.#acceptor?.quiet();
       if (err !== 0 || client === undefined || this.#config.proxyProtocol) {
         nodeAccept.call(handle, err, client);
         return;
@@ -268,6 +278,25 @@ export class Listener {
       // As http.Server's sockets: half-open allowed, the relay decides when to end.
       this.#admit(new BareConn(client, true), undefined, false);
     };
+    // A cluster worker under round-robin scheduling has no descriptor: the primary accepts. A PROXY
+    // protocol listener reads the header on Node's socket: its connections stay with Node's accept.
+    const fd = handle.fd;
+    if (fd === undefined || fd < 0 || this.#config.proxyProtocol) return;
+    // Two turns: the listen may have come in this turn's poll phase, and libuv adds its watcher at the next one.
+    setImmediate(() =>
+      setImmediate(() => {
+        if (this.server.listening && this.#acceptor === undefined && !this.#closing) {
+          this.#acceptor = CoreAcceptor.start(fd, (client: CoreHandle) => {
+            if (!this.#config.proxyProtocol) this.#admit(new BareConn(client, true), undefined, false);
+            else {
+              // PROXY protocol, turned on by a reload: Node's accept path reads the header.
+              const tcp = client.toTcp();
+              if (tcp !== undefined) nodeAccept.call(handle, 0, tcp);
+            }
+          });
+        }
+      }),
+    );
   }
 
   #onConnection = (socket: Socket): void => {
@@ -329,6 +358,9 @@ export class Listener {
 
   /** Stops accepting (HTTP/2 connections get GOAWAY); resolves once every connection of this listener is gone. */
   close(): Promise<void> {
+    this.#closing = true;
+    this.#acceptor?.stop();
+    this.#acceptor = undefined;
     this.#watcher?.close();
     this.#watcher = undefined;
     this.#heads?.close();

@@ -283,8 +283,9 @@ export class BareConn extends EventEmitter {
    */
   toSocket(rest: Buffer | undefined): Socket {
     this.pause();
-    const handle = this.handle;
-    handle.conn = undefined;
+    this.handle.conn = undefined;
+    // A connection the native module accepted becomes a Node TCP handle first.
+    const handle = this.handle.toTcp?.() ?? this.handle;
     this.destroyed = true;
     const socket = new Socket({ handle, readable: true, writable: true, allowHalfOpen: this.allowHalfOpen, pauseOnCreate: true } as ConstructorParameters<
       typeof Socket

@@ -43,7 +43,7 @@ import { nativeModule } from './native-module.js';
 // hold, a net.Socket built on the handle) gets a copy: bareRead(),
 // socketReads(). Without the native module, reads keep Node's own buffers.
 
-interface WriteReq {
+export interface WriteReq {
   handle: Handle;
   oncomplete: (this: WriteReq, status: number) => void;
   /** Keeps the chunk alive while libuv still points into it. */
@@ -68,6 +68,10 @@ export interface Handle {
   [kShared]?: true;
   /** A net.Socket's own onread, behind socketReads(). */
   [kNodeRead]?: (this: Handle, arrayBuffer: ArrayBuffer | undefined) => unknown;
+  /** A connection the native module accepted (src/relay/core-handle.ts): what a core takes instead of a descriptor to duplicate. */
+  readonly accepted?: object;
+  /** Gives the connection up to a Node TCP handle (a plain HTTP request needs a net.Socket); undefined when it cannot. */
+  toTcp?(): BareHandle | undefined;
 }
 
 type TryWrite = (fd: number, data: Uint8Array) => number;
@@ -107,7 +111,7 @@ export interface BareHandle extends Handle {
   open(fd: number): number;
 }
 
-interface ShutdownReq {
+export interface ShutdownReq {
   handle: Handle;
   oncomplete: (this: ShutdownReq, status: number) => void;
   done?: (status: number) => void;
@@ -169,6 +173,32 @@ const readBuffer: Buffer | null = tryWrite !== null ? Buffer.allocUnsafeSlow(65_
 const readArrayBuffer: ArrayBufferLike | null = readBuffer?.buffer ?? null;
 /** Plain TCP handles read into the shared buffer (false: the native module is missing, or too old). */
 export const SHARED_READS: boolean = readBuffer !== null;
+
+/** The shared read buffer, for connections the native module reads into it (src/relay/core-handle.ts). */
+export function sharedReadBuffer(): Buffer | null {
+  return readBuffer;
+}
+
+/**
+ * What a handle that is not Node's tells its onread and its writer, as
+ * Node's own handles do through the stream state: the bytes read into the
+ * shared buffer (or a libuv error, UV_EOF), and whether the last write waits.
+ */
+export function setReadResult(n: number): void {
+  state[kReadBytes] = n;
+}
+
+export function setLastWriteAsync(async: boolean): void {
+  state[kAsync] = async ? 1 : 0;
+}
+
+/** libuv's EOF code (UV_EOF), as onread gets it. */
+export const UV_EOF_CODE: number = UV_EOF;
+
+/** What a core takes for a connection: the native module's own when it accepted it, else the descriptor to duplicate. */
+export function coreClient(handle: Handle): number | object {
+  return handle.accepted ?? handle.fd;
+}
 
 /** What a relay does with its ports' events; the port's `owner` is the relay's own context. */
 export interface PortHandlers<O> {

@@ -2,7 +2,7 @@ import { getSystemErrorName } from 'node:util';
 import type { RelayDone, RelayLimits, UpstreamConnection } from './relay.js';
 import { InspectRelay } from './inspect.js';
 import { failureReason, InspectSession } from './inspect-session.js';
-import { HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, type RelaySocket } from './handle-io.js';
+import { coreClient, HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, type RelaySocket } from './handle-io.js';
 import { BareConn } from './bare-conn.js';
 import { nativeModule } from './native-module.js';
 import type { CoreDialRef } from '../upstream/core-dial.js';
@@ -41,7 +41,8 @@ interface Core {
   setEvents(fn: EventFn): void;
   open(
     owner: NativeInspect,
-    clientFd: number,
+    /** A descriptor to duplicate, or a connection the native module accepted, taken as it is. */
+    client: number | object,
     /** A descriptor to duplicate, or a dial of the native module, taken as it is. */
     upstream: number | CoreDialRef,
     readSize: number,
@@ -203,7 +204,7 @@ export class NativeInspect extends InspectSession {
     try {
       this.#session = core!.open(
         this,
-        downHandle.fd,
+        coreClient(downHandle),
         dialed ?? upHandle!.fd,
         Math.min(READ_MAX, Math.max(1, limits.maxBufferedBytes)),
         limits.maxMessageBytes,

@@ -1,7 +1,18 @@
 import { getSystemErrorName } from 'node:util';
 import type { Relay, RelayDone, RelayLimits, UpstreamConnection } from './relay.js';
 import { Tunnel, type RelayEnd } from './tunnel.js';
-import { bufferedBytes, HANDLE_IO, readEnded, stopReading, takeBuffered, tcpHandleOf, writeBare, type Handle, type RelaySocket } from './handle-io.js';
+import {
+  bufferedBytes,
+  coreClient,
+  HANDLE_IO,
+  readEnded,
+  stopReading,
+  takeBuffered,
+  tcpHandleOf,
+  writeBare,
+  type Handle,
+  type RelaySocket,
+} from './handle-io.js';
 import type { CoreDialRef } from '../upstream/core-dial.js';
 import { BareConn } from './bare-conn.js';
 import { nativeModule } from './native-module.js';
@@ -29,7 +40,8 @@ type DoneFn = (owner: NativeTunnel, side: number, kind: number, errno: number, o
 interface Core {
   setDone(fn: DoneFn): void;
   /** The upstream: a descriptor to duplicate, or a dial of the native module, taken as it is. */
-  open(owner: NativeTunnel, clientFd: number, upstream: number | CoreDialRef, readSize: number): CoreSession;
+  /** The client: a descriptor to duplicate, or a connection the native module accepted, taken as it is. */
+  open(owner: NativeTunnel, client: number | object, upstream: number | CoreDialRef, readSize: number): CoreSession;
   close(session: CoreSession): void;
   active(session: CoreSession, clear: boolean): boolean;
   bytes(session: CoreSession, side: 0 | 1): number;
@@ -153,7 +165,7 @@ export class NativeTunnel implements Relay {
     }
     const readSize = Math.min(READ_MAX, Math.max(1, this.#limits.maxBufferedBytes));
     try {
-      this.#session = core!.open(this, downHandle.fd, upHandle.fd, readSize);
+      this.#session = core!.open(this, coreClient(downHandle), upHandle.fd, readSize);
     } catch {
       // Out of descriptors for the duplicates, say: this session stays in JavaScript.
       this.#runInJs(undefined, undefined);
@@ -177,7 +189,7 @@ export class NativeTunnel implements Relay {
     }
     const readSize = Math.min(READ_MAX, Math.max(1, this.#limits.maxBufferedBytes));
     try {
-      this.#session = core!.open(this, downHandle.fd, dialed, readSize);
+      this.#session = core!.open(this, coreClient(downHandle), dialed, readSize);
     } catch {
       this.#runInJs(undefined, undefined);
       return;
