@@ -51,6 +51,11 @@ void describe('parseUpgradeHead against llhttp (differential)', () => {
       'GET / HTTP/1.1\r\nhost:\xa0a\r\nUpgrade: websocket\r\nConnection: keepli~,: keep-aeliv,\xa0Upgrade\r\nCookie: a=0\r\n\r\nrest',
     ],
     ['an empty Upgrade field', 'GET / HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nupgrade: \r\nSec-WebSocket-Version: 13\r\n\r\n'],
+    // Found by this file's property in a clean-clone CI run: the two values join into ", ", which is not empty.
+    [
+      'two empty Upgrade fields',
+      'GET / HTTP/1.1\r\nUpgrade: \r\nUPGRADE: \r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    ],
   ];
   for (const [name, head] of found) {
     void it(`regression: ${name} is left to Node's parser, which reads no upgrade`, () => {

@@ -86,6 +86,8 @@ export function parseUpgradeHead(head: string, socket: RelaySocket): RequestHead
   if (!TARGET.test(url)) return undefined;
   const headers: IncomingHttpHeaders = {};
   const raw: string[] = [];
+  // llhttp sees an upgrade only in an Upgrade field with a value: two empty ones join into ", ".
+  let upgrade = false;
   let start = eol + 2;
   while (start < head.length) {
     let end = head.indexOf('\r\n', start);
@@ -95,12 +97,13 @@ export function parseUpgradeHead(head: string, socket: RelaySocket): RequestHead
     const name = m[1]!;
     const value = m[2]!;
     raw.push(name, value);
-    if (!addField(headers, name.toLowerCase(), value)) return undefined;
+    const lower = name.toLowerCase();
+    if (lower === 'upgrade' && value !== '') upgrade = true;
+    if (!addField(headers, lower, value)) return undefined;
     start = end + 2;
   }
   if (headers['content-length'] !== undefined || headers['transfer-encoding'] !== undefined) return undefined;
-  // llhttp sees no upgrade in an empty Upgrade field.
-  if (!headers.upgrade || !connectionUpgrade(headers.connection)) return undefined;
+  if (!upgrade || !connectionUpgrade(headers.connection)) return undefined;
   return new RequestHead(url, headers, raw, socket);
 }
 
