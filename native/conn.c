@@ -285,11 +285,9 @@ static void hand_to_js(acceptor_t* a, int fd, const struct sockaddr_storage* sa)
   napi_valuetype type = napi_undefined;
   if (result != NULL) napi_typeof(env, result, &type);
   // The owner JavaScript gave it hears its events; with none, nobody would: close it.
-  if (c->gone) {
-  } else if (type == napi_object) {
-    napi_create_reference(env, result, 1, &c->owner);
-  } else {
-    conn_close(c);
+  if (!c->gone) {
+    if (type == napi_object) napi_create_reference(env, result, 1, &c->owner);
+    else conn_close(c);
   }
   napi_close_handle_scope(env, scope);
 }

@@ -2,9 +2,25 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
+import { createHash, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
-import { echo, eventually, freePort, openClient, rawExchange, simpleConfig, startBackend, startGateway, statusOf } from './helpers.js';
+import {
+  acceptUpgrade,
+  echo,
+  eventually,
+  freePort,
+  openClient,
+  rawExchange,
+  simpleConfig,
+  startBackend,
+  startGateway,
+  statusOf,
+  upgradeRequest,
+} from './helpers.js';
+import { makeCa, NO_OPENSSL } from './tls-fixtures.js';
 import { configFile, startWsgate } from './process-helpers.js';
 import { acceptedInCore, CORE_ACCEPT } from '../src/relay/core-handle.js';
 import { coreSessions } from '../src/relay/native-tunnel.js';
@@ -55,6 +71,55 @@ void describe('connections accepted by the native module', { skip }, () => {
       }
     });
   }
+
+  void it(
+    'a client that stops reading while a TLS upstream (no core takes it) sends 16 MB gets every byte once it reads again, then the end',
+    { skip: NO_OPENSSL },
+    async () => {
+      // A wss:// target keeps the session in JavaScript, on the module's connection: with room to buffer all of it, its writes queue in the module and its FIN waits behind them.
+      const ca = makeCa();
+      const cert = ca.issue('up', ['backend.internal']);
+      const payload = randomBytes(16 << 20);
+      const tls = createTlsServer({ cert: readFileSync(cert.cert), key: readFileSync(cert.key) }, (s) => {
+        s.on('error', () => {});
+        void acceptUpgrade(s as never).then(() => s.end(payload));
+      });
+      tls.listen(0, '127.0.0.1');
+      await new Promise((r) => tls.once('listening', r));
+      const tlsPort = (tls.address() as { port: number }).port;
+      const g = await startGateway(
+        simpleConfig([`wss://127.0.0.1:${tlsPort}`], `relay: { mode: tunnel }\nlimits: { maxBufferedBytes: 64MiB }`).replace(
+          `targets: [{ url: "wss://127.0.0.1:${tlsPort}" }]`,
+          `targets: [{ url: "wss://127.0.0.1:${tlsPort}" }]\n    tls: { ca: ${ca.caFile}, servername: backend.internal }`,
+        ),
+      );
+      try {
+        await moduleTakesOver();
+        const before = acceptedInCore();
+        const client = connect(g.port, '127.0.0.1');
+        client.on('error', () => {});
+        await new Promise((r) => client.once('connect', r));
+        client.write(upgradeRequest());
+        client.pause();
+        // Long enough for the gateway to fill both socket buffers and queue the rest.
+        await new Promise((r) => setTimeout(r, 1_000));
+        const chunks: Buffer[] = [];
+        client.on('data', (c: Buffer) => chunks.push(c));
+        client.resume();
+        await new Promise((r) => client.once('end', r));
+        const got = Buffer.concat(chunks);
+        const body = got.subarray(got.indexOf('\r\n\r\n') + 4);
+        assert.match(got.toString('latin1', 0, 12), /^HTTP\/1\.1 101/);
+        assert.equal(body.length, payload.length);
+        assert.equal(createHash('sha1').update(body).digest('hex'), createHash('sha1').update(payload).digest('hex'));
+        assert.equal(acceptedInCore() - before, 1);
+        client.destroy();
+      } finally {
+        await g.close();
+        await new Promise((r) => tls.close(r));
+      }
+    },
+  );
 
   void it('the upstream sees the client’s own address, IPv4 and IPv6 (X-Forwarded-For)', async () => {
     const backend = await startBackend();

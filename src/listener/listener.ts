@@ -91,7 +91,6 @@ export class Listener {
   #h2: Http2Front | undefined;
   /** Plain listeners: the native module accepts their connections (src/relay/core-handle.ts). */
   #acceptor: CoreAcceptor | undefined;
-  #closing = false;
 
   constructor(config: ListenerConfig, limits: Limits, handlers: ListenerHandlers) {
     this.#config = config;
@@ -285,7 +284,7 @@ export class Listener {
     // Two turns: the listen may have come in this turn's poll phase, and libuv adds its watcher at the next one.
     setImmediate(() =>
       setImmediate(() => {
-        if (this.server.listening && this.#acceptor === undefined && !this.#closing) {
+        if (this.server.listening && this.#acceptor === undefined) {
           this.#acceptor = CoreAcceptor.start(fd, (client: CoreHandle) => {
             if (!this.#config.proxyProtocol) this.#admit(new BareConn(client, true), undefined, false);
             else {
@@ -358,7 +357,6 @@ export class Listener {
 
   /** Stops accepting (HTTP/2 connections get GOAWAY); resolves once every connection of this listener is gone. */
   close(): Promise<void> {
-    this.#closing = true;
     this.#acceptor?.stop();
     this.#acceptor = undefined;
     this.#watcher?.close();
