@@ -86,6 +86,9 @@ enum {
   ZEROS_LEN = 16 * 1024,
   IOV_BATCH = 64,
   EV_MAX = 16,
+  /** Events handed to JavaScript in one call, and the numbers of each (native-inspect.ts's BATCH_*). */
+  BATCH_EVENTS = 256,
+  BATCH_INTS = 6,
 };
 
 // Events to JavaScript (kept in step with native-inspect.ts).
@@ -130,6 +133,10 @@ typedef struct piece {
 
 struct imod {
   napi_ref event;
+  napi_ref batch_fn;
+  napi_ref batch_ref;  // the Int32Array `batch` points into
+  int32_t* batch;
+  ipair_t* pending;    // sessions with events to deliver at the end of the watch set's pass
   napi_async_context async;
   uv_loop_t* loop;
   watch_home_t* home;  // relay.c's: one watch set for the module
@@ -198,6 +205,7 @@ struct ipair {
   imod_t* mod;
   napi_env env;
   napi_ref owner;
+  int32_t slot;  // the owner's index in JavaScript's table, for batches
   napi_ref sizes_ref[2];
   iside_t side[2];  // 0: client, 1: upstream
   flow_t flow[2];   // 0: client → upstream, 1: upstream → client
@@ -205,7 +213,12 @@ struct ipair {
   int client_bare;
   int closed_sides;
   unsigned active : 1;
+  unsigned pending : 1;     // on mod->pending
+  unsigned free_later : 1;  // both sides are closed: freed once the events are delivered
   int delivering;
+  int batch_eof;  // the side whose FIN is in the batch, or -1
+  ipair_t* next_pending;
+  ipair_t* next_batched;
   int nev;
   // Allocated by the first event and freed once they are delivered: an idle
   // session holds none (EV_MAX of them would be most of its memory).
@@ -255,11 +268,21 @@ static rbuf_t* rbuf_copy(imod_t* mod, const uint8_t* p, size_t len) {
 
 // ---- events to JavaScript -------------------------------------------------------
 
+static void flush_events(void* data);
+
 static ievent_t* push_event(ipair_t* p, int kind, int side) {
-  // At most a few per read (a Close written, then a violation or a Close
-  // written and one received), delivered after each: EV_MAX is never reached.
+  // At most a few per pass over the watch set (a Close written, then a
+  // violation or a Close written and one received, a FIN, the closes),
+  // delivered at its end: EV_MAX is never reached.
   if (p->ev == NULL && (p->ev = malloc(EV_MAX * sizeof *p->ev)) == NULL)
     napi_fatal_error("wsgate inspect", NAPI_AUTO_LENGTH, "out of memory", NAPI_AUTO_LENGTH);
+  if (!p->pending) {
+    imod_t* mod = p->mod;
+    p->pending = 1;
+    p->next_pending = mod->pending;
+    mod->pending = p;
+    watch_set_after(mod->home->set, flush_events, mod);
+  }
   ievent_t* e = &p->ev[p->nev < EV_MAX ? p->nev++ : EV_MAX - 1];
   e->kind = kind;
   e->side = side;
@@ -267,6 +290,14 @@ static ievent_t* push_event(ipair_t* p, int kind, int side) {
   e->ecode = NULL;
   e->text[0] = 0;
   return e;
+}
+
+/** What a handler threw is the process's uncaught exception, as an event listener's is. */
+static void uncaught(napi_env env, napi_status status) {
+  if (status != napi_pending_exception) return;
+  napi_value err;
+  napi_get_and_clear_last_exception(env, &err);
+  napi_fatal_exception(env, err);
 }
 
 static void call_js(ipair_t* p, int in_js, const ievent_t* e) {
@@ -292,17 +323,13 @@ static void call_js(ipair_t* p, int in_js, const ievent_t* e) {
   // handler queues run after it. From a call out of JavaScript, a plain call.
   if (in_js) status = napi_call_function(env, owner, fn, 8, argv, &result);
   else status = napi_make_callback(env, mod->async, owner, fn, 8, argv, &result);
-  if (status == napi_pending_exception) {
-    napi_value err;
-    napi_get_and_clear_last_exception(env, &err);
-    napi_fatal_exception(env, err);
-  }
+  uncaught(env, status);
   napi_close_handle_scope(env, scope);
 }
 
 static void side_end(iside_t* s);
 
-/** Hands the events of the last read to JavaScript, in order. */
+/** Hands the session's events to JavaScript, one call each, in order. */
 static void deliver(ipair_t* p, int in_js) {
   if (p->delivering) return;
   p->delivering = 1;
@@ -326,6 +353,112 @@ static void deliver(ipair_t* p, int in_js) {
   free(p->ev);
   p->ev = NULL;
   p->delivering = 0;
+}
+
+static void free_pair(ipair_t* p);
+
+/**
+ * Texts go on their own (deliver()), and so does a FIN among other events:
+ * the core acts around its handler, between the handlers of the others. A
+ * FIN alone can join the batch (flush_events() and call_batch() act for it).
+ */
+static int deliver_alone(const ipair_t* p) {
+  for (int i = 0; i < p->nev; i++)
+    if ((p->ev[i].kind == EV_EOF && p->nev > 1) || p->ev[i].text[0] != 0 || p->ev[i].ecode != NULL) return 1;
+  return 0;
+}
+
+/** A session whose events were handed over, unless more came meanwhile. */
+static void delivered(ipair_t* p) {
+  if (p->free_later && !p->pending) free_pair(p);
+}
+
+/**
+ * fn(n): the batch's n events, BATCH_INTS numbers each (kind, side, code,
+ * a, b, the session's slot). Then the events its handlers caused (held
+ * back meanwhile, as deliver() holds back those of its own handlers).
+ */
+static void call_batch(imod_t* mod, napi_env env, int n, ipair_t* batched) {
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value fn, recv, argv[1], result;
+  napi_get_reference_value(env, mod->batch_fn, &fn);
+  // make_callback's receiver is an object.
+  napi_get_global(env, &recv);
+  napi_create_int32(env, n, &argv[0]);
+  uncaught(env, napi_make_callback(env, mod->async, recv, fn, 1, argv, &result));
+  napi_close_handle_scope(env, scope);
+  for (ipair_t *p = batched, *next; p != NULL; p = next) {
+    next = p->next_batched;
+    p->delivering = 0;
+    if (p->batch_eof >= 0) {
+      // As deliver() does after a FIN's handler.
+      iside_t* s = &p->side[p->batch_eof];
+      p->batch_eof = -1;
+      if (s->finished) side_destroy(s, 0, 0);
+    }
+    if (p->nev > 0) deliver(p, 0);
+    delivered(p);
+  }
+}
+
+// The events of a pass over the watch set, every session's, go to
+// JavaScript in one call: a make_callback costs as much as the handlers
+// (a clean close is 7 events, each a call of its own before).
+static void flush_events(void* data) {
+  imod_t* mod = data;
+  while (mod->pending != NULL) {
+    ipair_t* list = mod->pending;
+    mod->pending = NULL;
+    napi_env env = list->env;
+    ipair_t* batched = NULL;
+    int n = 0;
+    for (ipair_t *p = list, *next; p != NULL; p = next) {
+      next = p->next_pending;
+      p->pending = 0;
+      if (p->nev == 0 || deliver_alone(p)) {
+        if (p->nev > 0) deliver(p, 0);
+        delivered(p);
+        continue;
+      }
+      if (p->ev[0].kind == EV_EOF) {
+        // As deliver() does before a FIN's handler (the FIN is the only event).
+        iside_t* s = &p->side[p->ev[0].side];
+        if (s->closing) {
+          p->nev = 0;
+          free(p->ev);
+          p->ev = NULL;
+          delivered(p);
+          continue;
+        }
+        s->eof_emitted = 1;
+        if (!s->half_open) side_end(s);
+      }
+      if (n + p->nev > BATCH_EVENTS) {
+        call_batch(mod, env, n, batched);
+        batched = NULL;
+        n = 0;
+      }
+      p->batch_eof = p->ev[0].kind == EV_EOF ? p->ev[0].side : -1;
+      for (int i = 0; i < p->nev; i++, n++) {
+        const ievent_t* e = &p->ev[i];
+        int32_t* q = mod->batch + (size_t)n * BATCH_INTS;
+        q[0] = e->kind;
+        q[1] = e->side;
+        q[2] = e->code;
+        q[3] = e->a;
+        q[4] = e->b;
+        q[5] = p->slot;
+      }
+      p->nev = 0;
+      free(p->ev);
+      p->ev = NULL;
+      p->delivering = 1;
+      p->next_batched = batched;
+      batched = p;
+    }
+    if (n > 0) call_batch(mod, env, n, batched);
+  }
 }
 
 // ---- sockets -------------------------------------------------------------------
@@ -905,12 +1038,10 @@ static void pump(iside_t* s) {
       s->eof = 1;
       repoll(s);
       push_event(p, EV_EOF, side_index(s));
-      deliver(p, 0);
       return;
     }
     process_read(f, b, n);
     rbuf_release(mod, b);
-    deliver(p, 0);
     if ((size_t)n < p->read_size) return;
   }
 }
@@ -955,8 +1086,8 @@ static void on_side_closed(watch_t* w) {
   e->code = s->err;
   e->a = s->err_op;
   e->b = last;
-  deliver(p, 0);
-  if (last) free_pair(p);
+  // Freed once JavaScript has heard it (flush_events()).
+  if (last) p->free_later = 1;
 }
 
 // ---- JavaScript API ------------------------------------------------------------------
@@ -1014,6 +1145,32 @@ static napi_value set_events(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// setEventBatch(fn, events): where the events of a pass go (flush_events()):
+// fn(n), the numbers in `events`, an Int32Array of BATCH_EVENTS * BATCH_INTS.
+static napi_value set_event_batch(napi_env env, napi_callback_info info) {
+  imod_t* mod;
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod));
+  napi_valuetype type;
+  bool is = false;
+  napi_typedarray_type kind;
+  size_t length = 0;
+  void* data = NULL;
+  if (argc < 2 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function || napi_is_typedarray(env, argv[1], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[1], &kind, &length, &data, NULL, NULL) != napi_ok || kind != napi_int32_array ||
+      length < (size_t)BATCH_EVENTS * BATCH_INTS) {
+    napi_throw_type_error(env, NULL, "wsgate inspect: setEventBatch(fn, Int32Array(" "BATCH_EVENTS * BATCH_INTS" "))");
+    return NULL;
+  }
+  if (mod->batch_fn != NULL) napi_delete_reference(env, mod->batch_fn);
+  if (mod->batch_ref != NULL) napi_delete_reference(env, mod->batch_ref);
+  CHECK(napi_create_reference(env, argv[0], 1, &mod->batch_fn));
+  CHECK(napi_create_reference(env, argv[1], 1, &mod->batch_ref));
+  mod->batch = data;
+  return NULL;
+}
+
 /** A Float64Array of the tally's shape (10 slots), referenced; else NULL. */
 static double* sizes_arg(napi_env env, napi_value v, napi_ref* ref) {
   bool is = false;
@@ -1052,21 +1209,22 @@ static void flow_init(ipair_t* p, flow_t* f, int from_client, int rsv1_allowed, 
 }
 
 // open(owner, clientFd, upstreamFd, readSize, maxMessageBytes, messageRate,
-//      upstreamMessageRate, flags, upstreamSizes, downstreamSizes): relays
-// between duplicates of the two descriptors (the caller closes its own).
-// flags: 1 validateUtf8, 2 rsv1Allowed, 4 the client is a bare connection
-// (hangUp closes it at once). The sizes are the tally's Float64Arrays, or null.
+//      upstreamMessageRate, flags, upstreamSizes, downstreamSizes, slot):
+// relays between duplicates of the two descriptors (the caller closes its
+// own). flags: 1 validateUtf8, 2 rsv1Allowed, 4 the client is a bare
+// connection (hangUp closes it at once). The sizes are the tally's
+// Float64Arrays, or null. slot: where the owner is in the batch's table.
 static napi_value open_session(napi_env env, napi_callback_info info) {
   imod_t* mod;
-  size_t argc = 10;
-  napi_value argv[10], result;
+  size_t argc = 11;
+  napi_value argv[11], result;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod));
-  if (mod->event == NULL) {
-    napi_throw_error(env, NULL, "wsgate inspect: setEvents() first");
+  if (mod->event == NULL || mod->batch_fn == NULL) {
+    napi_throw_error(env, NULL, "wsgate inspect: setEvents() and setEventBatch() first");
     return NULL;
   }
-  if (argc < 10) {
-    napi_throw_type_error(env, NULL, "wsgate inspect: open() takes 10 arguments");
+  if (argc < 11) {
+    napi_throw_type_error(env, NULL, "wsgate inspect: open() takes 11 arguments");
     return NULL;
   }
   napi_valuetype type;
@@ -1075,7 +1233,7 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "wsgate inspect: the owner is an object");
     return NULL;
   }
-  int32_t fds[2] = {-1, -1}, read_size, flags;
+  int32_t fds[2] = {-1, -1}, read_size, flags, slot;
   double max_message, rate, up_rate;
   // The client: a descriptor to duplicate, or a connection the module accepted (conn.c), taken as it is.
   conn_t* accepted = conn_of(env, argv[1]);
@@ -1088,6 +1246,7 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_double(env, argv[5], &rate));
   CHECK(napi_get_value_double(env, argv[6], &up_rate));
   CHECK(napi_get_value_int32(env, argv[7], &flags));
+  CHECK(napi_get_value_int32(env, argv[10], &slot));
   if (read_size <= 0 || read_size > READ_MAX) read_size = READ_MAX;
   if (!(max_message >= 0 && max_message <= 9007199254740991.0)) max_message = 0;
   if (!(rate >= 0)) rate = 0;
@@ -1113,6 +1272,7 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
     return NULL;
   }
   p->owner = owner;
+  p->slot = slot;
   p->mod = mod;
   p->env = env;
   p->read_size = (size_t)read_size;
@@ -1323,6 +1483,30 @@ static napi_value session_stat(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// stats(session, out): stat() 0 to 3 and whether it was active, in a
+// Float64Array of 5: a session's last figures in one call.
+static napi_value session_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  ipair_t* p = session_side(env, info, 2, argv, NULL);
+  if (p == NULL) return NULL;
+  bool is = false;
+  napi_typedarray_type kind;
+  size_t length = 0;
+  void* data = NULL;
+  if (napi_is_typedarray(env, argv[1], &is) != napi_ok || !is || napi_get_typedarray_info(env, argv[1], &kind, &length, &data, NULL, NULL) != napi_ok ||
+      kind != napi_float64_array || length < 5) {
+    napi_throw_type_error(env, NULL, "wsgate inspect: stats(session, Float64Array(5))");
+    return NULL;
+  }
+  double* out = data;
+  out[0] = p->flow[0].bytes;
+  out[1] = p->flow[1].bytes;
+  out[2] = p->flow[0].messages;
+  out[3] = p->flow[1].messages;
+  out[4] = p->active;
+  return NULL;
+}
+
 // openSessions(): sessions not yet freed (for tests).
 static napi_value open_sessions(napi_env env, napi_callback_info info) {
   imod_t* mod;
@@ -1354,6 +1538,7 @@ napi_value wsgate_inspect_init(napi_env env, napi_value exports, watch_home_t* h
   napi_add_env_cleanup_hook(env, free_module, mod);
   napi_property_descriptor props[] = {
     {"setEvents", NULL, set_events, NULL, NULL, NULL, napi_enumerable, mod},
+    {"setEventBatch", NULL, set_event_batch, NULL, NULL, NULL, napi_enumerable, mod},
     {"open", NULL, open_session, NULL, NULL, NULL, napi_enumerable, mod},
     {"feed", NULL, feed, NULL, NULL, NULL, napi_enumerable, mod},
     {"inject", NULL, inject, NULL, NULL, NULL, napi_enumerable, mod},
@@ -1364,6 +1549,7 @@ napi_value wsgate_inspect_init(napi_env env, napi_value exports, watch_home_t* h
     {"probe", NULL, probe, NULL, NULL, NULL, napi_enumerable, mod},
     {"active", NULL, active, NULL, NULL, NULL, napi_enumerable, mod},
     {"stat", NULL, session_stat, NULL, NULL, NULL, napi_enumerable, mod},
+    {"stats", NULL, session_stats, NULL, NULL, NULL, napi_enumerable, mod},
     {"openSessions", NULL, open_sessions, NULL, NULL, NULL, napi_enumerable, mod},
   };
   napi_create_object(env, &obj);

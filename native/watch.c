@@ -20,7 +20,11 @@ struct watch_set {
   int64_t watched;     // watchers not yet closed: the loop stays alive while there are any
   watch_t* closed_head;
   watch_t* closed_tail;
+  watch_after_cb after;
+  void* after_data;
+  int in_pass;         // inside on_ready's or on_idle's callbacks
   unsigned referenced : 1;
+  unsigned after_wanted : 1;
 };
 
 static uint64_t key_of(watch_set_t* set, uint32_t slot) { return ((uint64_t)set->gens[slot] << 32) | slot; }
@@ -41,12 +45,22 @@ static void keep_alive(watch_set_t* set) {
   else uv_unref((uv_handle_t*)&set->poll);
 }
 
+// The end of a pass: the after callback, as often as it is asked for again.
+static void end_pass(watch_set_t* set) {
+  while (set->after_wanted) {
+    set->after_wanted = 0;
+    set->after(set->after_data);
+  }
+  set->in_pass--;
+}
+
 static void on_ready(uv_poll_t* handle, int status, int events) {
   watch_set_t* set = handle->data;
   struct epoll_event ev[BATCH];
   int n;
   do n = epoll_wait(set->epfd, ev, BATCH, 0);
   while (n < 0 && errno == EINTR);
+  set->in_pass++;
   for (int i = 0; i < n; i++) {
     uint32_t slot = (uint32_t)ev[i].data.u64;
     uint32_t gen = (uint32_t)(ev[i].data.u64 >> 32);
@@ -67,18 +81,34 @@ static void on_ready(uv_poll_t* handle, int status, int events) {
     if ((e & EPOLLOUT) && (w->events & UV_WRITABLE)) uv |= UV_WRITABLE;
     if (uv != 0) w->cb(w, 0, uv);
   }
+  end_pass(set);
 }
 
 static void on_idle(uv_idle_t* idle) {
   watch_set_t* set = idle->data;
-  // Callbacks may close more watchers: they join this queue and run now.
-  while (set->closed_head != NULL) {
-    watch_t* w = set->closed_head;
-    set->closed_head = w->next_closed;
-    if (set->closed_head == NULL) set->closed_tail = NULL;
-    w->closed(w);
-  }
+  set->in_pass++;
+  // Callbacks may close more watchers, and so may the after callback: they join this queue and run now.
+  do {
+    while (set->closed_head != NULL) {
+      watch_t* w = set->closed_head;
+      set->closed_head = w->next_closed;
+      if (set->closed_head == NULL) set->closed_tail = NULL;
+      w->closed(w);
+    }
+    while (set->after_wanted) {
+      set->after_wanted = 0;
+      set->after(set->after_data);
+    }
+  } while (set->closed_head != NULL);
+  set->in_pass--;
   uv_idle_stop(idle);
+}
+
+void watch_set_after(watch_set_t* set, watch_after_cb after, void* data) {
+  set->after = after;
+  set->after_data = data;
+  set->after_wanted = 1;
+  if (set->in_pass == 0) uv_idle_start(&set->idle, on_idle);
 }
 
 watch_set_t* watch_set_new(uv_loop_t* loop) {

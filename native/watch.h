@@ -38,6 +38,7 @@ typedef struct watch_home {
 // events: UV_READABLE | UV_WRITABLE, only those asked for.
 typedef void (*watch_cb)(watch_t* w, int status, int events);
 typedef void (*watch_closed_cb)(watch_t* w);
+typedef void (*watch_after_cb)(void* data);
 
 struct watch {
   void* data;
@@ -75,5 +76,11 @@ void watch_move(watch_t* from, watch_t* to, watch_cb cb);
 // Stops watching; the caller closes the descriptor (which takes it out of the
 // set). `closed` runs on a later turn of the loop, as a uv_close callback would.
 void watch_close(watch_t* w, watch_closed_cb closed);
+// Runs `after(data)` once at the end of the set's current pass over ready
+// descriptors or closed watchers, or outside one on the next turn of the
+// loop: callbacks can gather work there and do it once per pass (the
+// inspect core hands its sessions' events to JavaScript in one call).
+// One after callback per set: the last one asked for.
+void watch_set_after(watch_set_t* set, watch_after_cb after, void* data);
 
 #endif

@@ -471,8 +471,8 @@ void describe('native inspect core: in the gateway', { skip }, () => {
       }
     }
     const before = core.openSessions!();
-    assert.throws(() => core.open!({}, -1, -1, 1024, 0, 0, 0, 0, null, null), /wsgate inspect/);
-    assert.throws(() => core.open!(42, 0, 1, 1024, 0, 0, 0, 0, null, null), /wsgate inspect/);
+    assert.throws(() => core.open!({}, -1, -1, 1024, 0, 0, 0, 0, null, null, 0), /wsgate inspect/);
+    assert.throws(() => core.open!(42, 0, 1, 1024, 0, 0, 0, 0, null, null, 0), /wsgate inspect/);
     assert.throws(() => core.open!({}), /wsgate inspect/);
     assert.equal(core.openSessions!(), before);
     assert.throws(() => core.setEvents!('not a function'), /wsgate inspect/);

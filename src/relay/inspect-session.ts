@@ -73,6 +73,8 @@ export abstract class InspectSession implements Relay {
   #recvUpstream = false;
   /** The client's own Close frame came: it sends nothing more. */
   #clientSaidClose = false;
+  /** endClient() was called: the client's end is under way. */
+  #clientEnded = false;
   /** close() has run. */
   #closing = false;
   #closeTimer: NodeJS.Timeout | undefined;
@@ -158,7 +160,8 @@ export abstract class InspectSession implements Relay {
   protected heardClose(fromClient: boolean, code: number): void {
     if (fromClient) this.#recvClient = this.#clientSaidClose = true;
     else this.#recvUpstream = true;
-    this.#record(fromClient ? 'client' : 'upstream', `close ${code}`, code);
+    // The first word on how it ended stands (#record): the second Close's words are not built.
+    if (this.#end === undefined) this.#record(fromClient ? 'client' : 'upstream', `close ${code}`, code);
     this.#armCloseTimer();
     this.#settle();
   }
@@ -296,7 +299,11 @@ export abstract class InspectSession implements Relay {
     // for the upstream's FIN (the close timer cuts an upstream that never
     // sends one). Ending upstream connections first would pile TIME_WAIT
     // sockets onto the gateway's ephemeral ports toward each backend.
-    if (this.#sentClient && this.#recvClient) this.endClient(this.#clientSaidClose);
+    // Once: every later call would find the client's end under way (both relays' endClient).
+    if (this.#sentClient && this.#recvClient && !this.#clientEnded) {
+      this.#clientEnded = true;
+      this.endClient(this.#clientSaidClose);
+    }
   }
 
   #armCloseTimer(): void {

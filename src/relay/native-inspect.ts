@@ -36,9 +36,11 @@ interface CoreSession {
 }
 
 type EventFn = (owner: NativeInspect, kind: number, side: number, code: number, a: number, b: number, text: string | null, errorCode: string | null) => void;
+type BatchFn = (n: number) => void;
 
 interface Core {
   setEvents(fn: EventFn): void;
+  setEventBatch(fn: BatchFn, events: Int32Array): void;
   open(
     owner: NativeInspect,
     /** A descriptor to duplicate, or a connection the native module accepted, taken as it is. */
@@ -52,6 +54,8 @@ interface Core {
     flags: number,
     upstreamSizes: Float64Array | null,
     downstreamSizes: Float64Array | null,
+    /** Where the owner is in `owners`, for the batches. */
+    slot: number,
   ): CoreSession;
   feed(session: CoreSession, side: Side, chunk: Buffer): void;
   inject(session: CoreSession, side: Side, frame: Buffer, isClose: boolean): number;
@@ -62,6 +66,8 @@ interface Core {
   probe(session: CoreSession): number;
   active(session: CoreSession, clear: boolean): boolean;
   stat(session: CoreSession, which: number): number;
+  /** stat() 0 to 3 and whether it was active (1 or 0), into `out`. */
+  stats(session: CoreSession, out: Float64Array): void;
   openSessions(): number;
 }
 
@@ -90,6 +96,17 @@ const INJECT_CLOSE_OUT = 2;
 const READ_MAX = 65_536;
 const IO_OPS = ['read', 'write', 'shutdown'];
 
+// The events of one pass over the core's descriptors come in one call
+// (native/inspect.c's flush_events()): BATCH_INTS numbers each, the last
+// the session's slot in `owners` (no object crosses over per event).
+const BATCH_EVENTS = 256;
+const BATCH_INTS = 6;
+const batch = new Int32Array(BATCH_EVENTS * BATCH_INTS);
+const owners: (NativeInspect | undefined)[] = [];
+/** A session's last figures (core.stats()). */
+const lastStats = new Float64Array(5);
+const freeSlots: number[] = [];
+
 /** The core, or why there is none (undefined: turned off). */
 function loadCore(): Core | string | undefined {
   if (process.env.WSGATE_INSPECT_CORE === 'js') return undefined;
@@ -100,7 +117,9 @@ function loadCore(): Core | string | undefined {
   if (typeof native === 'string') return native;
   const core = (native as { inspect?: Core }).inspect;
   if (core === undefined) return 'the native module is older than this code: run npm ci';
+  if (typeof core.setEventBatch !== 'function') return 'the native module is older than this code: run npm ci';
   core.setEvents(coreEvent);
+  core.setEventBatch(coreEvents, batch);
   return core;
 }
 
@@ -120,6 +139,8 @@ export class NativeInspect extends InspectSession {
   #up: UpstreamConnection | null;
   readonly #done: RelayDone;
   #session: CoreSession | null = null;
+  /** In `owners`, while the core has the session. */
+  #slot = -1;
   /** The JavaScript relay, for a session the core could not take. */
   #js: InspectRelay | null = null;
   /** The counters once the session is over (bytes and messages, from the client and from the upstream). */
@@ -201,6 +222,8 @@ export class NativeInspect extends InspectSession {
     let flags = down instanceof BareConn ? F_BARE_CLIENT : 0;
     if (limits.validateUtf8) flags |= F_VALIDATE_UTF8;
     if (limits.rsv1Allowed) flags |= F_RSV1;
+    const slot = (this.#slot = freeSlots.pop() ?? owners.length);
+    owners[slot] = this;
     try {
       this.#session = core!.open(
         this,
@@ -213,8 +236,10 @@ export class NativeInspect extends InspectSession {
         flags,
         tally === null ? null : tally.upstreamSizes,
         tally === null ? null : tally.downstreamSizes,
+        slot,
       );
     } catch {
+      releaseSlot(slot);
       // Out of descriptors for the duplicates, say: this session stays in JavaScript.
       this.#runInJs(toClient, toUpstream, fromUpstream, fromClient);
       return;
@@ -298,9 +323,10 @@ export class NativeInspect extends InspectSession {
       case EV_CLOSED:
         if (b !== 0) {
           // The last one: the core frees the session when this returns.
-          const s = this.#session!;
-          this.#final = [core!.stat(s, 0), core!.stat(s, 1), core!.stat(s, 2), core!.stat(s, 3)];
-          this.#active = core!.active(s, false);
+          core!.stats(this.#session!, lastStats);
+          this.#final = [lastStats[0]!, lastStats[1]!, lastStats[2]!, lastStats[3]!];
+          this.#active = lastStats[4] !== 0;
+          releaseSlot(this.#slot);
           this.#session = null;
         }
         if (code !== 0) this.peerFailed(isClient, errorReason(code, a));
@@ -358,6 +384,26 @@ export class NativeInspect extends InspectSession {
 
 function coreEvent(owner: NativeInspect, kind: number, side: number, code: number, a: number, b: number, text: string | null, errorCode: string | null): void {
   owner.coreEvent(kind, side, code, a, b, text, errorCode);
+}
+
+function releaseSlot(slot: number): void {
+  owners[slot] = undefined;
+  freeSlots.push(slot);
+}
+
+function coreEvents(n: number): void {
+  // One session's failing handler must not keep the others' events from them.
+  let failed = false;
+  let failure: unknown;
+  for (let i = 0, at = 0; i < n; i++, at += BATCH_INTS) {
+    try {
+      owners[batch[at + 5]!]!.coreEvent(batch[at]!, batch[at + 1]!, batch[at + 2]!, batch[at + 3]!, batch[at + 4]!, null, null);
+    } catch (err) {
+      if (!failed) failure = err;
+      failed = true;
+    }
+  }
+  if (failed) throw failure;
 }
 
 /** As a socket's error reads in the access log: resets are "reset", the rest "error: read ETIMEDOUT". */
