@@ -31,6 +31,7 @@
 
 #include "inspect.h"
 #include "conn.h"
+#include "accept-key.h"
 #include "dial.h"
 #include "watch.h"
 
@@ -468,6 +469,7 @@ NAPI_MODULE_INIT() {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   // Inspect mode's core (native/inspect.c) lives in the same module.
+  wsgate_accept_key_init(env, exports);
   wsgate_dial_init(env, exports, &mod->home);
   wsgate_conn_init(env, exports, &mod->home);
   return wsgate_inspect_init(env, exports, &mod->home);

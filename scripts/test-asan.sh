@@ -1,5 +1,5 @@
 #!/bin/sh
-# npm run test:asan: the native relay cores (native/relay.c, native/inspect.c, native/frame-tracker.c, native/watch.c, native/dial.c, native/conn.c) built with
+# npm run test:asan: the native relay cores (native/relay.c, native/inspect.c, native/frame-tracker.c, native/watch.c, native/dial.c, native/conn.c, native/accept-key.c) built with
 # AddressSanitizer and UndefinedBehaviorSanitizer, then the tests that drive
 # it run on that build. Any ASan or UBSan report fails the run.
 #
@@ -32,7 +32,7 @@ fi
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 # shellcheck disable=SC2086
 "$CC" -shared -fPIC -g -O1 $sanitize -Wall -Wextra -Wno-unused-parameter -Werror \
-  -DNAPI_VERSION=8 -I"$node_include" native/relay.c native/inspect.c native/frame-tracker.c native/watch.c native/dial.c native/conn.c -o "$out/wsgate_relay.node"
+  -DNAPI_VERSION=8 -I"$node_include" native/relay.c native/inspect.c native/frame-tracker.c native/watch.c native/dial.c native/conn.c native/accept-key.c -o "$out/wsgate_relay.node"
 echo "test:asan: built $out/wsgate_relay.node with $("$CC" --version | head -n 1) against $node_include"
 
 libasan=$("$CC" -print-file-name=libasan.so)
