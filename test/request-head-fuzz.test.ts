@@ -86,6 +86,32 @@ void describe('parseUpgradeHead against llhttp (differential)', () => {
     });
   }
 
+  // The edges of the field grammar the fast parser scans by hand (readField): a value it takes is the one llhttp reads.
+  const edges: [string, string | undefined][] = [
+    ['X-A:\t', ''],
+    ['X-A:   ', ''],
+    ['X-A: \t ', ''],
+    ['X-A: x \t y  ', 'x \t y'],
+    ['X-A:\t\xa0x\xff', '\xa0x\xff'],
+    ['x-a: lower-case name', 'lower-case name'],
+    ['X-A: x\t', undefined],
+    ['X-A: x\t  ', undefined],
+    ['X-A: x\x7f', undefined],
+    ['X-A: \x01', undefined],
+    [': x', undefined],
+    ['X-A', undefined],
+    ['X\xe9: x', undefined],
+  ];
+  for (const [line, value] of edges) {
+    void it(`the field line ${JSON.stringify(line)}: ${value === undefined ? 'left to Node' : `value ${JSON.stringify(value)}`}`, () => {
+      const head = `GET / HTTP/1.1\r\n${HANDSHAKE}Connection: Upgrade\r\n${line}`;
+      const c = compareHead(latin1(`${head}\r\n\r\n`));
+      assert.equal(c.disagreement, undefined);
+      assert.equal(c.fast, value === undefined ? 'declined' : 'accepted');
+      if (value !== undefined) assert.equal(parseUpgradeHead(head, new Socket())?.rawHeaders.at(-1), value);
+    });
+  }
+
   void it('a repeated Host: llhttp takes it (keeping the first), the fast parser leaves it to Node, the front door refuses it', () => {
     const head = `GET / HTTP/1.1\r\n${HANDSHAKE}Connection: Upgrade\r\nHost: other.example\r\n\r\n`;
     const c = compareHead(latin1(head));

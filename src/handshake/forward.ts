@@ -38,6 +38,7 @@ export interface ForwardContext {
  */
 export function forwardHeaders(req: UpgradeRequest, ctx: ForwardContext): string[] {
   const raw = req.rawHeaders;
+  const lowers = req.lowerNames;
   const named = connectionTokens(req.headers.connection);
   const out: string[] = [];
   let xff: string | undefined;
@@ -47,7 +48,7 @@ export function forwardHeaders(req: UpgradeRequest, ctx: ForwardContext): string
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
-    const lower = name.toLowerCase();
+    const lower = lowers !== undefined ? lowers[i >> 1]! : name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || (named !== undefined && named.has(lower))) continue;
     if (ctx.extra !== undefined && ctx.extra.has(lower)) continue;
     if (ctx.protocol !== undefined && lower === 'sec-websocket-protocol') continue;

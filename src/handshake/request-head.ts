@@ -17,6 +17,8 @@ export interface UpgradeRequest {
   readonly headers: IncomingHttpHeaders;
   /** [name, value, name, value…] as received. */
   readonly rawHeaders: string[];
+  /** rawHeaders' names lower-case, in order, when the parser kept them (RequestHead). */
+  readonly lowerNames?: readonly string[] | undefined;
   readonly socket: RelaySocket;
 }
 
@@ -30,6 +32,7 @@ export class RequestHead implements UpgradeRequest {
     readonly headers: IncomingHttpHeaders,
     readonly rawHeaders: string[],
     readonly socket: RelaySocket,
+    readonly lowerNames: readonly string[],
   ) {}
 }
 
@@ -59,13 +62,6 @@ const SINGLE = new Set([
 
 /** An origin-form target of visible ASCII. */
 const TARGET = /^\/[\x21-\x7e]*$/;
-/**
- * RFC 9110 §5.1 field-name ":" OWS field-value OWS, value bytes as llhttp's
- * strict mode takes them. Trailing whitespace is spaces only: llhttp drops a
- * trailing tab from the value too, but a tab after "upgrade" hides that
- * token of Connection from it (differential fuzzing found it).
- */
-const FIELD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?) *$/;
 const MAX_FIELDS = 1_000;
 
 /**
@@ -86,25 +82,93 @@ export function parseUpgradeHead(head: string, socket: RelaySocket): RequestHead
   if (!TARGET.test(url)) return undefined;
   const headers: IncomingHttpHeaders = {};
   const raw: string[] = [];
+  // Kept for forwardHeaders(), which would lower-case every name again.
+  const lowers: string[] = [];
   // llhttp sees an upgrade only in an Upgrade field with a value: two empty ones join into ", ".
   let upgrade = false;
   let start = eol + 2;
   while (start < head.length) {
     let end = head.indexOf('\r\n', start);
     if (end === -1) end = head.length;
-    const m = FIELD.exec(head.slice(start, end));
-    if (m === null || raw.length >= 2 * MAX_FIELDS) return undefined;
-    const name = m[1]!;
-    const value = m[2]!;
-    raw.push(name, value);
-    const lower = name.toLowerCase();
+    if (raw.length >= 2 * MAX_FIELDS) return undefined;
+    const lower = readField(head, start, end, raw);
+    if (lower === undefined) return undefined;
+    lowers.push(lower);
+    const value = raw[raw.length - 1]!;
     if (lower === 'upgrade' && value !== '') upgrade = true;
     if (!addField(headers, lower, value)) return undefined;
     start = end + 2;
   }
   if (headers['content-length'] !== undefined || headers['transfer-encoding'] !== undefined) return undefined;
   if (!upgrade || !connectionUpgrade(headers.connection)) return undefined;
-  return new RequestHead(url, headers, raw, socket);
+  return new RequestHead(url, headers, raw, socket, lowers);
+}
+
+const COLON = 0x3a;
+const SP = 0x20;
+const HTAB = 0x09;
+const DEL = 0x7f;
+const TOKEN = 1;
+const UPPER = 2;
+/** By char code below 0x80: TOKEN for an RFC 9110 tchar, TOKEN | UPPER for an upper-case letter, 0 for the rest. */
+const TCHAR = new Uint8Array(0x80);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = TOKEN;
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = TOKEN | UPPER;
+
+/**
+ * Reads the field line head[start, end) into raw (its name and value) and
+ * returns the name lower-cased, or undefined when the line is not one that
+ *
+ *   /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?) *$/
+ *
+ * matches (name and value its two groups): RFC 9110 §5.1 field-name ":" OWS
+ * field-value OWS, value bytes as llhttp's strict mode takes them. Trailing
+ * whitespace is spaces only: llhttp drops a trailing tab from the value too,
+ * but a tab after "upgrade" hides that token of Connection from it
+ * (differential fuzzing found it). Scanned by hand in one pass, with a slice
+ * for the name and one for the value: running that regex on each line cost
+ * a slice of the line, a match array and most of the parse's instructions.
+ */
+function readField(head: string, start: number, end: number, raw: string[]): string | undefined {
+  let colon = start;
+  let kinds = 0;
+  for (; colon < end; colon++) {
+    const c = head.charCodeAt(colon);
+    if (c === COLON) break;
+    const kind = c < 0x80 ? TCHAR[c]! : 0;
+    if (kind === 0) return undefined;
+    kinds |= kind;
+  }
+  if (colon === start || colon === end) return undefined;
+  let from = colon + 1;
+  while (from < end && isOws(head.charCodeAt(from))) from++;
+  const to = valueEnd(head, from, end);
+  if (to === -1) return undefined;
+  const name = head.slice(start, colon);
+  raw.push(name, head.slice(from, to));
+  // A token is ASCII: with no upper-case letter it is its own lower case, no call and no copy.
+  return (kinds & UPPER) === 0 ? name : name.toLowerCase();
+}
+
+function isOws(c: number): boolean {
+  return c === SP || c === HTAB;
+}
+
+/**
+ * The end of the value that starts at `from` (past the OWS) and runs to
+ * `end`, without its trailing spaces; -1 when a tab ends it or it holds a
+ * char outside the grammar's ranges: a control but the tab, DEL, or (in no
+ * latin1 head, but a string that is not one must not slip past) one above 0xff.
+ */
+function valueEnd(head: string, from: number, end: number): number {
+  let to = end;
+  while (to > from && head.charCodeAt(to - 1) === SP) to--;
+  if (to > from && head.charCodeAt(to - 1) === HTAB) return -1;
+  for (let i = from; i < to; i++) {
+    const c = head.charCodeAt(i);
+    if (c < SP ? c !== HTAB : c === DEL || c > 0xff) return -1;
+  }
+  return to;
 }
 
 /**
