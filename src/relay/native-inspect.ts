@@ -103,9 +103,9 @@ const BATCH_EVENTS = 256;
 const BATCH_INTS = 6;
 const batch = new Int32Array(BATCH_EVENTS * BATCH_INTS);
 const owners: (NativeInspect | undefined)[] = [];
+const freeSlots: number[] = [];
 /** A session's last figures (core.stats()). */
 const lastStats = new Float64Array(5);
-const freeSlots: number[] = [];
 
 /** The core, or why there is none (undefined: turned off). */
 function loadCore(): Core | string | undefined {
@@ -116,8 +116,7 @@ function loadCore(): Core | string | undefined {
   const native = nativeModule();
   if (typeof native === 'string') return native;
   const core = (native as { inspect?: Core }).inspect;
-  if (core === undefined) return 'the native module is older than this code: run npm ci';
-  if (typeof core.setEventBatch !== 'function') return 'the native module is older than this code: run npm ci';
+  if (core === undefined || typeof core.setEventBatch !== 'function') return 'the native module is older than this code: run npm ci';
   core.setEvents(coreEvent);
   core.setEventBatch(coreEvents, batch);
   return core;
