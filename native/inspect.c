@@ -1129,58 +1129,54 @@ static ipair_t* session_side(napi_env env, napi_callback_info info, size_t want,
   return p;
 }
 
-// setEvents(fn): where every session's events go: fn(owner, kind, side, code, a, b, text, errorCode).
-static napi_value set_events(napi_env env, napi_callback_info info) {
-  imod_t* mod;
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod));
-  napi_valuetype type;
-  if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) {
-    napi_throw_type_error(env, NULL, "wsgate inspect: setEvents(fn)");
-    return NULL;
-  }
-  if (mod->event != NULL) napi_delete_reference(env, mod->event);
-  CHECK(napi_create_reference(env, argv[0], 1, &mod->event));
-  return NULL;
-}
-
-// setEventBatch(fn, events): where the events of a pass go (flush_events()):
-// fn(n), the numbers in `events`, an Int32Array of BATCH_EVENTS * BATCH_INTS.
-static napi_value set_event_batch(napi_env env, napi_callback_info info) {
-  imod_t* mod;
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod));
-  napi_valuetype type;
+/** The data of a typed array of `type` and at least `min` elements; else NULL. */
+static void* typed_data(napi_env env, napi_value v, napi_typedarray_type type, size_t min) {
   bool is = false;
   napi_typedarray_type kind;
   size_t length = 0;
   void* data = NULL;
-  if (argc < 2 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function || napi_is_typedarray(env, argv[1], &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, argv[1], &kind, &length, &data, NULL, NULL) != napi_ok || kind != napi_int32_array ||
-      length < (size_t)BATCH_EVENTS * BATCH_INTS) {
-    napi_throw_type_error(env, NULL, "wsgate inspect: setEventBatch(fn, Int32Array(" "BATCH_EVENTS * BATCH_INTS" "))");
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is || napi_get_typedarray_info(env, v, &kind, &length, &data, NULL, NULL) != napi_ok ||
+      kind != type || length < min)
+    return NULL;
+  return data;
+}
+
+// setEvents(fn, batchFn, events): where every session's events go. One at a
+// time (texts, a FIN among other news, calls out of JavaScript): fn(owner,
+// kind, side, code, a, b, text, errorCode). The rest of a pass over the watch
+// set (flush_events()): batchFn(n), the numbers in `events`, an Int32Array of
+// BATCH_EVENTS * BATCH_INTS.
+static napi_value set_events(napi_env env, napi_callback_info info) {
+  imod_t* mod;
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod));
+  napi_valuetype type, batch_type;
+  int32_t* batch = argc < 3 ? NULL : typed_data(env, argv[2], napi_int32_array, (size_t)BATCH_EVENTS * BATCH_INTS);
+  if (batch == NULL || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function || napi_typeof(env, argv[1], &batch_type) != napi_ok ||
+      batch_type != napi_function) {
+    napi_throw_type_error(env, NULL, "wsgate inspect: setEvents(fn, batchFn, Int32Array)");
     return NULL;
   }
-  if (mod->batch_fn != NULL) napi_delete_reference(env, mod->batch_fn);
-  if (mod->batch_ref != NULL) napi_delete_reference(env, mod->batch_ref);
-  CHECK(napi_create_reference(env, argv[0], 1, &mod->batch_fn));
-  CHECK(napi_create_reference(env, argv[1], 1, &mod->batch_ref));
-  mod->batch = data;
+  napi_ref refs[3];
+  for (int i = 0; i < 3; i++) CHECK(napi_create_reference(env, argv[i], 1, &refs[i]));
+  if (mod->event != NULL) {
+    napi_delete_reference(env, mod->event);
+    napi_delete_reference(env, mod->batch_fn);
+    napi_delete_reference(env, mod->batch_ref);
+  }
+  mod->event = refs[0];
+  mod->batch_fn = refs[1];
+  mod->batch_ref = refs[2];
+  mod->batch = batch;
   return NULL;
 }
 
 /** A Float64Array of the tally's shape (10 slots), referenced; else NULL. */
 static double* sizes_arg(napi_env env, napi_value v, napi_ref* ref) {
-  bool is = false;
   *ref = NULL;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return NULL;
-  napi_typedarray_type type;
-  size_t length;
-  void* data;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length < 10) return NULL;
-  if (napi_create_reference(env, v, 1, ref) != napi_ok) return NULL;
+  double* data = typed_data(env, v, napi_float64_array, 10);
+  if (data == NULL || napi_create_reference(env, v, 1, ref) != napi_ok) return NULL;
   return data;
 }
 
@@ -1219,8 +1215,8 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
   size_t argc = 11;
   napi_value argv[11], result;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod));
-  if (mod->event == NULL || mod->batch_fn == NULL) {
-    napi_throw_error(env, NULL, "wsgate inspect: setEvents() and setEventBatch() first");
+  if (mod->event == NULL) {
+    napi_throw_error(env, NULL, "wsgate inspect: setEvents() first");
     return NULL;
   }
   if (argc < 11) {
@@ -1489,16 +1485,11 @@ static napi_value session_stats(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   ipair_t* p = session_side(env, info, 2, argv, NULL);
   if (p == NULL) return NULL;
-  bool is = false;
-  napi_typedarray_type kind;
-  size_t length = 0;
-  void* data = NULL;
-  if (napi_is_typedarray(env, argv[1], &is) != napi_ok || !is || napi_get_typedarray_info(env, argv[1], &kind, &length, &data, NULL, NULL) != napi_ok ||
-      kind != napi_float64_array || length < 5) {
+  double* out = typed_data(env, argv[1], napi_float64_array, 5);
+  if (out == NULL) {
     napi_throw_type_error(env, NULL, "wsgate inspect: stats(session, Float64Array(5))");
     return NULL;
   }
-  double* out = data;
   out[0] = p->flow[0].bytes;
   out[1] = p->flow[1].bytes;
   out[2] = p->flow[0].messages;
@@ -1538,7 +1529,6 @@ napi_value wsgate_inspect_init(napi_env env, napi_value exports, watch_home_t* h
   napi_add_env_cleanup_hook(env, free_module, mod);
   napi_property_descriptor props[] = {
     {"setEvents", NULL, set_events, NULL, NULL, NULL, napi_enumerable, mod},
-    {"setEventBatch", NULL, set_event_batch, NULL, NULL, NULL, napi_enumerable, mod},
     {"open", NULL, open_session, NULL, NULL, NULL, napi_enumerable, mod},
     {"feed", NULL, feed, NULL, NULL, NULL, napi_enumerable, mod},
     {"inject", NULL, inject, NULL, NULL, NULL, napi_enumerable, mod},

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import type { WebSocket } from 'ws';
 import { inspectCoreSessions, NATIVE_INSPECT, type NativeInspect } from '../src/relay/native-inspect.js';
 import { nativeModule } from '../src/relay/native-module.js';
 import { eventually, openClient, startBackend, startGateway } from './helpers.js';
@@ -463,10 +464,29 @@ void describe('native inspect core: in the gateway', { skip }, () => {
     }
   });
 
+  void it('300 upstreams gone at once: every client hears 1011, and every session is freed (events of up to 128 sessions in one call)', async () => {
+    const backend = await startBackend();
+    const gw = await startGateway(inspectConfig([backend.url], 'perIp: { maxConnections: 1000, handshakeRate: 10000/s, handshakeBurst: 1000 }'));
+    const clients: WebSocket[] = [];
+    try {
+      await eventually(() => inspectCoreSessions() === 0, 5_000, `no sessions left in the core from earlier tests (${inspectCoreSessions()})`);
+      for (let i = 0; i < 300; i++) clients.push(await openClient(gw.url));
+      await eventually(() => inspectCoreSessions() === 300, 10_000, '300 sessions in the core');
+      const codes = clients.map((ws) => new Promise<number>((resolve) => ws.once('close', (code: number) => resolve(code))));
+      for (const ws of backend.wss.clients) ws.terminate();
+      assert.deepEqual(new Set(await Promise.all(codes)), new Set([1011]));
+      await eventually(() => inspectCoreSessions() === 0, 10_000, `every session freed (${inspectCoreSessions()} left)`);
+    } finally {
+      for (const ws of clients) ws.terminate();
+      await gw.close();
+      await backend.close();
+    }
+  });
+
   void it('refuses bad arguments with an exception, never a crash', { skip: typeof nativeModule() !== 'object' && 'not built' }, () => {
     const core = (nativeModule() as { inspect: Record<string, (...args: unknown[]) => unknown> }).inspect;
     for (const v of [undefined, null, 0, 'session', {}, Buffer.alloc(8)]) {
-      for (const fn of ['feed', 'inject', 'canClose', 'shut', 'end', 'destroy', 'probe', 'active', 'stat']) {
+      for (const fn of ['feed', 'inject', 'canClose', 'shut', 'end', 'destroy', 'probe', 'active', 'stat', 'stats']) {
         assert.throws(() => core[fn]!(v, 0, Buffer.alloc(1), false), /wsgate inspect/, fn);
       }
     }

@@ -39,8 +39,8 @@ type EventFn = (owner: NativeInspect, kind: number, side: number, code: number, 
 type BatchFn = (n: number) => void;
 
 interface Core {
-  setEvents(fn: EventFn): void;
-  setEventBatch(fn: BatchFn, events: Int32Array): void;
+  /** One event at a time to `fn`; a pass's batch to `batchFn`, its numbers in `events`. */
+  setEvents(fn: EventFn, batchFn: BatchFn, events: Int32Array): void;
   open(
     owner: NativeInspect,
     /** A descriptor to duplicate, or a connection the native module accepted, taken as it is. */
@@ -116,9 +116,8 @@ function loadCore(): Core | string | undefined {
   const native = nativeModule();
   if (typeof native === 'string') return native;
   const core = (native as { inspect?: Core }).inspect;
-  if (core === undefined || typeof core.setEventBatch !== 'function') return 'the native module is older than this code: run npm ci';
-  core.setEvents(coreEvent);
-  core.setEventBatch(coreEvents, batch);
+  if (core === undefined || typeof core.stats !== 'function') return 'the native module is older than this code: run npm ci';
+  core.setEvents(coreEvent, coreEvents, batch);
   return core;
 }
 
