@@ -118,6 +118,8 @@ export async function waitForPort(child: Child, port: number, timeoutMs = 15_000
 interface ProcStat {
   readonly ppid: number;
   readonly ticks: number;
+  /** Of which in the kernel (stime). */
+  readonly sysTicks: number;
 }
 
 function readStat(pid: number): ProcStat | undefined {
@@ -129,7 +131,7 @@ function readStat(pid: number): ProcStat | undefined {
   }
   // The command name may hold spaces and parentheses: fields start after the last ')'.
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+  return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]), sysTicks: Number(f[12]) };
 }
 
 export function descendants(pid: number): number[] {
@@ -175,6 +177,13 @@ export function family(pid: number): number[] {
 export function cpuMicros(pids: readonly number[]): number {
   let ticks = 0;
   for (const p of pids) ticks += readStat(p)?.ticks ?? 0;
+  return (ticks * 1_000_000) / ticksPerSecond();
+}
+
+/** stime of these processes (all their threads): their CPU time in the kernel, in microseconds. */
+export function kernelMicros(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const p of pids) ticks += readStat(p)?.sysTicks ?? 0;
   return (ticks * 1_000_000) / ticksPerSecond();
 }
 

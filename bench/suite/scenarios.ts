@@ -6,7 +6,7 @@ import { parseBenchArgs } from '../../src/bench/options.js';
 import { runLoad } from '../../src/bench/run-load.js';
 import type { BenchResult } from '../../src/bench/run-load.js';
 import { performance } from 'node:perf_hooks';
-import { cpuBusyMicros, cpuIrqMicros, cpuMicros, family, rssKiB } from './proc.js';
+import { cpuBusyMicros, cpuIrqMicros, cpuMicros, family, kernelMicros, rssKiB } from './proc.js';
 import type { RunningProxy } from './proxies.js';
 
 export interface SuiteSettings {
@@ -224,6 +224,8 @@ export interface LoadgenMeasured {
   readonly proxyCoreUs: number | null;
   /** Everything the load side's CPU did over it (null when not pinned), µs. */
   readonly loadCoreUs: number | null;
+  /** Of cpuUs, the proxy's time in the kernel (system calls, and the TCP work done in them), µs. */
+  readonly kernelUs: number | null;
   readonly command: string;
 }
 
@@ -238,7 +240,7 @@ export async function measureLoadgen(
 ): Promise<LoadgenMeasured> {
   const pids = proxy.pid === undefined ? undefined : family(proxy.pid);
   const echo = [side.echoPid];
-  // Readings at the load generator's marks: [wall ms, proxy CPU, echo CPU, irq, proxy core, load core]; in a field, not a
+  // Readings at the load generator's marks: [wall ms, proxy CPU, echo CPU, irq, proxy core, load core, proxy kernel]; in a field, not a
   // local, so that the type checker sees the callbacks' writes. The clock first at both ends, so
   // the /proc reads shift the CPU window by the same little time and do not widen it.
   const at: { start?: number[]; end?: number[] } = {};
@@ -251,6 +253,7 @@ export async function measureLoadgen(
       side.cpu === undefined ? 0 : cpuIrqMicros(side.cpu),
       side.proxyCpu === undefined ? 0 : cpuBusyMicros(side.proxyCpu),
       side.cpu === undefined ? 0 : cpuBusyMicros(side.cpu),
+      pids === undefined ? 0 : kernelMicros(pids),
     ];
   };
   const full: LoadgenOptions = {
@@ -272,6 +275,7 @@ export async function measureLoadgen(
     irqUs: delta(3) ?? 0,
     proxyCoreUs: side.proxyCpu === undefined || pids === undefined ? null : delta(4),
     loadCoreUs: side.cpu === undefined ? null : delta(5),
+    kernelUs: pids === undefined ? null : delta(6),
     command: `build/loadgen/loadgen ${loadgenArgs(full).join(' ')}`,
   };
 }
@@ -296,6 +300,8 @@ function saturatingOutcome(m: LoadgenMeasured, count: number, figures: Figures):
     ...figures,
     proxyBusyPct: busy,
     proxyCorePct: percent(m.proxyCoreUs, m.wallUs),
+    // How much of the proxy's CPU went to the kernel: the part no user-space work can shorten.
+    proxyKernelPct: percent(m.kernelUs, m.cpuUs),
     // The load side's core as a whole when it is pinned: the kernel here charges softirq time taken in
     // a process's context to that process *and* to the CPU's softirq figure, so adding the two
     // can count it twice (and other work on that core limits the load side as much as its own).
