@@ -2,6 +2,7 @@ import type { Relay, RelayDone, RelayLimits } from './relay.js';
 import type { Party, RelayEnd } from './tunnel.js';
 import { CloseCode, encodeClose } from './frames.js';
 import { gatewayPing } from './keepalive.js';
+import { TimerQueue, TimerQueues } from '../timer-queue.js';
 
 // What an inspect-mode session decides, whoever moves its bytes: the close
 // handshake on both connections, keepalive pings, maxLifetime, and the
@@ -77,8 +78,11 @@ export abstract class InspectSession implements Relay {
   #clientEnded = false;
   /** close() has run. */
   #closing = false;
-  #closeTimer: NodeJS.Timeout | undefined;
-  #keepalive: NodeJS.Timeout | undefined;
+  /** Tickets in closeTimers and keepalives (-1: none set). */
+  #closeTimer = -1;
+  #keepalive = -1;
+  /** The keepalive queue #keepalive is in. */
+  #keepaliveQueue: TimerQueue<InspectSession> | undefined;
   #awaitingPong = false;
   #pings = 0;
   #lifetime: NodeJS.Timeout | undefined;
@@ -123,7 +127,7 @@ export abstract class InspectSession implements Relay {
   /** Starts the keepalive and lifetime timers, once the data path runs. */
   protected startTimers(): void {
     const { pingInterval, maxLifetime } = this.limits;
-    if (pingInterval > 0 && this.#open === 2) this.#keepalive = later(onKeepalive, pingInterval, this);
+    if (pingInterval > 0 && this.#open === 2) this.#setKeepalive(pingInterval);
     if (maxLifetime > 0 && this.#open === 2) {
       const ms = Math.round(maxLifetime * (0.9 + 0.2 * Math.random()));
       this.#lifetimeEnd = Date.now() + ms;
@@ -198,8 +202,8 @@ export abstract class InspectSession implements Relay {
 
   /** @internal */
   keepalive(): void {
-    this.#keepalive = undefined;
-    if (this.#closeTimer !== undefined || this.#open < 2) return;
+    this.#keepalive = -1;
+    if (this.#closeTimer !== -1 || this.#open < 2) return;
     const tally = this.limits.tally;
     let next = this.limits.pingInterval;
     if (this.clientHeard()) {
@@ -221,7 +225,18 @@ export abstract class InspectSession implements Relay {
       this.#awaitingPong = true;
       next = this.limits.pongTimeout;
     }
-    this.#keepalive = later(onKeepalive, next, this);
+    this.#setKeepalive(next);
+  }
+
+  #setKeepalive(ms: number): void {
+    const queue = (this.#keepaliveQueue = keepalives.of(ms));
+    this.#keepalive = queue.set(this);
+  }
+
+  #clearKeepalive(): void {
+    if (this.#keepalive === -1) return;
+    this.#keepaliveQueue!.clear(this.#keepalive);
+    this.#keepalive = -1;
   }
 
   /** @internal */
@@ -307,11 +322,8 @@ export abstract class InspectSession implements Relay {
   }
 
   #armCloseTimer(): void {
-    this.#closeTimer ??= setTimeout(onCloseTimeout, CLOSE_TIMEOUT_MS, this);
-    if (this.#keepalive !== undefined) {
-      clearTimeout(this.#keepalive);
-      this.#keepalive = undefined;
-    }
+    if (this.#closeTimer === -1) this.#closeTimer = closeTimers.set(this);
+    this.#clearKeepalive();
   }
 
   #record(by: Party, reason: string, code?: number): void {
@@ -319,10 +331,11 @@ export abstract class InspectSession implements Relay {
   }
 
   #finish(lastIsClient: boolean): void {
-    clearTimeout(this.#closeTimer);
-    clearTimeout(this.#keepalive);
+    if (this.#closeTimer !== -1) closeTimers.clear(this.#closeTimer);
+    this.#closeTimer = -1;
+    this.#clearKeepalive();
     clearTimeout(this.#lifetime);
-    this.#closeTimer = this.#keepalive = this.#lifetime = undefined;
+    this.#lifetime = undefined;
     this.released();
     this.#onEnd(this, this.#end ?? { closedBy: lastIsClient ? 'client' : 'upstream', reason: 'reset' });
   }
@@ -334,14 +347,10 @@ function later(fn: (r: InspectSession) => void, ms: number, r: InspectSession): 
   return t;
 }
 
-function onKeepalive(r: InspectSession): void {
-  r.keepalive();
-}
-
 function onLifetime(r: InspectSession): void {
   r.lifetime();
 }
 
-function onCloseTimeout(r: InspectSession): void {
-  r.cut();
-}
+// The session's own timers that seldom fire, each a slot in a queue (timer-queue.ts).
+const closeTimers = new TimerQueue<InspectSession>(CLOSE_TIMEOUT_MS, (r) => r.cut());
+const keepalives = new TimerQueues<InspectSession>((r) => r.keepalive());

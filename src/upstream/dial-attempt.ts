@@ -1,23 +1,29 @@
 import { GatewayError } from '../errors.js';
 import type { Answered, Dial, DialDone, DialOptions, DialResult, Upgraded } from './connect.js';
 import { parseResponseHead, type ResponseHead } from './response-head.js';
+import { TimerQueues, type TimerQueue } from '../timer-queue.js';
 
 // What both kinds of dial share (connect.ts on net.Socket, raw-dial.ts on a
 // bare handle): the timeout, settling exactly once, and reading the answer.
+
+// connectTimeout is a pool's setting: a queue for each value in use.
+const dialTimeouts = new TimerQueues<DialAttempt>((dial) => dial.timedOut());
 
 /** One attempt at one target; subclasses own the connection. */
 export abstract class DialAttempt implements Dial {
   protected readonly opts: DialOptions;
   protected readonly answer: AnswerReader;
   readonly #done: DialDone;
-  readonly #timer: NodeJS.Timeout;
+  readonly #timeouts: TimerQueue<DialAttempt>;
+  readonly #timer: number;
   #settled = false;
 
   constructor(opts: DialOptions, done: DialDone) {
     this.opts = opts;
     this.#done = done;
     this.answer = new AnswerReader(opts.maxHeadBytes, opts.accept);
-    this.#timer = setTimeout(this.#onTimeout, opts.timeout);
+    this.#timeouts = dialTimeouts.of(opts.timeout);
+    this.#timer = this.#timeouts.set(this);
   }
 
   protected get settled(): boolean {
@@ -31,7 +37,7 @@ export abstract class DialAttempt implements Dial {
   abort(): void {
     if (this.#settled) return;
     this.#settled = true;
-    clearTimeout(this.#timer);
+    this.#timeouts.clear(this.#timer);
     this.drop();
   }
 
@@ -41,13 +47,14 @@ export abstract class DialAttempt implements Dial {
     this.settle(err, undefined);
   }
 
-  #onTimeout = (): void => {
+  /** @internal connectTimeout passed */
+  timedOut(): void {
     this.fail(new GatewayError('UPSTREAM_TIMEOUT', `${this.opts.target.url}: no answer within ${this.opts.timeout}ms`));
-  };
+  }
 
   protected settle(err: GatewayError | undefined, result: DialResult | undefined): void {
     this.#settled = true;
-    clearTimeout(this.#timer);
+    this.#timeouts.clear(this.#timer);
     this.#done(err, result);
   }
 }
@@ -100,8 +107,10 @@ export class AnswerReader {
 }
 
 function checkUpgrade(head: ResponseHead, accept: string): string | undefined {
-  if (head.get('upgrade')?.toLowerCase() !== 'websocket') return '101 without Upgrade: websocket';
-  if (!/(^|[\s,])upgrade([\s,]|$)/i.test(head.get('connection') ?? '')) return '101 without Connection: upgrade';
+  const upgrade = head.get('upgrade');
+  if (upgrade !== 'websocket' && upgrade?.toLowerCase() !== 'websocket') return '101 without Upgrade: websocket';
+  const connection = head.get('connection') ?? '';
+  if (connection !== 'Upgrade' && !/(^|[\s,])upgrade([\s,]|$)/i.test(connection)) return '101 without Connection: upgrade';
   if (head.get('sec-websocket-accept') !== accept) return '101 with a wrong Sec-WebSocket-Accept';
   return undefined;
 }
