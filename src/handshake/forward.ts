@@ -95,7 +95,7 @@ export function buildUpstreamHandshake(req: UpgradeRequest, ctx: ForwardContext)
 
 /** Header names listed in Connection (besides "upgrade"/"keep-alive"), which are hop-by-hop too. */
 function connectionTokens(value: string | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+  if (value === undefined || value === 'Upgrade' || value === 'upgrade') return undefined;
   const set = new Set<string>();
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RelaySocket } from '../relay/handle-io.js';
+import { FieldNames } from '../http/field-names.js';
 
 /**
  * What the handshake path reads of a request. Node's IncomingMessage has all
@@ -104,6 +105,8 @@ export function parseUpgradeHead(head: string, socket: RelaySocket): RequestHead
   return new RequestHead(url, headers, raw, socket, lowers);
 }
 
+const names = new FieldNames();
+
 const COLON = 0x3a;
 const SP = 0x20;
 const HTAB = 0x09;
@@ -146,8 +149,7 @@ function readField(head: string, start: number, end: number, raw: string[]): str
   if (to === -1) return undefined;
   const name = head.slice(start, colon);
   raw.push(name, head.slice(from, to));
-  // A token is ASCII: with no upper-case letter it is its own lower case, no call and no copy.
-  return (kinds & UPPER) === 0 ? name : name.toLowerCase();
+  return names.lower(name, (kinds & UPPER) !== 0, (raw.length >> 1) - 1);
 }
 
 function isOws(c: number): boolean {

@@ -1,4 +1,5 @@
 import { HOP_BY_HOP } from '../http/hop-by-hop.js';
+import { FieldNames } from '../http/field-names.js';
 
 /** An upstream's response head, parsed once at the handshake. */
 export interface ResponseHead {
@@ -13,34 +14,62 @@ export interface ResponseHead {
 }
 
 const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** tchar (RFC 9110 §5.6.2) by character code: 1 a token character, 2 an upper-case letter. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
+for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') TCHAR[c.charCodeAt(0)] = 2;
 
-/** Parses a response head (status line and header lines, without the blank line); undefined when malformed. */
-export function parseResponseHead(text: string): ResponseHead | undefined {
-  const rows = text.split('\r\n');
-  const m = STATUS_LINE.exec(rows[0] ?? '');
-  if (m === null) return undefined;
-  const lines: [string, string][] = [];
-  const lower: string[] = [];
-  for (let i = 1; i < rows.length; i++) {
-    const row = rows[i]!;
-    const colon = row.indexOf(':');
-    if (colon <= 0) return undefined;
-    const name = row.slice(0, colon);
-    if (!TOKEN.test(name)) return undefined;
-    lines.push([name, row.slice(colon + 1).trim()]);
-    lower.push(name.toLowerCase());
+const names = new FieldNames();
+
+class ParsedHead implements ResponseHead {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    readonly lines: (readonly [string, string])[],
+    readonly lower: string[],
+  ) {}
+
+  get(name: string): string | undefined {
+    const i = this.lower.indexOf(name);
+    return i === -1 ? undefined : this.lines[i]![1];
   }
-  return {
-    status: Number(m[1]),
-    reason: m[2] ?? '',
-    lines,
-    lower,
-    get(name: string): string | undefined {
-      const i = lower.indexOf(name);
-      return i === -1 ? undefined : lines[i]![1];
-    },
-  };
+}
+
+/**
+ * Parses a response head (status line and header lines, without the blank
+ * line); undefined when malformed. Lines end at CRLF; a field line is a
+ * token, a colon and a value trimmed of whitespace (String.trim()). Scanned
+ * by hand, not split and matched line by line: a handshake's share of the
+ * gateway's time.
+ */
+export function parseResponseHead(text: string): ResponseHead | undefined {
+  const len = text.length;
+  let eol = text.indexOf('\r\n');
+  if (eol === -1) eol = len;
+  const m = STATUS_LINE.exec(eol === len ? text : text.slice(0, eol));
+  if (m === null) return undefined;
+  const lines: (readonly [string, string])[] = [];
+  const lower: string[] = [];
+  let start = eol + 2;
+  while (eol < len) {
+    eol = text.indexOf('\r\n', start);
+    if (eol === -1) eol = len;
+    let upper = false;
+    let at = start;
+    for (; at < eol; at++) {
+      const c = text.charCodeAt(at);
+      const kind = c < 128 ? TCHAR[c]! : 0;
+      if (kind === 0) break;
+      if (kind === 2) upper = true;
+    }
+    // The name: at least one token character, then the colon.
+    if (at === start || at === eol || text.charCodeAt(at) !== 0x3a) return undefined;
+    const name = text.slice(start, at);
+    lines.push([name, text.slice(at + 1, eol).trim()]);
+    lower.push(names.lower(name, upper, lower.length));
+    start = eol + 2;
+  }
+  return new ParsedHead(Number(m[1]), m[2] ?? '', lines, lower);
 }
 
 /** The 101 for the client: the upstream's headers minus hop-by-hop ones, with our own Connection/Upgrade. */
