@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { BareConn } from '../relay/bare-conn.js';
+import { BareConn, type HeadSink } from '../relay/bare-conn.js';
 import type { RelaySocket } from '../relay/handle-io.js';
 import { parseUpgradeHead, type RequestHead } from '../handshake/request-head.js';
 
@@ -108,24 +108,39 @@ export function sweepEvery(timeoutMs: number): number {
   return Math.max(50, Math.min(1_000, Math.floor(timeoutMs / 4)));
 }
 
-class HeadReader {
+class HeadReader implements HeadSink {
   readonly since = Date.now();
   /** The limit when the connection arrived: a reload does not change it under a head in progress (nor does Node's parser). */
   readonly maxBytes: number;
   #buf: Buffer | undefined;
+  /** A net.Socket's listeners (a BareConn reports to the reader itself). */
+  #listeners: SocketListeners | undefined;
 
   constructor(
     readonly owner: HeadReaders,
     readonly socket: RelaySocket,
   ) {
     this.maxBytes = owner.maxBytes;
-    socket.on('data', this.#onData);
-    socket.on('end', this.#onEnd);
-    socket.on('error', this.#onError);
-    socket.on('close', this.#onClose);
+    if (socket instanceof BareConn) {
+      socket.sink = this;
+      return;
+    }
+    const on = (this.#listeners = {
+      data: (chunk: Buffer) => this.data(chunk),
+      end: () => this.end(),
+      error: () => {
+        this.#detach();
+        this.socket.destroy();
+      },
+      close: () => this.closed(),
+    });
+    socket.on('data', on.data);
+    socket.on('end', on.end);
+    socket.on('error', on.error);
+    socket.on('close', on.close);
   }
 
-  #onData = (chunk: Buffer): void => {
+  data(chunk: Buffer): void {
     const before = this.#buf === undefined ? 0 : this.#buf.length;
     const buf = (this.#buf = before === 0 ? chunk : Buffer.concat([this.#buf!, chunk]));
     if (!startsLikeGet(buf)) return this.#other();
@@ -141,25 +156,20 @@ class HeadReader {
     if (socket instanceof BareConn) socket.hold();
     else socket.pause();
     this.owner.hooks.upgrade(req, socket, buf.subarray(end + 4));
-  };
+  }
 
-  #onEnd = (): void => {
+  end(): void {
     if (this.#buf === undefined) {
       this.#detach();
       this.socket.destroy();
     } else {
       this.#fail('HPE_INVALID_EOF_STATE', 'connection ended inside the request head');
     }
-  };
+  }
 
-  #onError = (): void => {
+  closed(): void {
     this.#detach();
-    this.socket.destroy();
-  };
-
-  #onClose = (): void => {
-    this.#detach();
-  };
+  }
 
   timedOut(): void {
     this.#fail('ERR_HTTP_REQUEST_TIMEOUT', 'request head not received within handshakeTimeout');
@@ -186,12 +196,25 @@ class HeadReader {
 
   #detach(): void {
     const socket = this.socket;
-    socket.off('data', this.#onData);
-    socket.off('end', this.#onEnd);
-    socket.off('error', this.#onError);
-    socket.off('close', this.#onClose);
+    const on = this.#listeners;
+    if (on === undefined) {
+      if (socket instanceof BareConn && socket.sink === this) socket.sink = undefined;
+    } else {
+      socket.off('data', on.data);
+      socket.off('end', on.end);
+      socket.off('error', on.error);
+      socket.off('close', on.close);
+      this.#listeners = undefined;
+    }
     this.owner.done(this);
   }
+}
+
+interface SocketListeners {
+  readonly data: (chunk: Buffer) => void;
+  readonly end: () => void;
+  readonly error: () => void;
+  readonly close: () => void;
 }
 
 /** The first bytes could still begin "GET ". */

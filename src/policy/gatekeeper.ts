@@ -71,7 +71,8 @@ export class Gatekeeper {
       }
       return false;
     }
-    socket.once('close', () => this.#perIp.release(entry));
+    // on, not once: a socket closes once, and once() wraps each listener in two more objects.
+    socket.on('close', () => this.#perIp.release(entry));
     return true;
   }
 

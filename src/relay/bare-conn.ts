@@ -43,8 +43,22 @@ interface Address {
   port?: number;
 }
 
+/**
+ * Where a connection's news goes while its request head is read
+ * (listener/head-reader.ts), in place of the 'data', 'end' and 'close'
+ * events: four listeners added and removed on every connection were a
+ * measurable share of a handshake. 'close' is emitted as well.
+ */
+export interface HeadSink {
+  data(chunk: Buffer): void;
+  end(): void;
+  closed(): void;
+}
+
 export class BareConn extends EventEmitter {
   readonly handle: ConnHandle;
+  /** Takes 'data' and 'end' (and hears of the close) while set. */
+  sink: HeadSink | undefined;
   readonly allowHalfOpen: boolean;
   destroyed = false;
   /** end() was called: nothing more may be written. */
@@ -234,7 +248,10 @@ export class BareConn extends EventEmitter {
     if (held !== undefined) {
       held.push(chunk);
       if ((this.#heldBytes += chunk.length) >= HOLD_MAX_BYTES || held.length >= HOLD_MAX_CHUNKS) this.pause();
-    } else if (!this.#discard) this.emit('data', chunk);
+    } else if (!this.#discard) {
+      if (this.sink !== undefined) this.sink.data(chunk);
+      else this.emit('data', chunk);
+    }
   }
 
   #finish(): void {
@@ -260,7 +277,8 @@ export class BareConn extends EventEmitter {
     if (this.destroyed) return;
     this.#endEmitted = true;
     if (!this.allowHalfOpen && !this.writableEnded) this.end();
-    this.emit('end');
+    if (this.sink !== undefined) this.sink.end();
+    else this.emit('end');
     if (this.#finished) this.destroy();
   }
 
@@ -271,6 +289,7 @@ export class BareConn extends EventEmitter {
     this.pause();
     this.handle.close(() => {
       if (err !== undefined && this.listenerCount('error') > 0) this.emit('error', err);
+      this.sink?.closed();
       this.emit('close', err !== undefined);
     });
     return this;
