@@ -55,10 +55,16 @@ export interface HeadSink {
   closed(): void;
 }
 
+export interface CloseWatcher {
+  closed(): void;
+}
+
 export class BareConn extends EventEmitter {
   readonly handle: ConnHandle;
   /** Takes 'data' and 'end' (and hears of the close) while set. */
   sink: HeadSink | undefined;
+  /** Hears of the close without a listener (a session, between the request head and the 101). */
+  watcher: CloseWatcher | undefined;
   readonly allowHalfOpen: boolean;
   destroyed = false;
   /** end() was called: nothing more may be written. */
@@ -290,6 +296,7 @@ export class BareConn extends EventEmitter {
     this.handle.close(() => {
       if (err !== undefined && this.listenerCount('error') > 0) this.emit('error', err);
       this.sink?.closed();
+      this.watcher?.closed();
       this.emit('close', err !== undefined);
     });
     return this;

@@ -1,4 +1,5 @@
 import type { RelaySocket } from '../relay/handle-io.js';
+import { BareConn, type CloseWatcher } from '../relay/bare-conn.js';
 import type { RouteConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import { rejectError } from '../handshake/reject.js';
@@ -41,7 +42,14 @@ export interface Admission {
  * validate → route → admit → pick a target → dial (retrying on other targets
  * until the 101 is sent) → relay → end. Ends exactly once, in #finish.
  */
-export class Session {
+/** Sessions watching a client that is not a BareConn, by its socket (onWatchedClose's `this`). */
+const watched = new WeakMap<object, Session>();
+
+function onWatchedClose(this: object): void {
+  watched.get(this)?.closed();
+}
+
+export class Session implements CloseWatcher {
   readonly id: number;
   readonly startedAt = Date.now();
   readonly client: string;
@@ -78,6 +86,8 @@ export class Session {
   /** This session counts in #target.active. */
   #holding = false;
   #done = false;
+  /** watchClient() is in force: the client's close ends the session. */
+  #watching = false;
 
   constructor(
     host: SessionHost,
@@ -362,23 +372,35 @@ export class Session {
     this.#finish(end, 101);
   };
 
-  /** Before the 101: the client vanished while we were dialing. Dropped once unwatched. */
-  #onEarlyClose: (() => void) | undefined = (): void => {
+  /** @internal Before the 101: the client vanished while we were dialing (heard only while watched). */
+  closed(): void {
     if (this.#done) return;
     this.#dial?.abort();
     this.#authAbort?.abort();
     this.#finish({ closedBy: 'client', reason: 'closed during handshake' }, 0);
-  };
+  }
 
   /** Watches the client during the handshake; called once by the gateway. */
   watchClient(): void {
-    this.#socket!.on('close', this.#onEarlyClose!);
+    const socket = this.#socket!;
+    this.#watching = true;
+    // A BareConn tells its watcher itself: no listener to add and take off again on every handshake.
+    if (socket instanceof BareConn) socket.watcher = this;
+    else {
+      watched.set(socket, this);
+      socket.on('close', onWatchedClose);
+    }
   }
 
   #unwatchClient(socket: RelaySocket): void {
-    if (this.#onEarlyClose === undefined) return;
-    socket.off('close', this.#onEarlyClose);
-    this.#onEarlyClose = undefined;
+    if (!this.#watching) return;
+    this.#watching = false;
+    if (socket instanceof BareConn) {
+      if (socket.watcher === this) socket.watcher = undefined;
+    } else {
+      socket.off('close', onWatchedClose);
+      watched.delete(socket);
+    }
   }
 
   #fail(err: GatewayError): void {
