@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RelaySocket } from '../relay/handle-io.js';
-import { FieldNames } from '../http/field-names.js';
+import { FieldNames, TCHAR, UPPER } from '../http/field-names.js';
 
 /**
  * What the handshake path reads of a request. Node's IncomingMessage has all
@@ -111,12 +111,6 @@ const COLON = 0x3a;
 const SP = 0x20;
 const HTAB = 0x09;
 const DEL = 0x7f;
-const TOKEN = 1;
-const UPPER = 2;
-/** By char code below 0x80: TOKEN for an RFC 9110 tchar, TOKEN | UPPER for an upper-case letter, 0 for the rest. */
-const TCHAR = new Uint8Array(0x80);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = TOKEN;
-for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = TOKEN | UPPER;
 
 /**
  * Reads the field line head[start, end) into raw (its name and value) and

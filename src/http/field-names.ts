@@ -8,6 +8,13 @@
 
 const POSITIONS = 32;
 
+/** tchar (RFC 9110 §5.6.2) by char code below 0x80: TOKEN, TOKEN | UPPER for an upper-case letter, 0 for the rest. */
+export const TOKEN = 1;
+export const UPPER = 2;
+export const TCHAR = new Uint8Array(0x80);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = TOKEN;
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = TOKEN | UPPER;
+
 export class FieldNames {
   readonly #seen: string[] = new Array<string>(POSITIONS).fill('');
   readonly #lower: string[] = new Array<string>(POSITIONS).fill('');

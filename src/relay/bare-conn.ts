@@ -49,12 +49,12 @@ interface Address {
  * events: four listeners added and removed on every connection were a
  * measurable share of a handshake. 'close' is emitted as well.
  */
-export interface HeadSink {
+export interface HeadSink extends CloseWatcher {
   data(chunk: Buffer): void;
   end(): void;
-  closed(): void;
 }
 
+/** Hears of a connection's close without a listener. */
 export interface CloseWatcher {
   closed(): void;
 }

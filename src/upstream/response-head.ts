@@ -1,5 +1,5 @@
 import { HOP_BY_HOP } from '../http/hop-by-hop.js';
-import { FieldNames } from '../http/field-names.js';
+import { FieldNames, TCHAR, UPPER } from '../http/field-names.js';
 
 /** An upstream's response head, parsed once at the handshake. */
 export interface ResponseHead {
@@ -14,10 +14,6 @@ export interface ResponseHead {
 }
 
 const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/;
-/** tchar (RFC 9110 §5.6.2) by character code: 1 a token character, 2 an upper-case letter. */
-const TCHAR = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
-for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') TCHAR[c.charCodeAt(0)] = 2;
 
 const names = new FieldNames();
 
@@ -58,9 +54,9 @@ export function parseResponseHead(text: string): ResponseHead | undefined {
     let at = start;
     for (; at < eol; at++) {
       const c = text.charCodeAt(at);
-      const kind = c < 128 ? TCHAR[c]! : 0;
+      const kind = c < 0x80 ? TCHAR[c]! : 0;
       if (kind === 0) break;
-      if (kind === 2) upper = true;
+      if ((kind & UPPER) !== 0) upper = true;
     }
     // The name: at least one token character, then the colon.
     if (at === start || at === eol || text.charCodeAt(at) !== 0x3a) return undefined;
