@@ -58,6 +58,8 @@ export interface ScenarioDef {
   readonly name: string;
   /** Whether a "direct" (no proxy) row means anything here. */
   readonly direct: boolean;
+  /** Drives the proxy's core to its limit: its rounds count only when they did (proxyBusyPct ≥ SATURATED_PCT). */
+  readonly saturating?: boolean;
   run(proxy: RunningProxy, s: RunSettings, side: LoadSide): Promise<ScenarioOutcome>;
 }
 
@@ -210,6 +212,12 @@ function percent(part: number | null, whole: number | null): number | null {
  */
 export const SATURATED_PCT = 95;
 
+/**
+ * Rounds at saturation a target on a saturating scenario needs from nginx and from the wsgate
+ * mode (all of them when a run has fewer): a median of fewer is one lucky or unlucky round.
+ */
+export const SATURATED_ROUNDS = 3;
+
 export interface LoadgenMeasured {
   readonly result: LoadgenResult;
   /** Proxy CPU over the load generator's measured phase, µs; null without a proxy (or with no measured phase). */
@@ -331,27 +339,52 @@ function median(values: readonly number[]): number {
 /** Open-loop latencies: taken only from rounds in which the load side kept its schedule, when there are any. */
 const SCHEDULE_SENSITIVE = new Set(['p50Ms', 'p99Ms', 'sendLagP99Ms']);
 
+/** A saturating scenario's round in which the proxy's core was the limit. */
+function saturatedRound(o: OutcomeOrFailure): o is ScenarioOutcome {
+  if ('failed' in o) return false;
+  const busy = o.figures.proxyBusyPct;
+  return typeof busy === 'number' && busy >= SATURATED_PCT;
+}
+
+/** How many of a saturating scenario's rounds saturated the proxy. */
+export function saturatedCount(rounds: readonly OutcomeOrFailure[] | undefined): number {
+  return rounds === undefined ? 0 : rounds.filter(saturatedRound).length;
+}
+
 /**
  * Several rounds of one scenario on one proxy: the median of each figure, errors added up. A round
  * whose load side fell behind (the machine was busy) gives no latency if another round kept its
- * schedule; the result is behind only when every round was.
+ * schedule; the result is behind only when every round was. In a saturating scenario (its rounds
+ * carry proxyBusyPct) the figures come from the rounds that saturated the proxy, when there are
+ * any: a round the load side limited measured a lighter load, not the proxy at its limit.
+ * `rounds` and `saturatedRounds` say how many there were of each.
  */
 export function combineRounds(rounds: readonly OutcomeOrFailure[]): OutcomeOrFailure | undefined {
   const ok = rounds.filter((o): o is ScenarioOutcome => !('failed' in o));
   if (ok.length === 0) return rounds[0];
-  const onSchedule = ok.filter((o) => !o.behind);
+  const saturating = ok.some((o) => typeof o.figures.proxyBusyPct === 'number');
+  const saturated = saturating ? ok.filter(saturatedRound) : [];
+  const counted = saturated.length > 0 ? saturated : ok;
+  const onSchedule = counted.filter((o) => !o.behind);
   const figures: Figures = {};
   for (const key of Object.keys((ok[0] as ScenarioOutcome).figures)) {
-    const from = SCHEDULE_SENSITIVE.has(key) && onSchedule.length > 0 ? onSchedule : ok;
+    const from = SCHEDULE_SENSITIVE.has(key) && onSchedule.length > 0 ? onSchedule : counted;
     const values = from.map((o) => o.figures[key]).filter((v): v is number => typeof v === 'number');
     figures[key] = values.length === 0 ? null : median(values);
+  }
+  if (saturating) {
+    figures.rounds = ok.length;
+    figures.saturatedRounds = saturated.length;
   }
   const errors: Record<string, number> = {};
   for (const o of ok) for (const [k, n] of Object.entries(o.errors)) errors[k] = (errors[k] ?? 0) + n;
   const failed = rounds.length - ok.length;
   const warnings = [...new Set(ok.flatMap((o) => o.warnings)), ...(failed > 0 ? [`${failed} of ${rounds.length} rounds failed`] : [])];
-  if (onSchedule.length > 0 && onSchedule.length < ok.length) {
-    warnings.push(`latencies from ${onSchedule.length} of ${ok.length} rounds: the load side fell behind its schedule in the others`);
+  if (saturated.length > 0 && saturated.length < ok.length) {
+    warnings.push(`figures from the ${saturated.length} of ${ok.length} rounds that saturated the proxy's core`);
+  }
+  if (onSchedule.length > 0 && onSchedule.length < counted.length) {
+    warnings.push(`latencies from ${onSchedule.length} of ${counted.length} rounds: the load side fell behind its schedule in the others`);
   }
   return { figures, errors, warnings, behind: onSchedule.length === 0, command: (ok[0] as ScenarioOutcome).command };
 }
@@ -452,6 +485,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     // that limit is. Not judged when the proxy's core was below SATURATED_PCT busy.
     name: 'saturate',
     direct: true,
+    saturating: true,
     run: async (proxy, s, side) => {
       const [connections, inflight] = s.quick ? [20, 2] : [200, 4];
       const m = await measureLoadgen(proxy, { mode: 'closed', connections, inflight, size: 64, durationS: s.seconds, warmupS: s.warmup }, side);
@@ -467,6 +501,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     // Handshakes as fast as the proxy takes them: 50 loops of connect, upgrade, one echo, close.
     name: 'churn-sat',
     direct: true,
+    saturating: true,
     run: async (proxy, s, side) => {
       const connections = s.quick ? 4 : 50;
       const m = await measureLoadgen(proxy, { mode: 'churn', connections, size: 64, durationS: s.longSeconds, warmupS: s.warmup }, side);

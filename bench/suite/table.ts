@@ -1,5 +1,5 @@
 // The results table: one row per figure, one column per proxy, each cell with its ratio to nginx.
-import { SATURATED_PCT } from './scenarios.js';
+import { SATURATED_PCT, SATURATED_ROUNDS } from './scenarios.js';
 import type { OutcomeOrFailure } from './scenarios.js';
 
 export type SuiteResults = Record<string, Record<string, OutcomeOrFailure>>;
@@ -65,15 +65,10 @@ export const BEHIND_NOTE =
 
 /** Legend of the ‡ mark. */
 export const UNSATURATED_NOTE =
-  `‡ the proxy used less than ${SATURATED_PCT}% of its core, so something else was the limit (the load side, or other work on the ` +
-  "proxy's core: see the rows below and the warnings in the JSON): the throughput is not the proxy's, the CPU figures come from a " +
-  'lighter load than saturation, and targets on it are not judged.';
-
-/** The proxy's core was below SATURATED_PCT busy in this saturating scenario. */
-export function unsaturated(results: SuiteResults, proxy: string, scenario: string): boolean {
-  const busy = figure(results, proxy, scenario, 'proxyBusyPct');
-  return typeof busy === 'number' && busy < SATURATED_PCT;
-}
+  `‡ fewer than ${SATURATED_ROUNDS} rounds (in a shorter run, not every round) had the proxy's core ${SATURATED_PCT}% busy or more; in the ` +
+  "others something else was the limit (the load side, or other work on the proxy's core: see the rows below and the warnings in the " +
+  "JSON). The figures are of the rounds at saturation when there were any; with none, the throughput is not the proxy's and the CPU " +
+  'figures come from a lighter load. Targets on it are not judged.';
 
 export function formatNumber(v: number): string {
   const abs = Math.abs(v);
@@ -87,6 +82,21 @@ export function formatNumber(v: number): string {
 export function behind(results: SuiteResults, proxy: string, scenario: string): boolean {
   const o = results[proxy]?.[scenario];
   return o !== undefined && !('failed' in o) && o.behind;
+}
+
+/**
+ * Whether a saturating scenario's figures of `proxy` come from enough rounds at saturation to
+ * judge a target on (SATURATED_ROUNDS, or every round of a shorter run).
+ */
+export function saturatedEnough(results: SuiteResults, proxy: string, scenario: string): boolean {
+  const n = figure(results, proxy, scenario, 'saturatedRounds');
+  const of = figure(results, proxy, scenario, 'rounds');
+  if (typeof n !== 'number' || typeof of !== 'number') {
+    // One round, not combined: it counts when it saturated.
+    const busy = figure(results, proxy, scenario, 'proxyBusyPct');
+    return typeof busy !== 'number' || busy >= SATURATED_PCT;
+  }
+  return n >= Math.min(SATURATED_ROUNDS, of);
 }
 
 /** A figure: undefined when the scenario did not run or failed, null when it does not apply. */
@@ -109,7 +119,7 @@ function cell(results: SuiteResults, proxy: string, m: MetricDef): string {
   if (v === undefined || v === null) return '–';
   const base = figure(results, BASELINE, m.scenario, m.key);
   const late = m.latency === true && (behind(results, proxy, m.scenario) || (m.diff === true && behind(results, BASELINE, m.scenario)));
-  const mark = `${late ? ' †' : ''}${m.saturating === true && unsaturated(results, proxy, m.scenario) ? ' ‡' : ''}`;
+  const mark = `${late ? ' †' : ''}${m.saturating === true && !saturatedEnough(results, proxy, m.scenario) ? ' ‡' : ''}`;
   if (m.diff === true) {
     if (typeof base !== 'number') return '–';
     const d = v - base;

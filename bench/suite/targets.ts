@@ -1,8 +1,8 @@
 // The project's performance targets, checked against one run's figures: each
 // is a ratio to nginx measured in the same run (or an absolute memory figure),
 // never a comparison of absolute figures across runs or machines.
-import { SATURATED_PCT } from './scenarios.js';
-import { BASELINE, behind, figure, formatNumber, unsaturated } from './table.js';
+import { SATURATED_PCT, SATURATED_ROUNDS } from './scenarios.js';
+import { BASELINE, behind, figure, formatNumber, saturatedEnough } from './table.js';
 import type { SuiteResults } from './table.js';
 
 export const WSGATE_MODES = ['wsgate-tunnel', 'wsgate-inspect'] as const;
@@ -83,6 +83,18 @@ export interface TargetVerdict {
   readonly note?: string;
 }
 
+/** Why a saturating target is not judged: per proxy, its rounds at saturation, or its core's share when it had none to count. */
+function shortOfSaturation(results: SuiteResults, proxies: readonly string[], scenario: string): string {
+  const each = proxies.map((p) => {
+    const n = figure(results, p, scenario, 'saturatedRounds');
+    const of = figure(results, p, scenario, 'rounds');
+    if (typeof n === 'number' && typeof of === 'number' && n > 0) return `${p} ${n} of ${of} rounds`;
+    const busy = figure(results, p, scenario, 'proxyBusyPct');
+    return `${p} no round, ${typeof busy === 'number' ? `${formatNumber(busy)}% busy` : 'not measured'}`;
+  });
+  return `proxy core ≥ ${SATURATED_PCT}% busy in too few rounds (${each.join(', ')}; ${SATURATED_ROUNDS} needed): not saturated`;
+}
+
 function judge(results: SuiteResults, t: TargetDef, mode: Mode): TargetVerdict {
   const limit = t.limit(mode);
   const none = (note: string): TargetVerdict => ({ target: t.label, proxy: mode, value: null, limit, met: null, note });
@@ -98,11 +110,8 @@ function judge(results: SuiteResults, t: TargetDef, mode: Mode): TargetVerdict {
     return { target: t.label, proxy: mode, value, limit, met: null, note: 'load side fell behind its schedule' };
   }
   if (t.saturated === true) {
-    const short = [mode, BASELINE].filter((p) => unsaturated(results, p, t.scenario));
-    if (short.length > 0) {
-      const busy = short.map((p) => `${p} ${formatNumber(figure(results, p, t.scenario, 'proxyBusyPct') as number)}%`).join(', ');
-      return { target: t.label, proxy: mode, value, limit, met: null, note: `proxy core below ${SATURATED_PCT}% busy (${busy}): not saturated` };
-    }
+    const short = [mode, BASELINE].filter((p) => !saturatedEnough(results, p, t.scenario));
+    if (short.length > 0) return { target: t.label, proxy: mode, value, limit, met: null, note: shortOfSaturation(results, short, t.scenario) };
   }
   return { target: t.label, proxy: mode, value, limit, met: t.kind === 'atLeast' ? value >= limit : value <= limit };
 }
