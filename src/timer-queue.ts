@@ -11,7 +11,7 @@
 // order they were added: the ring is a FIFO, and the one Node timer waits for
 // its first live entry. A cleared entry keeps its slot (with no reference to
 // its owner) until the head passes it, so the ring holds as many slots as
-// timers were set within one duration.
+// timers were set within one duration; after a storm it shrinks again.
 
 /** setTimeout's largest delay: a longer wait is taken in steps. */
 const MAX_DELAY_MS = 0x7fffffff;
@@ -19,6 +19,8 @@ const MAX_DELAY_MS = 0x7fffffff;
 const WRAP = 0x3fffffff;
 /** Entries due this close to the first one fire with it: one wakeup, not one each. */
 const SLACK_MS = 1;
+/** A ring's first size, and the least it shrinks to. */
+const MIN_SLOTS = 64;
 
 /**
  * Timers of `ms` milliseconds calling `fire(owner)`. The Node timer is
@@ -38,9 +40,9 @@ export class TimerQueue<T extends object> {
   constructor(ms: number, fire: (owner: T) => void, firstTicket = 0) {
     this.ms = ms;
     this.#fire = fire;
-    this.#owners = new Array<T | undefined>(64).fill(undefined);
-    this.#due = new Float64Array(64);
-    this.#mask = 63;
+    this.#owners = new Array<T | undefined>(MIN_SLOTS).fill(undefined);
+    this.#due = new Float64Array(MIN_SLOTS);
+    this.#mask = MIN_SLOTS - 1;
     this.#head = this.#tail = firstTicket & WRAP;
   }
 
@@ -49,9 +51,14 @@ export class TimerQueue<T extends object> {
     return (this.#tail - this.#head) & WRAP;
   }
 
+  /** @internal slots in the ring */
+  get capacity(): number {
+    return this.#mask + 1;
+  }
+
   /** Sets a timer for `owner`; the ticket clears it. */
   set(owner: T): number {
-    if (this.size > this.#mask) this.#grow();
+    if (this.size > this.#mask) this.#resize((this.#mask + 1) * 2);
     const ticket = this.#tail;
     const i = ticket & this.#mask;
     this.#owners[i] = owner;
@@ -86,6 +93,11 @@ export class TimerQueue<T extends object> {
     } finally {
       // A throwing fire() (an uncaught exception) must not strand the entries behind it.
       if (this.#timer === undefined && this.#head !== this.#tail) this.#arm(this.#due[this.#head & this.#mask]! - performance.now());
+      // A reconnect storm grew the ring: below an eighth full it shrinks by quarters (to at most
+      // half full, so the next few timers do not grow it straight back).
+      let slots = this.#mask + 1;
+      while (slots > MIN_SLOTS && this.size < slots / 8) slots /= 4;
+      if (slots <= this.#mask) this.#resize(Math.max(MIN_SLOTS, slots));
     }
   }
 
@@ -94,12 +106,11 @@ export class TimerQueue<T extends object> {
     this.#timer.unref();
   }
 
-  #grow(): void {
-    const size = this.#mask + 1;
-    const owners = new Array<T | undefined>(size * 2).fill(undefined);
-    const due = new Float64Array(size * 2);
-    const mask = size * 2 - 1;
-    // Each entry moves to its ticket's slot in the larger ring: tickets stay valid.
+  /** To `slots` (a power of two, at least size): each entry moves to its ticket's slot, so tickets stay valid. */
+  #resize(slots: number): void {
+    const owners = new Array<T | undefined>(slots).fill(undefined);
+    const due = new Float64Array(slots);
+    const mask = slots - 1;
     for (let t = this.#head; t !== this.#tail; t = (t + 1) & WRAP) {
       owners[t & mask] = this.#owners[t & this.#mask];
       due[t & mask] = this.#due[t & this.#mask]!;

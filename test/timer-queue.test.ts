@@ -95,3 +95,47 @@ void test('queues by duration: each fires at its own', async () => {
   await sleep(300);
   assert.deepEqual(fired, ['fast', 'slow']);
 });
+
+void test('a callback that throws does not strand the timers behind it', async () => {
+  const fired: number[] = [];
+  const q = new TimerQueue<Owner>(20, (o) => {
+    fired.push(o.id);
+    if (o.id === 0) throw new Error('owner 0 failed');
+  });
+  const [a, b] = owners(2) as [Owner, Owner];
+  q.set(a);
+  q.set(b);
+  // Both due, and the queue run here rather than by its timer, so the throw is caught: spin past
+  // the duration (a sleep would let the queue's own timer fire first).
+  const until = performance.now() + 30;
+  while (performance.now() < until);
+  assert.throws(() => q.run(), /owner 0 failed/);
+  assert.deepEqual(fired, [0]);
+  await sleep(200);
+  assert.deepEqual(fired, [0, 1]);
+  assert.equal(q.size, 0);
+});
+
+void test('a ring grown by a storm shrinks back once its timers are done, and later tickets still clear', async () => {
+  const fired: number[] = [];
+  const q = new TimerQueue<Owner>(30, (o) => fired.push(o.id));
+  const storm = owners(5000);
+  const tickets = storm.map((o) => q.set(o));
+  assert.ok(q.capacity >= 5000, `capacity ${q.capacity}`);
+  for (const t of tickets.slice(0, 4990)) q.clear(t);
+  await sleep(300);
+  assert.deepEqual(fired, [4990, 4991, 4992, 4993, 4994, 4995, 4996, 4997, 4998, 4999]);
+  assert.equal(q.size, 0);
+  assert.equal(q.capacity, 64, 'the ring is back to its first size');
+  // A ticket from before the shrink clears nothing now; new ones work as before.
+  const [x, y] = [
+    { id: 9000, setAt: 0 },
+    { id: 9001, setAt: 0 },
+  ];
+  q.set(x);
+  const ty = q.set(y);
+  q.clear(tickets[0]!);
+  q.clear(ty);
+  await sleep(150);
+  assert.deepEqual(fired.slice(10), [9000]);
+});
