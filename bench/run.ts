@@ -44,9 +44,9 @@ const USAGE = `usage: npm run bench -- [options]
 `;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-/** Repeated in every round: the proxies the targets compare. */
 /** At most this many more rounds of the saturating scenarios (see main). */
 const EXTRA_SATURATION_ROUNDS = 5;
+/** Repeated in every round: the proxies the targets compare. */
 const REPEATED = new Set(['nginx', 'wsgate-tunnel', 'wsgate-inspect', 'wsgate-tunnel-nometrics', 'wsgate-inspect-nometrics', 'wsgate-inspect-js']);
 
 function fail(message: string): never {

@@ -482,7 +482,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
   {
     // The proxy's core at 100%: the C load generator (a few µs per echo) keeps 800 messages in
     // flight, so the proxy always has work. What it costs per message at its limit, and how far
-    // that limit is. Not judged when the proxy's core was below SATURATED_PCT busy.
+    // that limit is. A round with the proxy's core below SATURATED_PCT busy does not count.
     name: 'saturate',
     direct: true,
     saturating: true,
