@@ -34,7 +34,13 @@ const GET = Buffer.from('GET ');
  * still being read.
  */
 export class HeadReaders {
-  readonly #pending = new Set<HeadReader>();
+  /**
+   * Heads in progress, in arrival order: a list through the readers, not a Set. There are seldom
+   * more than a few at once, and a Set that empties and refills on every handshake reallocates its
+   * table each time it empties.
+   */
+  #first: HeadReader | undefined;
+  #last: HeadReader | undefined;
   #sweep: NodeJS.Timeout | undefined;
   #maxBytes: number;
   #timeoutMs: number;
@@ -65,7 +71,12 @@ export class HeadReaders {
   }
 
   read(socket: RelaySocket): void {
-    this.#pending.add(new HeadReader(this, socket));
+    const reader = new HeadReader(this, socket);
+    reader.listed = true;
+    reader.prev = this.#last;
+    if (this.#last === undefined) this.#first = reader;
+    else this.#last.next = reader;
+    this.#last = reader;
     if (socket instanceof BareConn) socket.resume();
     if (this.#sweep === undefined) this.#startSweep();
   }
@@ -74,22 +85,42 @@ export class HeadReaders {
     this.#sweep = setInterval(sweep, sweepEvery(this.#timeoutMs), this).unref();
   }
 
-  /** @internal */
+  /** @internal the reader is done with its head (a second call is a no-op) */
   done(reader: HeadReader): void {
-    this.#pending.delete(reader);
+    if (!reader.listed) return;
+    reader.listed = false;
+    const { prev, next } = reader;
+    if (prev === undefined) this.#first = next;
+    else prev.next = next;
+    if (next === undefined) this.#last = prev;
+    else next.prev = prev;
+    reader.prev = reader.next = undefined;
   }
 
   /** @internal */
   expire(now: number): void {
     const timeout = this.#timeoutMs;
-    for (const reader of this.#pending) if (now - reader.since >= timeout) reader.timedOut();
-    if (this.#pending.size === 0) this.stop();
+    for (let reader = this.#first; reader !== undefined;) {
+      // A timed-out reader leaves the list, so its successor is taken first (and skipped if the
+      // timeout's handling ended it too: the next sweep goes on from the list as it is then).
+      const next = reader.next;
+      if (reader.listed && now - reader.since >= timeout) reader.timedOut();
+      reader = next;
+    }
+    if (this.#first === undefined) this.stop();
   }
 
   /** Stops the sweep and drops the connections still sending their head. */
   close(): void {
-    for (const reader of this.#pending) reader.socket.destroy();
-    this.#pending.clear();
+    let reader = this.#first;
+    this.#first = this.#last = undefined;
+    while (reader !== undefined) {
+      const next = reader.next;
+      reader.listed = false;
+      reader.prev = reader.next = undefined;
+      reader.socket.destroy();
+      reader = next;
+    }
     this.stop();
   }
 
@@ -110,6 +141,10 @@ export function sweepEvery(timeoutMs: number): number {
 
 class HeadReader implements HeadSink {
   readonly since = Date.now();
+  /** @internal HeadReaders' list */
+  listed = false;
+  prev: HeadReader | undefined;
+  next: HeadReader | undefined;
   /** The limit when the connection arrived: a reload does not change it under a head in progress (nor does Node's parser). */
   readonly maxBytes: number;
   #buf: Buffer | undefined;

@@ -50,6 +50,26 @@ void describe('per-IP table', () => {
     assert.ok(table.get('b') && table.get('d'));
   });
 
+  void test('touching the newest entry again keeps the order least recently used first, evictions and pinned entries included', () => {
+    const table = new PerIpTable(3);
+    const a = table.entry('a');
+    for (let i = 0; i < 5; i++) assert.equal(table.entry('a'), a);
+    a.conns = 1;
+    table.entry('b');
+    table.entry('c');
+    table.entry('d'); // a is pinned: re-appended, then b (the oldest free) goes, and d is the newest
+    assert.equal(table.get('b'), undefined);
+    table.entry('c'); // c is older than a now: it moves behind it
+    table.entry('e'); // d is the oldest free one
+    assert.equal(table.get('d'), undefined);
+    assert.ok(table.get('a') && table.get('c') && table.get('e'));
+    a.conns = 0;
+    table.entry('a'); // the newest is e, so a moves to the back
+    table.entry('f'); // c is the oldest now
+    assert.equal(table.get('c'), undefined);
+    assert.ok(table.get('a') && table.get('e') && table.get('f'));
+  });
+
   void test('a table full of pinned entries grows rather than losing a count', () => {
     const table = new PerIpTable(4);
     for (let i = 0; i < 40; i++) table.entry(`p${i}`).conns = 1;
