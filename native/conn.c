@@ -20,6 +20,7 @@
 
 #define _GNU_SOURCE  // accept4
 #include "conn.h"
+#include "keyed.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,8 +38,6 @@ enum { ACCEPTS_PER_WAKE = 64, PAUSE_MS = 100 };
 // The events' kinds (kept in step with core-accept.ts).
 enum { EV_DATA = 0, EV_EOF = 1, EV_ERROR = 2, EV_DRAINED = 3, EV_SHUTDOWN = 4 };
 enum { OP_READ = 0, OP_WRITE = 1, OP_SHUTDOWN = 2 };
-// Tells a connection's external from an acceptor's, should one be passed for the other.
-enum { CONN_TAG = 0x636f6e6e, ACCEPTOR_TAG = 0x61636370 };
 
 typedef struct cmod {
   watch_home_t* home;
@@ -51,7 +50,6 @@ typedef struct cmod {
 } cmod_t;
 
 typedef struct acceptor {
-  uint32_t tag;
   cmod_t* mod;
   napi_env env;
   napi_ref owner;
@@ -62,8 +60,8 @@ typedef struct acceptor {
   unsigned gone : 1;
 } acceptor_t;
 
+// JavaScript holds a connection, and an acceptor, by its watcher's key (keyed.h).
 struct conn {
-  uint32_t tag;
   cmod_t* mod;
   napi_env env;
   napi_ref owner;
@@ -73,11 +71,12 @@ struct conn {
   size_t out_off, out_len, out_cap;
   unsigned want_read : 1;
   unsigned shut_pending : 1;
-  unsigned gone : 1;  // closed, released or handed over: the external is all that is left
+  unsigned gone : 1;  // closed, released or handed over: freed on a later turn
 };
 
-static void finalize_conn(napi_env env, void* data, void* hint);
+static void free_conn(watch_t* w) { free(w->data); }
 
+// Its watcher was dropped or moved: the key finds nothing from here on, and the memory goes once the callbacks on the stack are done with it.
 static void forget(conn_t* c) {
   c->gone = 1;
   free(c->out);
@@ -85,6 +84,7 @@ static void forget(conn_t* c) {
   c->out_len = c->out_off = c->out_cap = 0;
   if (c->owner != NULL) napi_delete_reference(c->env, c->owner);
   c->owner = NULL;
+  watch_closed_later(&c->watch, free_conn);
 }
 
 static void conn_close(conn_t* c) {
@@ -257,7 +257,6 @@ static void hand_to_js(acceptor_t* a, int fd, const struct sockaddr_storage* sa)
     free(c);
     return;
   }
-  c->tag = CONN_TAG;
   c->mod = mod;
   c->env = env;
   c->fd = fd;
@@ -268,9 +267,8 @@ static void hand_to_js(acceptor_t* a, int fd, const struct sockaddr_storage* sa)
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   napi_value owner, ext, result = NULL, argv[6];
-  if (napi_create_external(env, c, finalize_conn, NULL, &ext) != napi_ok) {
+  if (keyed_external(env, &c->watch, NULL, NULL, &ext) != napi_ok) {
     conn_close(c);
-    free(c);
     napi_close_handle_scope(env, scope);
     return;
   }
@@ -322,25 +320,15 @@ static void on_accept(watch_t* w, int status, int events) {
     }                                                               \
   } while (0)
 
-static void finalize_conn(napi_env env, void* data, void* hint) {
-  conn_t* c = data;
-  // Dropped by JavaScript while still open (it never is: every connection is closed or released): close it now.
-  conn_close(c);
-  free(c);
-}
-
+// An acceptor (one per listener) lives until JavaScript drops it.
 static void finalize_acceptor(napi_env env, void* data, void* hint) {
-  acceptor_stop(data);
-  free(data);
+  acceptor_stop(hint);
+  free(hint);
 }
 
-conn_t* conn_of(napi_env env, napi_value v) {
-  napi_valuetype type;
-  void* data = NULL;
-  if (napi_typeof(env, v, &type) != napi_ok || type != napi_external) return NULL;
-  if (napi_get_value_external(env, v, &data) != napi_ok || data == NULL) return NULL;
-  conn_t* c = data;
-  return c->tag != CONN_TAG || c->gone ? NULL : c;
+conn_t* conn_of(watch_home_t* home, napi_env env, napi_value v) {
+  watch_t* w = keyed_watch(home, env, v, on_conn);
+  return w == NULL || ((conn_t*)w->data)->gone ? NULL : w->data;
 }
 
 void conn_hand_over(conn_t* c, watch_t* to, watch_cb cb) {
@@ -349,19 +337,17 @@ void conn_hand_over(conn_t* c, watch_t* to, watch_cb cb) {
   forget(c);
 }
 
-// The external in the first argument when it carries `tag` (each struct's first field).
-static void* external_arg(napi_env env, napi_callback_info info, size_t want, napi_value* argv, uint32_t tag) {
+// What the first argument stands for when it is a watcher running `cb`: a connection (on_conn) or an acceptor (on_accept).
+static void* keyed_arg(napi_env env, napi_callback_info info, size_t want, napi_value* argv, watch_cb cb) {
   size_t argc = want;
-  void* data = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) return NULL;
-  napi_valuetype type;
-  if (napi_typeof(env, argv[0], &type) != napi_ok || type != napi_external) return NULL;
-  if (napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL || *(uint32_t*)data != tag) return NULL;
-  return data;
+  cmod_t* mod;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod) != napi_ok || argc < want) return NULL;
+  watch_t* w = keyed_watch(mod->home, env, argv[0], cb);
+  return w == NULL ? NULL : w->data;
 }
 
 static conn_t* conn_arg(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
-  conn_t* c = external_arg(env, info, want, argv, CONN_TAG);
+  conn_t* c = keyed_arg(env, info, want, argv, on_conn);
   return c == NULL || c->gone ? NULL : c;
 }
 
@@ -402,7 +388,6 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
   if (set == NULL) return int_result(env, -errno);
   acceptor_t* a = calloc(1, sizeof *a);
   if (a == NULL) return int_result(env, -ENOMEM);
-  a->tag = ACCEPTOR_TAG;
   a->mod = mod;
   a->env = env;
   a->node_fd = fd;
@@ -417,7 +402,7 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
     free(a);
     return int_result(env, -err);
   }
-  if (napi_create_reference(env, argv[0], 1, &a->owner) != napi_ok || napi_create_external(env, a, finalize_acceptor, NULL, &result) != napi_ok) {
+  if (napi_create_reference(env, argv[0], 1, &a->owner) != napi_ok || keyed_external(env, &a->watch, finalize_acceptor, a, &result) != napi_ok) {
     acceptor_stop(a);
     free(a);
     napi_throw_error(env, NULL, "wsgate conn: cannot hand the acceptor to JavaScript");
@@ -430,14 +415,14 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
 // acceptQuiet(acceptor): Node's watcher out of Node's set, if it was not yet (acceptStart came before libuv added it).
 static napi_value accept_quiet(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  acceptor_t* a = external_arg(env, info, 1, argv, ACCEPTOR_TAG);
+  acceptor_t* a = keyed_arg(env, info, 1, argv, on_accept);
   return int_result(env, a == NULL || a->gone ? 0 : -quiet_node(a));
 }
 
 // acceptStop(acceptor): stops accepting; Node's listening socket stays as it is, for Node to close.
 static napi_value accept_stop(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  acceptor_t* a = external_arg(env, info, 1, argv, ACCEPTOR_TAG);
+  acceptor_t* a = keyed_arg(env, info, 1, argv, on_accept);
   if (a != NULL) acceptor_stop(a);
   return NULL;
 }

@@ -15,7 +15,7 @@ void wsgate_conn_init(napi_env env, napi_value exports, watch_home_t* home);
 
 // The connection `v` stands for when it is one still open, else NULL (no
 // exception: the caller takes `v` as a descriptor instead).
-conn_t* conn_of(napi_env env, napi_value v);
+conn_t* conn_of(watch_home_t* home, napi_env env, napi_value v);
 // `to` takes the connection as it is (its place in the set, what it
 // watches), with no system call; `c` is done.
 void conn_hand_over(conn_t* c, watch_t* to, watch_cb cb);

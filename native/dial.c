@@ -9,13 +9,16 @@
 // system call: socket, connect, one ADD, one MOD once the request is out.
 //
 // JavaScript keeps every decision (src/upstream/core-dial.ts): it is called
-// with each chunk the upstream sends until it has judged the answer, with
+// with each chunk the upstream sends until it has judged the answer (read
+// into the buffer JavaScript shares with the module for reads, as conn.c's
+// are: no Buffer made per chunk; JavaScript copies what it keeps), with
 // the error when the connect, the write or a read fails, and with EOF. The
 // request is written when the connect completes. An answer that is not a 101
 // (or a session the core does not take) gets its descriptor back as a Node
 // handle with dialRelease().
 
 #include "dial.h"
+#include "keyed.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,7 +31,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-enum { READ_SIZE = 16384 };
 // What failed, as JavaScript names the system call (kept in step with core-dial.ts).
 enum { OP_CONNECT = 0, OP_WRITE = 1, OP_READ = 2 };
 // The events' kinds: a chunk, EOF, an error.
@@ -36,11 +38,14 @@ enum { EV_DATA = 0, EV_EOF = 1, EV_ERROR = 2 };
 
 typedef struct dmod {
   watch_home_t* home;
-  napi_ref event;  // event(owner, kind, errno, op, chunk)
+  napi_ref event;  // event(owner, kind, errno, op, length): a chunk is in buf
+  napi_ref buffer;  // keeps buf, JavaScript's shared read buffer, alive
   napi_async_context async;
   char* buf;
+  size_t buf_len;
 } dmod_t;
 
+// JavaScript holds a dial by its watcher's key (keyed.h).
 struct dial {
   dmod_t* mod;
   napi_env env;
@@ -50,8 +55,10 @@ struct dial {
   char* out;  // the request (and PROXY header) until written
   size_t out_off, out_len;
   unsigned connected : 1;
-  unsigned gone : 1;  // closed, released or handed over: the external is all that is left
+  unsigned gone : 1;  // closed, released or handed over: freed on a later turn
 };
+
+static void free_dial(watch_t* w) { free(w->data); }
 
 static void forget(dial_t* d) {
   d->gone = 1;
@@ -59,6 +66,8 @@ static void forget(dial_t* d) {
   d->out = NULL;
   if (d->owner != NULL) napi_delete_reference(d->env, d->owner);
   d->owner = NULL;
+  // The key finds nothing from here on; the memory goes once the callbacks on the stack are done with it.
+  watch_closed_later(&d->watch, free_dial);
 }
 
 static void dial_close(dial_t* d) {
@@ -70,7 +79,7 @@ static void dial_close(dial_t* d) {
 }
 
 // Tells JavaScript; the dial may be closed, released or handed over by the time this returns.
-static void emit(dial_t* d, int kind, int err, int op, const char* data, size_t len) {
+static void emit(dial_t* d, int kind, int err, int op, size_t len) {
   napi_env env = d->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
@@ -81,8 +90,7 @@ static void emit(dial_t* d, int kind, int err, int op, const char* data, size_t 
   napi_create_int32(env, kind, &argv[1]);
   napi_create_int32(env, -err, &argv[2]);
   napi_create_int32(env, op, &argv[3]);
-  if (data != NULL) napi_create_buffer_copy(env, len, data, NULL, &argv[4]);
-  else napi_get_null(env, &argv[4]);
+  napi_create_int32(env, (int32_t)len, &argv[4]);
   if (napi_make_callback(env, d->mod->async, owner, fn, 5, argv, &result) == napi_pending_exception) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
@@ -94,7 +102,7 @@ static void emit(dial_t* d, int kind, int err, int op, const char* data, size_t 
 static void fail(dial_t* d, int err, int op) {
   // The dial stays open for JavaScript to close: it owns what happens next.
   watch_events(&d->watch, 0);
-  emit(d, EV_ERROR, err, op, NULL, 0);
+  emit(d, EV_ERROR, err, op, 0);
 }
 
 static int send_out(dial_t* d) {
@@ -140,12 +148,8 @@ static void on_ready(watch_t* w, int status, int events) {
   }
   if (!(events & UV_READABLE)) return;
   dmod_t* mod = d->mod;
-  if (mod->buf == NULL && (mod->buf = malloc(READ_SIZE)) == NULL) {
-    fail(d, ENOMEM, OP_READ);
-    return;
-  }
   ssize_t n;
-  do n = read(d->fd, mod->buf, READ_SIZE);
+  do n = read(d->fd, mod->buf, mod->buf_len);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) fail(d, errno, OP_READ);
@@ -153,10 +157,10 @@ static void on_ready(watch_t* w, int status, int events) {
   }
   if (n == 0) {
     watch_events(&d->watch, 0);
-    emit(d, EV_EOF, 0, OP_READ, NULL, 0);
+    emit(d, EV_EOF, 0, OP_READ, 0);
     return;
   }
-  emit(d, EV_DATA, 0, OP_READ, mod->buf, (size_t)n);
+  emit(d, EV_DATA, 0, OP_READ, (size_t)n);
 }
 
 // ---- JavaScript API ------------------------------------------------------------------
@@ -169,20 +173,9 @@ static void on_ready(watch_t* w, int status, int events) {
     }                                                                 \
   } while (0)
 
-static void finalize_dial(napi_env env, void* data, void* hint) {
-  dial_t* d = data;
-  // Dropped by JavaScript while still open (it never is: every dial is settled): close it now.
-  dial_close(d);
-  free(d);
-}
-
-dial_t* dial_of(napi_env env, napi_value v) {
-  napi_valuetype type;
-  void* data = NULL;
-  if (napi_typeof(env, v, &type) != napi_ok || type != napi_external) return NULL;
-  if (napi_get_value_external(env, v, &data) != napi_ok || data == NULL) return NULL;
-  dial_t* d = data;
-  return d->gone ? NULL : d;
+dial_t* dial_of(watch_home_t* home, napi_env env, napi_value v) {
+  watch_t* w = keyed_watch(home, env, v, on_ready);
+  return w == NULL || ((dial_t*)w->data)->gone ? NULL : w->data;
 }
 
 int dial_session(watch_home_t* home, const int fds[2], conn_t* accepted, dial_t* dialed, watch_t* w[2], watch_cb cb) {
@@ -304,9 +297,8 @@ static napi_value dial(napi_env env, napi_callback_info info) {
   d->out = out;
   d->out_len = header_len + copied;
   d->watch.data = d;
-  if (napi_create_reference(env, argv[0], 1, &d->owner) != napi_ok || napi_create_external(env, d, finalize_dial, NULL, &result) != napi_ok) {
+  if (napi_create_reference(env, argv[0], 1, &d->owner) != napi_ok || keyed_external(env, &d->watch, NULL, NULL, &result) != napi_ok) {
     dial_close(d);
-    free(d);
     napi_throw_error(env, NULL, "wsgate dial: cannot hand the dial to JavaScript");
     return NULL;
   }
@@ -319,8 +311,9 @@ bad_address:
 static dial_t* dial_arg(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return NULL;
-  return dial_of(env, argv[0]);
+  dmod_t* mod;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod) != napi_ok || argc < 1) return NULL;
+  return dial_of(mod->home, env, argv[0]);
 }
 
 // dialClose(dial): gives up (the client left, the timeout, a failure, an answer nobody takes).
@@ -346,21 +339,30 @@ static napi_value dial_release(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// setDialEvents(event, readBuffer)
 static napi_value set_dial_events(napi_env env, napi_callback_info info) {
   dmod_t* mod;
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, (void**)&mod));
+  void* data;
+  size_t len;
+  if (argc < 2 || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len == 0) {
+    napi_throw_type_error(env, NULL, "wsgate dial: setDialEvents(event, readBuffer)");
+    return NULL;
+  }
+  napi_ref refs[2];
+  for (int i = 0; i < 2; i++) CHECK(napi_create_reference(env, argv[i], 1, &refs[i]));
   if (mod->event != NULL) napi_delete_reference(env, mod->event);
-  CHECK(napi_create_reference(env, argv[0], 1, &mod->event));
+  if (mod->buffer != NULL) napi_delete_reference(env, mod->buffer);
+  mod->event = refs[0];
+  mod->buffer = refs[1];
+  mod->buf = data;
+  mod->buf_len = len;
   return NULL;
 }
 
-static void free_dmod(void* arg) {
-  dmod_t* mod = arg;
-  free(mod->buf);
-  free(mod);
-}
+static void free_dmod(void* arg) { free(arg); }
 
 void wsgate_dial_init(napi_env env, napi_value exports, watch_home_t* home) {
   dmod_t* mod = calloc(1, sizeof *mod);

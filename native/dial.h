@@ -16,7 +16,7 @@ void wsgate_dial_init(napi_env env, napi_value exports, watch_home_t* home);
 
 // The dial `v` stands for when it is one that answered and is still open,
 // else NULL (no exception: the caller takes `v` as a descriptor instead).
-dial_t* dial_of(napi_env env, napi_value v);
+dial_t* dial_of(watch_home_t* home, napi_env env, napi_value v);
 // A new core session's two connections, watched with `cb`: w[0] a
 // duplicate of the client's descriptor fds[0], or when `accepted`, that
 // connection as it is (conn.c); w[1] a duplicate of fds[1], or when

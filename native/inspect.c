@@ -1232,10 +1232,10 @@ static napi_value open_session(napi_env env, napi_callback_info info) {
   int32_t fds[2] = {-1, -1}, read_size, flags, slot;
   double max_message, rate, up_rate;
   // The client: a descriptor to duplicate, or a connection the module accepted (conn.c), taken as it is.
-  conn_t* accepted = conn_of(env, argv[1]);
+  conn_t* accepted = conn_of(mod->home, env, argv[1]);
   if (accepted == NULL) CHECK(napi_get_value_int32(env, argv[1], &fds[0]));
   // The upstream: a descriptor to duplicate, or a dial (dial.c) whose connection the session takes as it is.
-  dial_t* dialed = dial_of(env, argv[2]);
+  dial_t* dialed = dial_of(mod->home, env, argv[2]);
   if (dialed == NULL) CHECK(napi_get_value_int32(env, argv[2], &fds[1]));
   CHECK(napi_get_value_int32(env, argv[3], &read_size));
   CHECK(napi_get_value_double(env, argv[4], &max_message));

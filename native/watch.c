@@ -248,14 +248,30 @@ void watch_move(watch_t* from, watch_t* to, watch_cb cb) {
   from->events = 0;
 }
 
-void watch_close(watch_t* w, watch_closed_cb closed) {
-  if (w->closing) return;
+static void queue_closed(watch_t* w, watch_closed_cb closed) {
   watch_set_t* set = w->set;
-  // Still in the set until the caller closes the descriptor; its events find a freed slot.
-  release_slot(w);
   w->closed = closed;
+  w->next_closed = NULL;
   if (set->closed_tail == NULL) set->closed_head = w;
   else set->closed_tail->next_closed = w;
   set->closed_tail = w;
   uv_idle_start(&set->idle, on_idle);
+}
+
+void watch_close(watch_t* w, watch_closed_cb closed) {
+  if (w->closing) return;
+  // Still in the set until the caller closes the descriptor; its events find a freed slot.
+  release_slot(w);
+  queue_closed(w, closed);
+}
+
+void watch_closed_later(watch_t* w, watch_closed_cb closed) { queue_closed(w, closed); }
+
+uint64_t watch_key(const watch_t* w) { return key_of(w->set, w->slot); }
+
+watch_t* watch_find(watch_set_t* set, uint64_t key, watch_cb cb) {
+  uint32_t slot = (uint32_t)key;
+  if (set == NULL || slot >= set->nslots || set->gens[slot] != (uint32_t)(key >> 32)) return NULL;
+  watch_t* w = set->slots[slot];
+  return w != NULL && w->cb == cb ? w : NULL;
 }

@@ -76,6 +76,18 @@ void watch_move(watch_t* from, watch_t* to, watch_cb cb);
 // Stops watching; the caller closes the descriptor (which takes it out of the
 // set). `closed` runs on a later turn of the loop, as a uv_close callback would.
 void watch_close(watch_t* w, watch_closed_cb closed);
+// `closed` runs on a later turn of the loop for a watcher already dropped or
+// moved away: where its owner can free it, once every callback now on the
+// stack is done with it.
+void watch_closed_later(watch_t* w, watch_closed_cb closed);
+
+// A watcher's key: its slot and the slot's generation. What JavaScript holds
+// for a connection of the module (no pointer, no finalizer): a key can
+// outlive its watcher, and then finds nothing.
+uint64_t watch_key(const watch_t* w);
+// The watcher `key` stands for, while it does and its callback is `cb` (a
+// watcher that took the slot over with watch_move has another); else NULL.
+watch_t* watch_find(watch_set_t* set, uint64_t key, watch_cb cb);
 // Runs `after(data)` once at the end of the set's current pass over ready
 // descriptors or closed watchers, or outside one on the next turn of the
 // loop: callbacks can gather work there and do it once per pass (the

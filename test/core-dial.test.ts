@@ -4,6 +4,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { dialUpstream, discardAnswer, type DialOptions, type DialResult } from '../src/upstream/connect.js';
 import { canDialInCore } from '../src/upstream/core-dial.js';
+import { nativeModule } from '../src/relay/native-module.js';
 import type { GatewayError } from '../src/errors.js';
 import { listenLocal } from './helpers.js';
 
@@ -105,6 +106,20 @@ void describe('dials by the native module', { skip: !canDialInCore() && 'the nat
     }
   });
 
+  void it("keeps what followed each 101 as its own: a later dial's read does not change an earlier one's", async () => {
+    // Both answers are read into the one buffer the module shares with JavaScript for reads.
+    const ups = await Promise.all(['first', 'second'].map((word) => upstream((s) => s.write(`${SWITCH}\x81\x06${word}`, 'latin1'))));
+    try {
+      const first = await dial(options(ups[0]!.port));
+      const second = await dial(options(ups[1]!.port));
+      assert.equal(first.result!.rest?.toString('latin1'), '\x81\x06first');
+      assert.equal(second.result!.rest?.toString('latin1'), '\x81\x06second');
+      for (const d of [first, second]) discardAnswer(d.result!);
+    } finally {
+      await Promise.all(ups.map((u) => u.close()));
+    }
+  });
+
   void it('sends the PROXY protocol header first, then the request, byte for byte', async () => {
     const header = Buffer.from('PROXY TCP4 10.0.0.1 127.0.0.1 4000 80\r\n', 'latin1');
     const up = await upstream((s) => s.write(SWITCH));
@@ -189,6 +204,25 @@ void describe('dials by the native module', { skip: !canDialInCore() && 'the nat
       await once(socket, 'end');
       assert.equal(body, 'forbidden!');
       socket.destroy();
+    } finally {
+      await up.close();
+    }
+  });
+
+  void it('a dial the module is done with stands for nothing: used again, it is refused, never freed memory', async () => {
+    const up = await upstream((s) => s.write(SWITCH, 'latin1'));
+    try {
+      const { result } = await dial(options(up.port));
+      const ref = result!.core!;
+      discardAnswer(result!);
+      await closed(up.sockets[0]!);
+      // The module frees a dial on a later turn of the loop; JavaScript may still hold its handle.
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 20));
+      // (npm run test:asan runs this on a sanitized build, where a read of freed memory fails the run.)
+      const mod = nativeModule() as { dialRelease(d: unknown): number; dialClose(d: unknown): void };
+      assert.equal(mod.dialRelease(ref), -1);
+      mod.dialClose(ref);
     } finally {
       await up.close();
     }

@@ -567,11 +567,13 @@ function onShutdown(this: ShutdownReq, status: number): void {
 }
 
 /** In a bare handle's onread: the chunk read, or the libuv code (UV_EOF or an error) when there is none. */
-export function bareRead(arrayBuffer: ArrayBuffer | undefined): Buffer | number {
+export function bareRead(arrayBuffer: ArrayBuffer | undefined, keep = true): Buffer | number {
   const n = state[kReadBytes]!;
   if (n <= 0) return n;
-  // A shared handle's read: the caller may keep the chunk, so it gets a copy.
-  return arrayBuffer === undefined ? Buffer.from(readBuffer!.subarray(0, n)) : Buffer.from(arrayBuffer, state[kOffset]!, n);
+  if (arrayBuffer !== undefined) return Buffer.from(arrayBuffer, state[kOffset]!, n);
+  // A shared handle's read: a caller that keeps the chunk gets a copy.
+  const chunk = readBuffer!.subarray(0, n);
+  return keep ? Buffer.from(chunk) : chunk;
 }
 
 export function isEof(code: number): boolean {

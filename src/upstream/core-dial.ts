@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { GatewayError, upstreamErrorCode } from '../errors.js';
 import { nativeModule } from '../relay/native-module.js';
-import { openBareTcp, shareReads, uvError, type BareHandle } from '../relay/handle-io.js';
+import { openBareTcp, shareReads, sharedReadBuffer, uvError, type BareHandle } from '../relay/handle-io.js';
 import { socketOn } from './raw-dial.js';
 import { DialAttempt, type Answer } from './dial-attempt.js';
 import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
@@ -12,7 +12,9 @@ import type { Answered, DialDone, DialOptions, Upgraded } from './connect.js';
 // No Node handle, no connect request, no duplicate descriptor: per tunnel
 // handshake, 5 system calls and the TCPWrap's construction and teardown
 // fewer than a bare dial (raw-dial.ts). JavaScript still judges the answer
-// (AnswerReader), chunk by chunk, and keeps the timeout.
+// (AnswerReader), chunk by chunk, and keeps the timeout. The chunks are read
+// into the shared read buffer (handle-io.ts), as a CoreHandle's are: no
+// Buffer, backing store and finalizer per chunk.
 //
 // An answer that is not a 101, or a session the core does not take after
 // all, gets the connection back as a bare Node handle (`handle`), and from
@@ -23,10 +25,10 @@ export interface CoreDialRef {
   readonly __coreDial: never;
 }
 
-type EventFn = (owner: CoreDial, kind: number, errno: number, op: number, chunk: Buffer | null) => void;
+type EventFn = (owner: CoreDial, kind: number, errno: number, op: number, length: number) => void;
 
 interface DialModule {
-  setDialEvents(fn: EventFn): void;
+  setDialEvents(fn: EventFn, readBuffer: Buffer): void;
   dial(owner: CoreDial, address: string, port: number, ipv6: boolean, request: string, proxyHeader: Buffer | null): CoreDialRef | number;
   dialClose(dial: CoreDialRef): void;
   dialRelease(dial: CoreDialRef): number;
@@ -37,10 +39,13 @@ const EV_DATA = 0;
 const EV_EOF = 1;
 const OPS = ['connect', 'write', 'read'] as const;
 
+let readBuffer: Buffer | null = null;
+
 function load(): DialModule | null {
   const mod = nativeModule();
-  if (typeof mod === 'string' || typeof (mod as Partial<DialModule>).dial !== 'function') return null;
-  (mod as DialModule).setDialEvents(onEvent);
+  readBuffer = sharedReadBuffer();
+  if (typeof mod === 'string' || typeof (mod as Partial<DialModule>).dial !== 'function' || readBuffer === null) return null;
+  (mod as DialModule).setDialEvents(onEvent, readBuffer);
   return mod as DialModule;
 }
 
@@ -67,10 +72,10 @@ export class CoreDial extends DialAttempt {
   }
 
   /** @internal from the module */
-  event(kind: number, errno: number, op: number, chunk: Buffer | null): void {
+  event(kind: number, errno: number, op: number, length: number): void {
     if (this.settled) return;
     if (kind === EV_DATA) {
-      const answer = this.answer.take(chunk!);
+      const answer = this.answer.take(readBuffer!.subarray(0, length));
       if (answer === undefined) return;
       if (answer instanceof GatewayError) this.fail(answer);
       else this.settle(undefined, new CoreAnswer(answer, this.#dial!) as Upgraded | Answered);
@@ -88,8 +93,8 @@ export class CoreDial extends DialAttempt {
   }
 }
 
-function onEvent(owner: CoreDial, kind: number, errno: number, op: number, chunk: Buffer | null): void {
-  owner.event(kind, errno, op, chunk);
+function onEvent(owner: CoreDial, kind: number, errno: number, op: number, length: number): void {
+  owner.event(kind, errno, op, length);
 }
 
 /**

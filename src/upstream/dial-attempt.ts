@@ -74,7 +74,10 @@ export class AnswerReader {
     this.#accept = accept;
   }
 
-  /** undefined: the head is not complete yet. */
+  /**
+   * undefined: the head is not complete yet. The chunk is read during the call only (it may be
+   * the shared read buffer, core-dial.ts): what is kept of it, and `rest`, are copies.
+   */
   take(chunk: Buffer): Answer | GatewayError | undefined {
     let buf = chunk;
     if (this.#chunks !== undefined) {
@@ -85,7 +88,7 @@ export class AnswerReader {
       const end = buf.indexOf('\r\n\r\n', 0, 'latin1');
       if (end === -1) {
         if (buf.length > this.#maxHeadBytes) return new GatewayError('UPSTREAM_BAD_RESPONSE', `response head over ${this.#maxHeadBytes} bytes`);
-        this.#chunks = buf.length === 0 ? undefined : [buf];
+        this.#chunks = buf.length === 0 ? undefined : [Buffer.from(buf)];
         return undefined;
       }
       this.#chunks = undefined;
@@ -98,7 +101,7 @@ export class AnswerReader {
         buf = buf.subarray(end + 4);
         continue;
       }
-      const rest = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
+      const rest = end + 4 < buf.length ? Buffer.from(buf.subarray(end + 4)) : undefined;
       if (head.status !== 101) return { kind: 'answered', head, rest };
       const problem = checkUpgrade(head, this.#accept);
       return problem === undefined ? { kind: 'upgraded', head, rest } : new GatewayError('UPSTREAM_BAD_RESPONSE', problem);

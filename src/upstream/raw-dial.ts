@@ -147,7 +147,8 @@ function onConnect(this: ConnectReq, status: number): void {
 }
 
 function onRead(this: Handle, arrayBuffer: ArrayBuffer | undefined): void {
-  (this as DialHandle).dial?.read(bareRead(arrayBuffer));
+  // The answer reader copies what it keeps.
+  (this as DialHandle).dial?.read(bareRead(arrayBuffer, false));
 }
 
 /**
