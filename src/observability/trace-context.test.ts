@@ -106,14 +106,16 @@ void describe('readTrace', () => {
     }
   });
 
-  void it('new ids differ from one request to the next', () => {
+  void it('new ids differ from one request to the next, and from each other', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 1_000; i++) {
       const t = readTrace({});
       seen.add(t.traceId);
       seen.add(t.requestId);
+      // Parent ids are half as long: padded, so a prefix of another id would not pass for it.
+      seen.add(TRACEPARENT.exec(t.traceparent())![2]!.padEnd(32, '-'));
     }
-    assert.equal(seen.size, 2_000);
+    assert.equal(seen.size, 3_000);
   });
 });
 

@@ -5,10 +5,15 @@ import type { IncomingHttpHeaders } from 'node:http';
 // for one session, read once from the client's request head. No regular
 // expressions and no JSON: the handshake path is benchmarked, so the parser
 // is one pass over at most 55 characters, and random ids are hex slices of a
-// pooled buffer refilled 4 KiB at a time.
+// pooled buffer refilled 4 KiB at a time: the ids a request needs come from
+// one hex conversion (each is a call into Node's C++, a thousand
+// instructions whatever its length).
 
 /** A session's place in a distributed trace, and its request id. */
 export class TraceContext {
+  /** The first upstream request's parent id, made with the others. */
+  #parentId: string | undefined;
+
   constructor(
     /** 32 lowercase hex digits: the client's trace id, or a new one. */
     readonly traceId: string,
@@ -18,11 +23,16 @@ export class TraceContext {
     readonly continued: boolean,
     /** The client's X-Request-Id when it is a sane token, else a new 32-hex-digit id. */
     readonly requestId: string,
-  ) {}
+    parentId?: string,
+  ) {
+    this.#parentId = parentId;
+  }
 
   /** The traceparent for one upstream request: version 00, this trace, a new parent (span) id, the same flags. */
   traceparent(): string {
-    return `00-${this.traceId}-${randomHex(8)}-${this.flags}`;
+    const parentId = this.#parentId ?? randomHex(8);
+    this.#parentId = undefined;
+    return `00-${this.traceId}-${parentId}-${this.flags}`;
   }
 }
 
@@ -51,14 +61,23 @@ export function traceOf(req: { readonly headers: IncomingHttpHeaders }): TraceCo
 
 /** The trace context of a request's headers (uncached: traceOf() is the one to use per request). */
 export function readTrace(headers: IncomingHttpHeaders): TraceContext {
+  // 16 bytes of request id, 16 of trace id, 8 of parent id, for whichever of them the client did not send.
+  const hex = randomHex(40);
   const given = headers['x-request-id'];
-  const requestId = typeof given === 'string' && isRequestId(given) ? given : randomHex(16);
+  const requestId = typeof given === 'string' && isRequestId(given) ? given : hex.slice(0, 32);
+  const parentId = nonZero(hex.slice(64), 8);
   const parent = headers.traceparent;
   if (typeof parent === 'string' && parent.length >= 55) {
     const traceId = parseTraceparent(parent);
-    if (traceId !== undefined) return new TraceContext(traceId, parent.slice(53, 55), true, requestId);
+    if (traceId !== undefined) return new TraceContext(traceId, parent.slice(53, 55), true, requestId, parentId);
   }
-  return new TraceContext(randomHex(16), '01', false, requestId);
+  return new TraceContext(nonZero(hex.slice(32, 64), 16), '01', false, requestId, parentId);
+}
+
+/** `id` (hex for `bytes` bytes), or another when it is all zeros, which the spec forbids for trace and parent ids. */
+function nonZero(id: string, bytes: number): string {
+  for (let i = 0; i < id.length; i++) if (id.charCodeAt(i) !== ZERO) return id;
+  return randomHex(bytes);
 }
 
 /**
