@@ -74,8 +74,6 @@ struct conn {
   unsigned gone : 1;  // closed, released or handed over: freed on a later turn
 };
 
-static void free_conn(watch_t* w) { free(w->data); }
-
 // Its watcher was dropped or moved: the key finds nothing from here on, and the memory goes once the callbacks on the stack are done with it.
 static void forget(conn_t* c) {
   c->gone = 1;
@@ -84,7 +82,7 @@ static void forget(conn_t* c) {
   c->out_len = c->out_off = c->out_cap = 0;
   if (c->owner != NULL) napi_delete_reference(c->env, c->owner);
   c->owner = NULL;
-  watch_closed_later(&c->watch, free_conn);
+  watch_closed_later(&c->watch, keyed_free);
 }
 
 static void conn_close(conn_t* c) {

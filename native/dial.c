@@ -58,8 +58,6 @@ struct dial {
   unsigned gone : 1;  // closed, released or handed over: freed on a later turn
 };
 
-static void free_dial(watch_t* w) { free(w->data); }
-
 static void forget(dial_t* d) {
   d->gone = 1;
   free(d->out);
@@ -67,7 +65,7 @@ static void forget(dial_t* d) {
   if (d->owner != NULL) napi_delete_reference(d->env, d->owner);
   d->owner = NULL;
   // The key finds nothing from here on; the memory goes once the callbacks on the stack are done with it.
-  watch_closed_later(&d->watch, free_dial);
+  watch_closed_later(&d->watch, keyed_free);
 }
 
 static void dial_close(dial_t* d) {

@@ -8,6 +8,7 @@
 
 #include <node_api.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "watch.h"
 
@@ -23,5 +24,9 @@ static inline watch_t* keyed_watch(watch_home_t* home, napi_env env, napi_value 
   if (napi_get_value_external(env, v, &data) != napi_ok) return NULL;
   return watch_find(home->set, (uint64_t)(uintptr_t)data, cb);
 }
+
+// A keyed object's watcher's closed callback (watch_closed_later): the object, which holds the
+// watcher, is freed a turn after it was done, when no callback on the stack can touch it.
+static inline void keyed_free(watch_t* w) { free(w->data); }
 
 #endif

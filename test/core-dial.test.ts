@@ -228,6 +228,22 @@ void describe('dials by the native module', { skip: !canDialInCore() && 'the nat
     }
   });
 
+  void it('setDialEvents without a read buffer is refused with a TypeError, and dials go on as before', async () => {
+    const mod = nativeModule() as { setDialEvents(...args: unknown[]): void };
+    // Checked before anything is replaced: the module keeps the handler and buffer it has.
+    assert.throws(() => mod.setDialEvents(() => {}), TypeError);
+    assert.throws(() => mod.setDialEvents(() => {}, Buffer.alloc(0)), TypeError);
+    const up = await upstream((s) => s.write(`${SWITCH}\x81\x02ok`, 'latin1'));
+    try {
+      const { err, result } = await dial(options(up.port));
+      assert.equal(err, undefined);
+      assert.equal(result!.rest?.toString('latin1'), '\x81\x02ok');
+      discardAnswer(result!);
+    } finally {
+      await up.close();
+    }
+  });
+
   void it('abort() while the upstream thinks: nothing is reported, and the connection is closed', async () => {
     let headIn!: () => void;
     const gotHead = new Promise<void>((r) => (headIn = r));
